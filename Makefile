@@ -1,0 +1,50 @@
+# selector — set-up and everyday commands. `make help` lists them.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-runtime
+DEVSTAMP := $(VENV)/.installed-dev
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-dev demo test lint bench schemas clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or run: make PYTHON=python3 ...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(DEVSTAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## create .venv and install selector
+
+install-dev: $(DEVSTAMP) ## install selector with test and lint tools
+
+demo: $(STAMP) ## run the monitor and a simulated production line on the embedded broker (Ctrl-C stops)
+	$(BIN)/selector demo -c config.yaml $(DEMO_ARGS)
+
+lint: $(DEVSTAMP) ## ruff, mypy and the import contract that keeps the core pure
+	$(BIN)/ruff check selector connectors tests bench
+	$(BIN)/ruff format --check selector connectors tests bench
+	$(BIN)/mypy selector connectors
+	$(BIN)/lint-imports
+
+test: $(DEVSTAMP) lint ## lint, then the whole test suite (unit, connector, broker integration)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## print the performance tables of README.md
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+schemas: $(STAMP) ## regenerate the checked-in JSON Schemas
+	$(BIN)/selector schema --write schemas
+
+clean: ## remove caches (keeps .venv)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis

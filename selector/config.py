@@ -1,0 +1,260 @@
+"""The configuration: one frozen, validated object.
+
+The shell reads ``config.yaml`` and the ``SELECTOR_...`` environment (see ``connectors.configfile``) into a
+plain mapping; :func:`parse_config` turns that mapping into a :class:`Config` or raises
+:class:`~selector.errors.ConfigError` whose lines name the key, the constraint and the value, e.g.
+``'budget.rate' must be in (0, 1]: 1.3``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+
+from selector.errors import ConfigError
+
+MEASURES = ("least_confidence", "margin", "ratio", "entropy")
+"""Names of the informativeness measures a config may choose (``scoring.measure``)."""
+
+HORIZONS_S: dict[str, float] = {"minute": 60.0, "hour": 3600.0, "day": 86400.0}
+"""Sliding-window lengths of the hard caps (``budget.caps``), in seconds."""
+
+
+def _in_unit_open_closed(v: float) -> float:
+    if not 0.0 < v <= 1.0:
+        raise ValueError("must be in (0, 1]")
+    return v
+
+
+def _in_unit_closed(v: float) -> float:
+    if not 0.0 <= v <= 1.0:
+        raise ValueError("must be in [0, 1]")
+    return v
+
+
+def _in_unit_half_open(v: float) -> float:
+    if not 0.0 <= v < 1.0:
+        raise ValueError("must be in [0, 1)")
+    return v
+
+
+def _positive(v: float) -> float:
+    if not v > 0:
+        raise ValueError("must be > 0")
+    return v
+
+
+def _port(v: int) -> int:
+    if not 0 <= v <= 65535:
+        raise ValueError("must be a TCP port in [0, 65535] (0 picks a free port)")
+    return v
+
+
+RateOpenClosed = Annotated[float, AfterValidator(_in_unit_open_closed)]
+Probability = Annotated[float, AfterValidator(_in_unit_closed)]
+Share = Annotated[float, AfterValidator(_in_unit_half_open)]
+PositiveFloat = Annotated[float, AfterValidator(_positive)]
+PositiveInt = Annotated[int, AfterValidator(_positive)]
+Port = Annotated[int, AfterValidator(_port)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class TopicsConfig(_Section):
+    """Kafka topic names."""
+
+    predictions: str = "predictions"
+    to_label: str = "to-label"
+    accepted: str = "accepted"
+    dead_letter: str = "dead-letter"
+
+
+class KafkaConfig(_Section):
+    """Connection, consumer-group and delivery settings (kafka-python parameter names where they exist)."""
+
+    bootstrap_servers: str = "embedded"
+    group_id: str = "selector"
+    client_id: str = "selector"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = None
+    create_topics: bool = True
+    topic_partitions: PositiveInt = 4
+    replication_factor: PositiveInt = 1
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: PositiveInt = 10000
+    heartbeat_interval_ms: PositiveInt = 3000
+    max_poll_interval_ms: PositiveInt = 300000
+    max_poll_records: PositiveInt = 2000
+    poll_timeout_ms: PositiveInt = 200
+    commit_interval_s: PositiveFloat = 1.0
+    connect_deadline_s: PositiveFloat = 60.0
+    outage_deadline_s: PositiveFloat = 300.0
+    linger_ms: Annotated[int, Field(ge=0)] = 5
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaConfig:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(f"'kafka.sasl_mechanism' is required when security_protocol is {self.security_protocol}")
+        if self.sasl_mechanism is not None and (self.sasl_plain_username is None or self.sasl_plain_password is None):
+            raise ValueError("'kafka.sasl_plain_username' and 'kafka.sasl_plain_password' are required with SASL")
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError(
+                f"'kafka.heartbeat_interval_ms' must be below 'kafka.session_timeout_ms': "
+                f"{self.heartbeat_interval_ms} >= {self.session_timeout_ms}"
+            )
+        return self
+
+
+class InputConfig(_Section):
+    """How raw prediction records are validated."""
+
+    max_record_bytes: PositiveInt = 1_048_576
+    prob_tolerance: Annotated[float, AfterValidator(_positive)] = 1e-3
+
+
+class ScoringConfig(_Section):
+    """Which informativeness measure decides the query route (all of them are computed and logged)."""
+
+    measure: Literal["least_confidence", "margin", "ratio", "entropy"] = "entropy"
+
+
+class AcceptConfig(_Section):
+    """Auto-accept: a prediction whose confidence reaches its class's threshold becomes a pseudo-label."""
+
+    default_threshold: Probability = 0.95
+    thresholds: dict[str, Probability] = Field(default_factory=dict)
+
+
+class BudgetConfig(_Section):
+    """The labeling budget: a target rate, hard caps per sliding window, and the audit share."""
+
+    rate: RateOpenClosed = 0.02
+    query_threshold: Probability = 0.5
+    max_burst: PositiveFloat = 10.0
+    caps: dict[Literal["minute", "hour", "day"], Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: {"hour": 1000}
+    )
+    audit_rate: Share = 0.002
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _audit_within_rate(self) -> BudgetConfig:
+        if self.audit_rate >= self.rate:
+            raise ValueError(
+                f"'budget.audit_rate' must be below 'budget.rate' (audits are part of the budget): "
+                f"{self.audit_rate} >= {self.rate}"
+            )
+        return self
+
+
+class MetricsConfig(_Section):
+    """The Prometheus endpoint."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 9464
+
+
+class Config(_Section):
+    """The whole configuration of one selector instance."""
+
+    classes: list[str] = Field(default_factory=lambda: ["ok", "scratch", "dent", "crack"])
+    topics: TopicsConfig = Field(default_factory=TopicsConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    accept: AcceptConfig = Field(default_factory=AcceptConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    @model_validator(mode="after")
+    def _classes_consistent(self) -> Config:
+        if len(self.classes) < 2:
+            raise ValueError(f"'classes' must list at least 2 class names: {self.classes!r}")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"'classes' must not repeat a name: {self.classes!r}")
+        unknown = sorted(set(self.accept.thresholds) - set(self.classes))
+        if unknown:
+            raise ValueError(
+                f"'accept.thresholds' names classes not in 'classes': {unknown!r} (classes: {self.classes!r})"
+            )
+        return self
+
+    def accept_thresholds(self) -> list[float]:
+        """Accept threshold of every class, in class order."""
+        return [self.accept.thresholds.get(c, self.accept.default_threshold) for c in self.classes]
+
+    def config_hash(self) -> str:
+        """Short stable hash of the effective configuration (secrets included only as their hash input)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def masked(self) -> dict[str, Any]:
+        """The configuration as plain data with every secret replaced by ``'**********'``."""
+        return _mask(self.model_dump(mode="python"))
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "**********"
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    return value
+
+
+def parse_config(data: Mapping[str, Any] | None, source: str = "config") -> Config:
+    """Validate a plain mapping into a :class:`Config`.
+
+    Raises:
+        ConfigError: with one line per problem, each naming key, constraint and value.
+    """
+    try:
+        return Config.model_validate(dict(data or {}))
+    except ValidationError as exc:
+        raise ConfigError([_describe(err) for err in exc.errors()], source) from exc
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    value = err.get("input")
+    if err["type"] == "extra_forbidden":
+        return f"'{loc}' is not a known key: {value!r}{_valid_keys_hint(err['loc'])}"
+    if not loc or msg.startswith("'"):  # a model-level check already names its keys
+        return msg
+    if err["type"] == "value_error":
+        return f"'{loc}' {msg}: {value!r}"
+    return f"'{loc}': {msg[0].lower() + msg[1:]}: {value!r}"
+
+
+def _valid_keys_hint(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = field.annotation if field is not None else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return ""
+        model = ann
+    return f" (valid keys: {', '.join(model.model_fields)})"

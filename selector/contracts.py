@@ -1,0 +1,115 @@
+"""Message contracts of DESIGN.md as pydantic models; the JSON Schemas in ``schemas/`` are generated from them.
+
+The hot path does not validate through these models (that would cost a Python object per item); the decoder in
+:mod:`selector.decode` enforces the same rules over whole batches. These models are the documentation, the
+schema source, and what tests use to check produced records.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DLQ_HEADERS = (
+    "x-dlq-original-topic",
+    "x-dlq-original-partition",
+    "x-dlq-original-offset",
+    "x-dlq-stage",
+    "x-dlq-reason",
+    "x-dlq-exception-message",
+    "x-dlq-failed-at",
+    "x-dlq-app-version",
+)
+"""String headers every dead-letter record carries, in this order."""
+
+
+class Prediction(BaseModel):
+    """A model's output for one item (input, topic ``predictions``). Exactly one of ``probs`` or ``logits``."""
+
+    model_config = ConfigDict(extra="allow", title="prediction")
+
+    id: str = Field(min_length=1, description="unique per item; outputs are keyed by it")
+    probs: list[float] | None = Field(None, description="one probability per configured class, summing to 1")
+    logits: list[float] | None = Field(None, description="one logit per configured class (softmax is applied)")
+    ts: str | int | None = Field(None, description="RFC 3339 string or epoch milliseconds; else the Kafka timestamp")
+    model: str | None = Field(None, description="model version")
+    samples: list[list[float]] | None = Field(None, description="T x C MC-dropout probabilities")
+    committee: list[list[float]] | None = Field(None, description="K x C committee member probabilities")
+    embedding: list[float] | None = None
+    predicted_loss: float | None = None
+    cost: float | None = Field(None, gt=0, description="relative labeling cost")
+    segment: str | None = Field(None, description="line or camera id, for per-segment budgets")
+    payload: Any = Field(None, description="opaque, passed through (image URI etc.)")
+    meta: Any = Field(None, description="opaque, passed through")
+
+
+class SelectorInfo(BaseModel):
+    """Which selector made a decision."""
+
+    version: str
+    config_hash: str
+
+
+class ToLabel(BaseModel):
+    """An item sent to the labelers (output, topic ``to-label``, keyed by ``id``)."""
+
+    model_config = ConfigDict(extra="forbid", title="to-label")
+
+    id: str
+    route: Literal["query", "audit"]
+    score: float = Field(ge=0, le=1, description="the informativeness that decided")
+    scores: dict[str, float] = Field(description="every computed measure, each in [0, 1]")
+    threshold: float = Field(description="the query threshold in force")
+    query_probability: float = Field(gt=0, le=1, description="inclusion probability of this decision")
+    priority: float = Field(ge=0, le=1, description="higher is more urgent for the labelers")
+    predicted: str = Field(description="predicted class name")
+    probs: list[float]
+    segment: str | None
+    payload: Any
+    meta: Any
+    model: str | None
+    decided_at: str = Field(description="RFC 3339, UTC")
+    selector: SelectorInfo
+
+
+class Accepted(BaseModel):
+    """An auto-accepted prediction, a pseudo-label (output, topic ``accepted``, keyed by ``id``)."""
+
+    model_config = ConfigDict(extra="forbid", title="accepted")
+
+    id: str
+    label: str
+    confidence: float = Field(ge=0, le=1)
+    model: str | None
+    payload: Any
+    meta: Any
+    decided_at: str
+
+
+class DeadLetterHeaders(BaseModel):
+    """Headers of a dead-letter record; key and value are the original bytes, unchanged."""
+
+    model_config = ConfigDict(extra="forbid", title="dead-letter headers", populate_by_name=True)
+
+    original_topic: str = Field(alias="x-dlq-original-topic")
+    original_partition: str = Field(alias="x-dlq-original-partition")
+    original_offset: str = Field(alias="x-dlq-original-offset")
+    stage: str = Field(alias="x-dlq-stage", description="decode, route, ...")
+    reason: str = Field(alias="x-dlq-reason", description="machine-readable reason code")
+    exception_message: str = Field(alias="x-dlq-exception-message", description="human-readable; secrets redacted")
+    failed_at: str = Field(alias="x-dlq-failed-at", description="RFC 3339, UTC")
+    app_version: str = Field(alias="x-dlq-app-version")
+
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "prediction": Prediction,
+    "to-label": ToLabel,
+    "accepted": Accepted,
+    "dead-letter-headers": DeadLetterHeaders,
+}
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema of every message contract, by name."""
+    return {name: model.model_json_schema(by_alias=True) for name, model in SCHEMAS.items()}

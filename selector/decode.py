@@ -1,0 +1,259 @@
+"""Decoding and validation of a polled batch of raw prediction records into columnar arrays.
+
+Parsing JSON is necessarily one call per record; everything numeric (shape, finiteness, range, normalization,
+softmax of logits) is checked over the whole batch at once. A record that breaks a rule is returned as a
+:class:`Reject` with a reason code and a message; the valid records of the same batch are unaffected.
+
+Example:
+    >>> b = decode_batch([b'{"id": "a", "probs": [0.9, 0.1]}', b'{"probs": [1, 0]}'], [0, 0], n_classes=2)
+    >>> b.ids, [r.reason for r in b.rejects]
+    (['a'], ['missing_id'])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+
+from selector.arrays import FloatArray, IntArray
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A record that failed decoding: its position in the polled batch, a reason code and a message."""
+
+    position: int
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Valid predictions of one polled batch, as columns. Row ``i`` came from raw record ``position[i]``."""
+
+    position: IntArray
+    ids: list[str]
+    probs: FloatArray
+    ts_s: FloatArray
+    model: list[str | None]
+    segment: list[str | None]
+    payload: list[Any]
+    meta: list[Any]
+    rejects: list[Reject] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+_OPTIONAL_STR = ("model", "segment")
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # Python producers write NaN/Infinity by default; parse them so the reason is "non_finite", not "malformed".
+        return json.loads(raw)
+
+
+def _parse_ts(value: Any) -> float:
+    """Seconds since the epoch from RFC 3339 text or epoch milliseconds; raises ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"'ts' must be RFC 3339 text or epoch milliseconds: {value!r}")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"'ts' epoch milliseconds must be finite and >= 0: {value!r}")
+        return float(value) / 1000.0
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"'ts' is not RFC 3339: {value!r}") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"'ts' must carry a UTC offset (RFC 3339): {value!r}")
+        return parsed.timestamp()
+    raise ValueError(f"'ts' must be RFC 3339 text or epoch milliseconds: {value!r}")
+
+
+def decode_batch(
+    values: Sequence[bytes | None],
+    kafka_ts_ms: Sequence[int] | IntArray,
+    *,
+    n_classes: int,
+    max_record_bytes: int = 1 << 20,
+    prob_tolerance: float = 1e-3,
+) -> Batch:
+    """Decode and validate raw JSON prediction records.
+
+    Args:
+        values: raw record values, in poll order.
+        kafka_ts_ms: the broker timestamp of each record, used when the record has no ``ts``.
+        n_classes: the configured number of classes; ``probs``/``logits`` must have exactly this length.
+        max_record_bytes: larger records are rejected unparsed (reason ``oversize``).
+        prob_tolerance: ``|sum(probs) - 1|`` must not exceed this.
+
+    Returns:
+        The valid rows as columns plus one :class:`Reject` per invalid record.
+    """
+    rejects: list[Reject] = []
+    pos: list[int] = []
+    ids: list[str] = []
+    rows: list[Any] = []
+    is_logit: list[bool] = []
+    ts: list[float] = []
+    model: list[str | None] = []
+    segment: list[str | None] = []
+    payload: list[Any] = []
+    meta: list[Any] = []
+
+    for i, raw in enumerate(values):
+        if raw is None:
+            rejects.append(Reject(i, "empty", "record value is empty (tombstone)"))
+            continue
+        if len(raw) > max_record_bytes:
+            rejects.append(Reject(i, "oversize", f"record is {len(raw)} bytes, limit 'input.max_record_bytes' is {max_record_bytes}"))
+            continue
+        try:
+            obj = _loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            rejects.append(Reject(i, "malformed_json", f"not valid JSON: {exc}"))
+            continue
+        if not isinstance(obj, dict):
+            rejects.append(Reject(i, "not_an_object", f"a prediction must be a JSON object, got {type(obj).__name__}"))
+            continue
+        rid = obj.get("id")
+        if rid is None:
+            rejects.append(Reject(i, "missing_id", "required field 'id' is missing"))
+            continue
+        if not isinstance(rid, str) or not rid:
+            rejects.append(Reject(i, "bad_id", f"'id' must be a non-empty string: {rid!r}"))
+            continue
+        probs = obj.get("probs")
+        logits = obj.get("logits")
+        if (probs is None) == (logits is None):
+            what = "both" if probs is not None else "neither"
+            rejects.append(Reject(i, "missing_probs", f"exactly one of 'probs' or 'logits' is required, got {what}"))
+            continue
+        row = probs if probs is not None else logits
+        name = "probs" if probs is not None else "logits"
+        if not isinstance(row, list) or len(row) != n_classes:
+            got = len(row) if isinstance(row, list) else type(row).__name__
+            rejects.append(Reject(i, "wrong_class_count", f"'{name}' must be a list of {n_classes} numbers (one per class), got {got}"))
+            continue
+        bad = _check_optional(obj)
+        if bad is not None:
+            rejects.append(Reject(i, "bad_field", bad))
+            continue
+        try:
+            t = _parse_ts(obj["ts"]) if obj.get("ts") is not None else kafka_ts_ms[i] / 1000.0
+        except ValueError as exc:
+            rejects.append(Reject(i, "bad_ts", str(exc)))
+            continue
+        pos.append(i)
+        ids.append(rid)
+        rows.append(row)
+        is_logit.append(logits is not None)
+        ts.append(float(t))
+        model.append(obj.get("model"))
+        segment.append(obj.get("segment"))
+        payload.append(obj.get("payload"))
+        meta.append(obj.get("meta"))
+
+    matrix, row_rejects = _to_matrix(rows, n_classes)
+    logit_mask = np.asarray(is_logit, dtype=bool)
+    ok = np.ones(len(rows), dtype=bool)
+    ok[list(row_rejects)] = False
+    probs_arr = _normalize(matrix, logit_mask, ok, row_rejects, prob_tolerance)
+    for r, (reason, message) in sorted(row_rejects.items()):
+        rejects.append(Reject(pos[r], reason, message))
+    keep = np.flatnonzero(ok)
+    rejects.sort(key=lambda rj: rj.position)
+    return Batch(
+        position=np.asarray(pos, dtype=np.int64)[keep],
+        ids=[ids[k] for k in keep] if len(keep) != len(ids) else ids,
+        probs=probs_arr[keep],
+        ts_s=np.asarray(ts, dtype=np.float64)[keep],
+        model=_take(model, keep),
+        segment=_take(segment, keep),
+        payload=_take(payload, keep),
+        meta=_take(meta, keep),
+        rejects=rejects,
+    )
+
+
+def _take(col: list[Any], keep: IntArray) -> list[Any]:
+    return col if len(keep) == len(col) else [col[k] for k in keep]
+
+
+def _check_optional(obj: dict[str, Any]) -> str | None:
+    for key in _OPTIONAL_STR:
+        v = obj.get(key)
+        if v is not None and not isinstance(v, str):
+            return f"'{key}' must be a string: {v!r}"
+    cost = obj.get("cost")
+    if cost is not None and (
+        isinstance(cost, bool) or not isinstance(cost, int | float) or not math.isfinite(cost) or cost <= 0
+    ):
+        return f"'cost' must be a finite number > 0: {cost!r}"
+    return None
+
+
+def _to_matrix(rows: list[Any], n_classes: int) -> tuple[FloatArray, dict[int, tuple[str, str]]]:
+    """Stack rows into an (n, C) float matrix; rows with non-numbers are reported and zero-filled."""
+    rejects: dict[int, tuple[str, str]] = {}
+    if not rows:
+        return np.zeros((0, n_classes), dtype=np.float64), rejects
+    try:
+        return np.asarray(rows, dtype=np.float64), rejects
+    except (TypeError, ValueError):
+        pass
+    out = np.zeros((len(rows), n_classes), dtype=np.float64)
+    for r, row in enumerate(rows):
+        if any(isinstance(x, bool) or not isinstance(x, int | float) for x in row):
+            rejects[r] = ("not_numeric", f"every class score must be a number: {row!r}")
+        else:
+            out[r] = row
+    return out, rejects
+
+
+def _normalize(
+    m: FloatArray,
+    logit_mask: np.ndarray[Any, np.dtype[np.bool_]],
+    ok: np.ndarray[Any, np.dtype[np.bool_]],
+    rejects: dict[int, tuple[str, str]],
+    tol: float,
+) -> FloatArray:
+    """Validate probabilities, softmax logits, and mark failures in ``ok``/``rejects`` (vectorized)."""
+    finite = np.isfinite(m).all(axis=1)
+    for r in np.flatnonzero(~finite & ok):
+        rejects[int(r)] = ("non_finite", f"class scores must be finite (no NaN or infinity): {m[r].tolist()!r}")
+    ok &= finite
+    out = np.where(ok[:, None], m, 0.0)
+    if logit_mask.any():
+        z = out[logit_mask]
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        out[logit_mask] = z / z.sum(axis=1, keepdims=True)
+    pm = ~logit_mask & ok
+    p = out[pm]
+    in_range = ((p >= 0.0) & (p <= 1.0)).all(axis=1)
+    sums = p.sum(axis=1)
+    normal = np.abs(sums - 1.0) <= tol
+    rows = np.flatnonzero(pm)
+    for r in rows[~in_range]:
+        rejects[int(r)] = ("prob_out_of_range", f"probabilities must lie in [0, 1]: {m[r].tolist()!r}")
+    for r in rows[in_range & ~normal]:
+        rejects[int(r)] = (
+            "not_normalized",
+            f"probabilities must sum to 1 within 'input.prob_tolerance' {tol}: sum is {m[r].sum():.6g}",
+        )
+    ok[rows[~(in_range & normal)]] = False
+    good = rows[in_range & normal]
+    out[good] = p[in_range & normal] / sums[in_range & normal, None]
+    return out

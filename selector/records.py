@@ -1,0 +1,75 @@
+"""Output records of one decided batch, as (key, value) bytes ready to produce.
+
+Every output is keyed by the item ``id`` so consumers can deduplicate the duplicates at-least-once delivery
+may create. Only accepted and labeled items produce records; skips are counted, not published.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+from selector.decode import Batch
+from selector.routing import ACCEPT, AUDIT, QUERY, Decisions
+
+Record = tuple[bytes, bytes]
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Records to produce for one batch, with the batch row each came from."""
+
+    to_label: list[Record]
+    accepted: list[Record]
+
+
+def encode_outputs(
+    batch: Batch,
+    decisions: Decisions,
+    classes: list[str],
+    decided_at: str,
+    selector_info: dict[str, str],
+) -> Outputs:
+    """Build the to-label and accepted records of a decided batch."""
+    route = decisions.route
+    to_label: list[Record] = []
+    for i in np.flatnonzero((route == QUERY) | (route == AUDIT)):
+        rid = batch.ids[i]
+        score = float(decisions.score[i])
+        value = {
+            "id": rid,
+            "route": "query" if route[i] == QUERY else "audit",
+            "score": score,
+            "scores": {k: float(v[i]) for k, v in decisions.scores.items()},
+            "threshold": decisions.threshold,
+            "query_probability": float(decisions.inclusion[i]),
+            "priority": score,
+            "predicted": classes[decisions.predicted[i]],
+            "probs": batch.probs[i].tolist(),
+            "segment": batch.segment[i],
+            "payload": batch.payload[i],
+            "meta": batch.meta[i],
+            "model": batch.model[i],
+            "decided_at": decided_at,
+            "selector": selector_info,
+        }
+        to_label.append((rid.encode(), orjson.dumps(value)))
+    accepted: list[Record] = []
+    acc = np.flatnonzero(route == ACCEPT)
+    labels = [classes[k] for k in decisions.predicted[acc].tolist()]
+    conf = decisions.confidence[acc].tolist()
+    for i, label, c in zip(acc.tolist(), labels, conf, strict=True):
+        rid = batch.ids[i]
+        value = {
+            "id": rid,
+            "label": label,
+            "confidence": c,
+            "model": batch.model[i],
+            "payload": batch.payload[i],
+            "meta": batch.meta[i],
+            "decided_at": decided_at,
+        }
+        accepted.append((rid.encode(), orjson.dumps(value)))
+    return Outputs(to_label, accepted)

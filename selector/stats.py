@@ -1,0 +1,46 @@
+"""Plain counters the core keeps; the shell's Prometheus collector reads them at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+"""Upper bounds of the score histogram buckets on [0, 1]."""
+
+ROUTE_NAMES = ("accept", "query", "audit", "skip")
+
+
+class RouterStats:
+    """Running totals: items per route, the deciding score's histogram, dead letters per stage."""
+
+    def __init__(self, classes: Sequence[str]) -> None:
+        self.classes = list(classes)
+        self.items = dict.fromkeys(ROUTE_NAMES, 0)
+        self.score_bucket_counts = np.zeros(len(SCORE_BUCKETS), dtype=np.int64)
+        self.score_sum = 0.0
+        self.score_count = 0
+        self.dead_letters: dict[str, int] = {"decode": 0}
+        self.dead_letter_reasons: dict[str, int] = {}
+
+    def record(self, route: np.ndarray, score: np.ndarray) -> None:
+        """Count one committed batch of decisions (``route`` codes index :data:`ROUTE_NAMES`)."""
+        bins = np.bincount(route, minlength=len(ROUTE_NAMES))
+        for i, name in enumerate(ROUTE_NAMES):
+            self.items[name] += int(bins[i])
+        idx = np.searchsorted(np.asarray(SCORE_BUCKETS), score, side="left")
+        self.score_bucket_counts += np.bincount(np.minimum(idx, len(SCORE_BUCKETS) - 1), minlength=len(SCORE_BUCKETS))
+        self.score_sum += float(score.sum())
+        self.score_count += len(score)
+
+    def record_dead_letters(self, stage: str, reasons: Sequence[str]) -> None:
+        """Count dead-lettered records of one stage."""
+        self.dead_letters[stage] = self.dead_letters.get(stage, 0) + len(reasons)
+        for r in reasons:
+            self.dead_letter_reasons[r] = self.dead_letter_reasons.get(r, 0) + 1
+
+    @property
+    def total(self) -> int:
+        """Items decided (every route)."""
+        return sum(self.items.values())
