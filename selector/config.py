@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -187,12 +188,17 @@ class Config(_Section):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
+    @field_validator("classes")
+    @classmethod
+    def _classes_valid(cls, v: list[str]) -> list[str]:
+        if len(v) < 2:
+            raise ValueError("must list at least 2 class names")
+        if len(set(v)) != len(v) or not all(v):
+            raise ValueError("must be non-empty names without repeats")
+        return v
+
     @model_validator(mode="after")
     def _classes_consistent(self) -> Config:
-        if len(self.classes) < 2:
-            raise ValueError(f"'classes' must list at least 2 class names: {self.classes!r}")
-        if len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"'classes' must not repeat a name: {self.classes!r}")
         unknown = sorted(set(self.accept.thresholds) - set(self.classes))
         if unknown:
             raise ValueError(

@@ -1,0 +1,198 @@
+"""The ``selector`` command line: run, demo, check-config, schema.
+
+Exit codes: 0 success (including a drained stop on SIGTERM/SIGINT), 2 invalid configuration or usage,
+3 Kafka unreachable past ``kafka.connect_deadline_s``, 4 outputs undeliverable past
+``kafka.outage_deadline_s``, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+
+import yaml
+
+import selector
+from connectors.broker import EMBEDDED, EmbeddedBroker
+from connectors.configfile import load_config
+from connectors.metrics import serve_metrics
+from connectors.monitor import Monitor
+from selector.config import Config
+from selector.contracts import json_schemas
+from selector.errors import BrokerUnavailableError, ConfigError, DeliveryError, SelectorError
+
+log = logging.getLogger("selector")
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_BROKER, EXIT_DELIVERY = 0, 1, 2, 3, 4
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="selector", description="Streaming selective-sampling monitor for production ML.")
+    p.add_argument("--version", action="version", version=f"selector {selector.__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("-c", "--config", default="config.yaml", help="configuration file (default: config.yaml)")
+        sp.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+        return sp
+
+    run = with_config(sub.add_parser("run", help="run the monitor"))
+    run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    demo = with_config(sub.add_parser("demo", help="monitor + simulated production line on the embedded broker"))
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    demo.add_argument("--rate", type=float, default=500.0, help="simulated predictions per second (default: 500)")
+    demo.add_argument("--interval", type=float, default=2.0, help="seconds between summary lines (default: 2)")
+    with_config(sub.add_parser("check-config", help="validate the configuration and print it, secrets masked"))
+    schema = sub.add_parser("schema", help="print the JSON Schemas of the message contracts")
+    schema.add_argument("--write", metavar="DIR", help="write one <name>.schema.json per contract into DIR")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "schema":
+        return _schema(args.write)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python narrates every connection at INFO
+    path = Path(args.config)
+    try:
+        config = load_config(path if path.exists() or args.config != "config.yaml" else None)
+    except ConfigError as exc:
+        print(f"selector: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check-config":
+        print(f"# effective configuration (hash {config.config_hash()}); secrets masked")
+        print(yaml.safe_dump(config.masked(), sort_keys=False), end="")
+        return EXIT_OK
+    try:
+        if args.command == "run":
+            return _run(config, args.duration)
+        return _demo(config, args.duration, args.rate, args.interval)
+    except BrokerUnavailableError as exc:
+        log.error("%s", exc)
+        return EXIT_BROKER
+    except DeliveryError as exc:
+        log.error("%s", exc)
+        return EXIT_DELIVERY
+    except SelectorError as exc:
+        log.error("%s", exc)
+        return EXIT_ERROR
+
+
+def _schema(write: str | None) -> int:
+    schemas = json_schemas()
+    if write is None:
+        print(json.dumps(schemas, indent=2))
+        return EXIT_OK
+    out = Path(write)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in schemas.items():
+        (out / f"{name}.schema.json").write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _bootstrap(config: Config) -> Iterator[str]:
+    """The bootstrap servers to use, starting the embedded broker for ``embedded``."""
+    if config.kafka.bootstrap_servers != EMBEDDED:
+        yield config.kafka.bootstrap_servers
+        return
+    with EmbeddedBroker() as broker:
+        log.info("embedded broker: produce predictions to %s, topic %r", broker.bootstrap_servers, config.topics.predictions)
+        yield broker.bootstrap_servers
+
+
+@contextlib.contextmanager
+def _stop_on_signals(monitor: Monitor) -> Iterator[None]:
+    """SIGTERM and SIGINT ask the monitor to drain and commit; a second signal exits at once."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if monitor.stopping:
+            raise SystemExit(128 + signum)
+        log.info("received %s: draining and committing", signal.Signals(signum).name)
+        monitor.request_stop()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _start_metrics(monitor: Monitor, config: Config) -> None:
+    if config.metrics.enabled:
+        serve_metrics(monitor, config.metrics.host, config.metrics.port)
+
+
+def _run(config: Config, duration: float | None) -> int:
+    with _bootstrap(config) as servers:
+        monitor = Monitor(config, servers)
+        _start_metrics(monitor, config)
+        with _stop_on_signals(monitor):
+            monitor.run(duration)
+    return EXIT_OK
+
+
+def _demo(config: Config, duration: float | None, rate: float, interval: float) -> int:
+    from kafka import KafkaProducer  # noqa: PLC0415 (demo-only dependency of the CLI)
+
+    from connectors.simulate import LineSimulator  # noqa: PLC0415
+
+    with _bootstrap(config) as servers:
+        monitor = Monitor(config, servers)
+        _start_metrics(monitor, config)
+        producer = KafkaProducer(bootstrap_servers=servers, linger_ms=20)
+        line = LineSimulator(producer, config.topics.predictions, config.classes, rate)
+        summary = threading.Thread(target=_summaries, args=(monitor, line, interval), name="summary", daemon=True)
+        print(
+            f"selector demo: simulated line at {rate:g} predictions/s, {len(config.classes)} classes "
+            f"{config.classes}, budget {config.budget.rate:.1%} with caps {config.budget.caps}; Ctrl-C stops",
+            flush=True,
+        )
+        with _stop_on_signals(monitor):
+            line.start()
+            summary.start()
+            try:
+                monitor.run(duration)
+            finally:
+                line.stop_event.set()
+                line.join(timeout=5)
+                producer.close(timeout=5)
+        print(_summary_line(monitor, line), flush=True)
+    return EXIT_OK
+
+
+def _summary_line(monitor: Monitor, line: object) -> str:
+    s = monitor.router.stats
+    total = s.total
+    labeled = s.items["query"] + s.items["audit"]
+    rate = labeled / total if total else 0.0
+    lag = sum(monitor.stats.lag.values())
+    sent = getattr(line, "sent", 0)
+    return (
+        f"sent {sent:>8} decided {total:>8} | accept {s.items['accept']:>7} query {s.items['query']:>5} "
+        f"audit {s.items['audit']:>4} skip {s.items['skip']:>6} dead-letter {s.dead_letters.get('decode', 0):>4} | "
+        f"label rate {rate:6.2%} (budget {monitor.config.budget.rate:.2%}) | lag {lag}"
+    )
+
+
+def _summaries(monitor: Monitor, line: object, interval: float) -> None:
+    while not monitor.stopping:
+        time.sleep(interval)
+        print(_summary_line(monitor, line), flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

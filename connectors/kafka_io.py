@@ -1,0 +1,123 @@
+"""kafka-python clients built from the configuration: connection with backoff, topic creation, delivery."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from selector.config import Config
+from selector.errors import BrokerUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def security_kwargs(config: Config) -> dict[str, Any]:
+    """Connection settings shared by every client, with kafka-python's parameter names."""
+    k = config.kafka
+    out: dict[str, Any] = {"security_protocol": k.security_protocol, "client_id": k.client_id}
+    if k.sasl_mechanism is not None:
+        out["sasl_mechanism"] = k.sasl_mechanism
+        out["sasl_plain_username"] = k.sasl_plain_username
+        out["sasl_plain_password"] = k.sasl_plain_password.get_secret_value() if k.sasl_plain_password else None
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(k, name) is not None:
+            out[name] = getattr(k, name)
+    if k.ssl_password is not None:
+        out["ssl_password"] = k.ssl_password.get_secret_value()
+    return out
+
+
+def secrets_of(config: Config) -> list[str]:
+    """Secret values that must never appear in logs or dead-letter headers."""
+    k = config.kafka
+    return [s.get_secret_value() for s in (k.sasl_plain_password, k.ssl_password) if s is not None and s.get_secret_value()]
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret value replaced by ``'**********'``."""
+    for s in secrets:
+        text = text.replace(s, "**********")
+    return text
+
+
+def connect_admin(
+    config: Config,
+    servers: str,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> KafkaAdminClient:
+    """An admin client, retrying with exponential backoff until ``kafka.connect_deadline_s``.
+
+    Raises:
+        BrokerUnavailableError: nothing answered before the deadline.
+    """
+    deadline_s = config.kafka.connect_deadline_s
+    start = monotonic()
+    delay = 0.25
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return KafkaAdminClient(
+                bootstrap_servers=servers,
+                request_timeout_ms=max(1000, min(30000, int(deadline_s * 1000))),
+                **security_kwargs(config),
+            )
+        except KafkaError as exc:
+            waited = monotonic() - start
+            if waited + delay > deadline_s:
+                raise BrokerUnavailableError(servers, waited, f"{attempt} attempts, last error: {exc}") from exc
+            log.warning("Kafka at %s not reachable (%s); retrying in %.1f s", servers, exc, delay)
+            sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def ensure_topics(admin: KafkaAdminClient, config: Config) -> list[str]:
+    """Create the configured topics that do not exist yet; returns the names created."""
+    wanted = [config.topics.predictions, config.topics.to_label, config.topics.accepted, config.topics.dead_letter]
+    existing = set(admin.list_topics())
+    missing = [t for t in dict.fromkeys(wanted) if t not in existing]
+    if not missing:
+        return []
+    k = config.kafka
+    try:
+        admin.create_topics([NewTopic(t, k.topic_partitions, k.replication_factor) for t in missing])
+    except TopicAlreadyExistsError:
+        pass  # another instance won the race
+    log.info("created topics %s", missing)
+    return missing
+
+
+def make_consumer(config: Config, servers: str) -> KafkaConsumer:
+    """The consumer of the predictions topic (subscribed later, with a rebalance listener)."""
+    k = config.kafka
+    return KafkaConsumer(
+        bootstrap_servers=servers,
+        group_id=k.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset=k.auto_offset_reset,
+        session_timeout_ms=k.session_timeout_ms,
+        heartbeat_interval_ms=k.heartbeat_interval_ms,
+        max_poll_interval_ms=k.max_poll_interval_ms,
+        max_poll_records=k.max_poll_records,
+        **security_kwargs(config),
+    )
+
+
+def make_producer(config: Config, servers: str) -> KafkaProducer:
+    """The producer of every output topic: acks from all in-sync replicas, bounded linger."""
+    return KafkaProducer(
+        bootstrap_servers=servers,
+        acks="all",
+        linger_ms=config.kafka.linger_ms,
+        retries=5,
+        batch_size=256 * 1024,
+        **security_kwargs(config),
+    )

@@ -1,0 +1,112 @@
+"""Prometheus export: a collector that reads the core's counters at scrape time, and the HTTP endpoint.
+
+No module-level metrics: the collector is registered into an injected registry, so tests use a fresh
+``CollectorRegistry()``. Every label combination is present from the first scrape (initialised to 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+import selector
+from connectors.monitor import BATCH_SECONDS_BUCKETS, Monitor
+from selector.stats import ROUTE_NAMES, SCORE_BUCKETS
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_STAGES = ("decode",)
+
+
+def _histogram(name: str, doc: str, bounds: tuple[float, ...], counts: Any, total: float) -> HistogramMetricFamily:
+    cumulative, buckets = 0, []
+    for bound, c in zip(bounds, counts, strict=True):
+        cumulative += int(c)
+        buckets.append((repr(float(bound)), cumulative))
+    buckets.append(("+Inf", cumulative))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=total)
+
+
+class SelectorCollector:
+    """Exports a :class:`~connectors.monitor.Monitor`'s state as ``selector_*`` metrics."""
+
+    def __init__(self, monitor: Monitor, clock: Callable[[], float] = time.time) -> None:
+        self.monitor = monitor
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.monitor
+        cfg = m.config
+        rs = m.router.stats
+        items = CounterMetricFamily("selector_items", "Items decided, by route.", labels=["route"])
+        for route in ROUTE_NAMES:
+            items.add_metric([route], rs.items[route])
+        yield items
+        dlq = CounterMetricFamily("selector_dead_letters", "Records sent to the dead-letter topic, by stage.", labels=["stage"])
+        for stage in sorted(set(DEAD_LETTER_STAGES) | set(rs.dead_letters)):
+            dlq.add_metric([stage], rs.dead_letters.get(stage, 0))
+        yield dlq
+        yield GaugeMetricFamily(
+            "selector_budget_target_ratio", "Target fraction of items sent to labeling.", value=cfg.budget.rate
+        )
+        remaining = GaugeMetricFamily(
+            "selector_budget_cap_remaining",
+            "Labels this instance may still send before a hard cap is reached, by horizon.",
+            labels=["horizon"],
+        )
+        for horizon, left in m.router.cap_remaining(self.clock()).items():
+            remaining.add_metric([horizon], left)
+        yield remaining
+        thr = GaugeMetricFamily(
+            "selector_threshold",
+            "Decision thresholds by class: kind=accept (confidence) and kind=query (informativeness).",
+            labels=["class", "kind"],
+        )
+        for name, value in zip(cfg.classes, cfg.accept_thresholds(), strict=True):
+            thr.add_metric([name, "accept"], value)
+            thr.add_metric([name, "query"], cfg.budget.query_threshold)
+        yield thr
+        yield _histogram(
+            "selector_score",
+            "Informativeness of decided items (the configured measure), on [0, 1].",
+            SCORE_BUCKETS,
+            rs.score_bucket_counts,
+            rs.score_sum,
+        )
+        ms = m.stats
+        yield _histogram(
+            "selector_batch_seconds",
+            "Time to decide, deliver and commit one polled batch.",
+            BATCH_SECONDS_BUCKETS,
+            ms.batch_bucket_counts,
+            ms.batch_seconds_sum,
+        )
+        lag = GaugeMetricFamily(
+            "selector_consumer_lag_messages", "Predictions not yet decided, by input partition.", labels=["partition"]
+        )
+        for partition in sorted(m.assigned):
+            lag.add_metric([str(partition)], ms.lag.get(partition, 0))
+        yield lag
+        yield GaugeMetricFamily(
+            "selector_last_progress_timestamp_seconds",
+            "Wall-clock time of the poll loop's last completed iteration.",
+            value=ms.last_progress,
+        )
+        info = GaugeMetricFamily("selector_build_info", "Version and config hash of this instance.", labels=["version", "config_hash"])
+        info.add_metric([selector.__version__, m.selector_info["config_hash"]], 1.0)
+        yield info
+
+
+def serve_metrics(monitor: Monitor, host: str, port: int, registry: CollectorRegistry | None = None) -> tuple[Any, int]:
+    """Start the ``/metrics`` endpoint in a daemon thread; returns the server and the port it bound."""
+    registry = registry or CollectorRegistry()
+    registry.register(SelectorCollector(monitor))
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    bound = int(server.server_port)
+    log.info("metrics on http://%s:%d/metrics", host, bound)
+    return server, bound
