@@ -73,7 +73,9 @@ class EmbeddedBroker:
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise SelectorError(f"embedded broker did not listen on port {self.port} within {self.startup_timeout_s} s")
+        raise SelectorError(
+            f"embedded broker did not listen on port {self.port} within {self.startup_timeout_s} s"
+        )
 
     def stop(self) -> None:
         """Stop the broker (its in-memory data is gone)."""

@@ -36,22 +36,36 @@ EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_BROKER, EXIT_DELIVERY = 0, 1, 2, 3, 4
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="selector", description="Streaming selective-sampling monitor for production ML.")
+    p = argparse.ArgumentParser(
+        prog="selector", description="Streaming selective-sampling monitor for production ML."
+    )
     p.add_argument("--version", action="version", version=f"selector {selector.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("-c", "--config", default="config.yaml", help="configuration file (default: config.yaml)")
+        sp.add_argument(
+            "-c", "--config", default="config.yaml", help="configuration file (default: config.yaml)"
+        )
         sp.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
         return sp
 
     run = with_config(sub.add_parser("run", help="run the monitor"))
     run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    demo = with_config(sub.add_parser("demo", help="monitor + simulated production line on the embedded broker"))
-    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
-    demo.add_argument("--rate", type=float, default=500.0, help="simulated predictions per second (default: 500)")
-    demo.add_argument("--interval", type=float, default=2.0, help="seconds between summary lines (default: 2)")
-    with_config(sub.add_parser("check-config", help="validate the configuration and print it, secrets masked"))
+    demo = with_config(
+        sub.add_parser("demo", help="monitor + simulated production line on the embedded broker")
+    )
+    demo.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
+    )
+    demo.add_argument(
+        "--rate", type=float, default=500.0, help="simulated predictions per second (default: 500)"
+    )
+    demo.add_argument(
+        "--interval", type=float, default=2.0, help="seconds between summary lines (default: 2)"
+    )
+    with_config(
+        sub.add_parser("check-config", help="validate the configuration and print it, secrets masked")
+    )
     schema = sub.add_parser("schema", help="print the JSON Schemas of the message contracts")
     schema.add_argument("--write", metavar="DIR", help="write one <name>.schema.json per contract into DIR")
     return p
@@ -62,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "schema":
         return _schema(args.write)
     logging.basicConfig(
-        level=getattr(args, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=getattr(args, "log_level", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python narrates every connection at INFO
     path = Path(args.config)
@@ -109,7 +125,11 @@ def _bootstrap(config: Config) -> Iterator[str]:
         yield config.kafka.bootstrap_servers
         return
     with EmbeddedBroker() as broker:
-        log.info("embedded broker: produce predictions to %s, topic %r", broker.bootstrap_servers, config.topics.predictions)
+        log.info(
+            "embedded broker: produce predictions to %s, topic %r",
+            broker.bootstrap_servers,
+            config.topics.predictions,
+        )
         yield broker.bootstrap_servers
 
 
@@ -155,7 +175,9 @@ def _demo(config: Config, duration: float | None, rate: float, interval: float) 
         _start_metrics(monitor, config)
         producer = KafkaProducer(bootstrap_servers=servers, linger_ms=20)
         line = LineSimulator(producer, config.topics.predictions, config.classes, rate)
-        summary = threading.Thread(target=_summaries, args=(monitor, line, interval), name="summary", daemon=True)
+        summary = threading.Thread(
+            target=_summaries, args=(monitor, line, interval), name="summary", daemon=True
+        )
         print(
             f"selector demo: simulated line at {rate:g} predictions/s, {len(config.classes)} classes "
             f"{config.classes}, budget {config.budget.rate:.1%} with caps {config.budget.caps}; Ctrl-C stops",
@@ -183,7 +205,8 @@ def _summary_line(monitor: Monitor, line: object) -> str:
     sent = getattr(line, "sent", 0)
     return (
         f"sent {sent:>8} decided {total:>8} | accept {s.items['accept']:>7} query {s.items['query']:>5} "
-        f"audit {s.items['audit']:>4} skip {s.items['skip']:>6} dead-letter {s.dead_letters.get('decode', 0):>4} | "
+        f"audit {s.items['audit']:>4} skip {s.items['skip']:>6} "
+        f"dead-letter {s.dead_letters.get('decode', 0):>4} | "
         f"label rate {rate:6.2%} (budget {monitor.config.budget.rate:.2%}) | lag {lag}"
     )
 

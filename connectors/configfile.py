@@ -41,7 +41,9 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
         except yaml.YAMLError as exc:
             raise ConfigError([f"config file is not valid YAML: {exc}"], source) from exc
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError([f"config file must hold a mapping of keys, got {type(loaded).__name__}"], source)
+            raise ConfigError(
+                [f"config file must hold a mapping of keys, got {type(loaded).__name__}"], source
+            )
         data = loaded or {}
     apply_env(data, os.environ if environ is None else environ)
     return parse_config(data, source)

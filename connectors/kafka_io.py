@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +25,9 @@ def security_kwargs(config: Config) -> dict[str, Any]:
     if k.sasl_mechanism is not None:
         out["sasl_mechanism"] = k.sasl_mechanism
         out["sasl_plain_username"] = k.sasl_plain_username
-        out["sasl_plain_password"] = k.sasl_plain_password.get_secret_value() if k.sasl_plain_password else None
+        out["sasl_plain_password"] = (
+            k.sasl_plain_password.get_secret_value() if k.sasl_plain_password else None
+        )
     for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         if getattr(k, name) is not None:
             out[name] = getattr(k, name)
@@ -36,7 +39,11 @@ def security_kwargs(config: Config) -> dict[str, Any]:
 def secrets_of(config: Config) -> list[str]:
     """Secret values that must never appear in logs or dead-letter headers."""
     k = config.kafka
-    return [s.get_secret_value() for s in (k.sasl_plain_password, k.ssl_password) if s is not None and s.get_secret_value()]
+    return [
+        s.get_secret_value()
+        for s in (k.sasl_plain_password, k.ssl_password)
+        if s is not None and s.get_secret_value()
+    ]
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -73,7 +80,9 @@ def connect_admin(
         except KafkaError as exc:
             waited = monotonic() - start
             if waited + delay > deadline_s:
-                raise BrokerUnavailableError(servers, waited, f"{attempt} attempts, last error: {exc}") from exc
+                raise BrokerUnavailableError(
+                    servers, waited, f"{attempt} attempts, last error: {exc}"
+                ) from exc
             log.warning("Kafka at %s not reachable (%s); retrying in %.1f s", servers, exc, delay)
             sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -81,16 +90,19 @@ def connect_admin(
 
 def ensure_topics(admin: KafkaAdminClient, config: Config) -> list[str]:
     """Create the configured topics that do not exist yet; returns the names created."""
-    wanted = [config.topics.predictions, config.topics.to_label, config.topics.accepted, config.topics.dead_letter]
+    wanted = [
+        config.topics.predictions,
+        config.topics.to_label,
+        config.topics.accepted,
+        config.topics.dead_letter,
+    ]
     existing = set(admin.list_topics())
     missing = [t for t in dict.fromkeys(wanted) if t not in existing]
     if not missing:
         return []
     k = config.kafka
-    try:
+    with contextlib.suppress(TopicAlreadyExistsError):  # another instance won the race
         admin.create_topics([NewTopic(t, k.topic_partitions, k.replication_factor) for t in missing])
-    except TopicAlreadyExistsError:
-        pass  # another instance won the race
     log.info("created topics %s", missing)
     return missing
 

@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_STAGES = ("decode",)
 
 
-def _histogram(name: str, doc: str, bounds: tuple[float, ...], counts: Any, total: float) -> HistogramMetricFamily:
+def _histogram(
+    name: str, doc: str, bounds: tuple[float, ...], counts: Any, total: float
+) -> HistogramMetricFamily:
     cumulative, buckets = 0, []
     for bound, c in zip(bounds, counts, strict=True):
         cumulative += int(c)
@@ -47,12 +49,16 @@ class SelectorCollector:
         for route in ROUTE_NAMES:
             items.add_metric([route], rs.items[route])
         yield items
-        dlq = CounterMetricFamily("selector_dead_letters", "Records sent to the dead-letter topic, by stage.", labels=["stage"])
+        dlq = CounterMetricFamily(
+            "selector_dead_letters", "Records sent to the dead-letter topic, by stage.", labels=["stage"]
+        )
         for stage in sorted(set(DEAD_LETTER_STAGES) | set(rs.dead_letters)):
             dlq.add_metric([stage], rs.dead_letters.get(stage, 0))
         yield dlq
         yield GaugeMetricFamily(
-            "selector_budget_target_ratio", "Target fraction of items sent to labeling.", value=cfg.budget.rate
+            "selector_budget_target_ratio",
+            "Target fraction of items sent to labeling.",
+            value=cfg.budget.rate,
         )
         remaining = GaugeMetricFamily(
             "selector_budget_cap_remaining",
@@ -87,7 +93,9 @@ class SelectorCollector:
             ms.batch_seconds_sum,
         )
         lag = GaugeMetricFamily(
-            "selector_consumer_lag_messages", "Predictions not yet decided, by input partition.", labels=["partition"]
+            "selector_consumer_lag_messages",
+            "Predictions not yet decided, by input partition.",
+            labels=["partition"],
         )
         for partition in sorted(m.assigned):
             lag.add_metric([str(partition)], ms.lag.get(partition, 0))
@@ -97,12 +105,18 @@ class SelectorCollector:
             "Wall-clock time of the poll loop's last completed iteration.",
             value=ms.last_progress,
         )
-        info = GaugeMetricFamily("selector_build_info", "Version and config hash of this instance.", labels=["version", "config_hash"])
+        info = GaugeMetricFamily(
+            "selector_build_info",
+            "Version and config hash of this instance.",
+            labels=["version", "config_hash"],
+        )
         info.add_metric([selector.__version__, m.selector_info["config_hash"]], 1.0)
         yield info
 
 
-def serve_metrics(monitor: Monitor, host: str, port: int, registry: CollectorRegistry | None = None) -> tuple[Any, int]:
+def serve_metrics(
+    monitor: Monitor, host: str, port: int, registry: CollectorRegistry | None = None
+) -> tuple[Any, int]:
     """Start the ``/metrics`` endpoint in a daemon thread; returns the server and the port it bound."""
     registry = registry or CollectorRegistry()
     registry.register(SelectorCollector(monitor))

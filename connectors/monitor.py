@@ -143,7 +143,9 @@ class Monitor:
         """Tell the router which partitions this instance owns now (cap shares follow)."""
         consumer = self._consumer
         assert consumer is not None
-        parts = consumer.partitions_for_topic(self.config.topics.predictions) or {tp.partition for tp in assigned}
+        parts = consumer.partitions_for_topic(self.config.topics.predictions) or {
+            tp.partition for tp in assigned
+        }
         self.assigned = {tp.partition for tp in assigned}
         self.router.assign(self.assigned, max(len(parts), 1))
         self.stats.lag = {p: v for p, v in self.stats.lag.items() if p in self.assigned}
@@ -188,7 +190,9 @@ class Monitor:
             self._delivered[tp] = next_offset
         self.stats.observe_batch(time.perf_counter() - started, n_records)
 
-    def _dead_letters(self, tp: TopicPartition, records: list[ConsumerRecord], batch: Batch, failed_at: str) -> list[Outgoing]:
+    def _dead_letters(
+        self, tp: TopicPartition, records: list[ConsumerRecord], batch: Batch, failed_at: str
+    ) -> list[Outgoing]:
         out: list[Outgoing] = []
         for rej in batch.rejects:
             rec = records[rej.position]
@@ -213,7 +217,9 @@ class Monitor:
         pending = outgoing
         delay = 0.5
         while pending:
-            futures = [(rec, producer.send(rec[0], key=rec[1], value=rec[2], headers=rec[3])) for rec in pending]
+            futures = [
+                (rec, producer.send(rec[0], key=rec[1], value=rec[2], headers=rec[3])) for rec in pending
+            ]
             while True:
                 try:
                     producer.flush(timeout=min(10.0, max(0.1, deadline - time.monotonic())))
@@ -225,10 +231,16 @@ class Monitor:
             failed = [rec for rec, fut in futures if fut.failed()]
             if not failed:
                 return
-            exc = next(f for _, f in futures if f.failed()).exception
+            cause = next(f for _, f in futures if f.failed()).exception
             if time.monotonic() + delay >= deadline:
-                raise DeliveryError(self._outage_message(exc))
-            log.warning("%d of %d records not delivered (%s); resending in %.1f s", len(failed), len(pending), exc, delay)
+                raise DeliveryError(self._outage_message(cause))
+            log.warning(
+                "%d of %d records not delivered (%s); resending in %.1f s",
+                len(failed),
+                len(pending),
+                cause,
+                delay,
+            )
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
             pending = failed
@@ -236,7 +248,8 @@ class Monitor:
     def _outage_message(self, exc: object) -> str:
         return (
             f"could not deliver routed records to Kafka at {self.servers!r} within "
-            f"'kafka.outage_deadline_s' ({self.config.kafka.outage_deadline_s:g} s): {exc}; no offsets were committed "
+            f"'kafka.outage_deadline_s' ({self.config.kafka.outage_deadline_s:g} s): {exc}; "
+            "no offsets were committed "
             "for them, so they will be decided again after a restart"
         )
 
@@ -246,7 +259,9 @@ class Monitor:
         if consumer is None:
             return
         due = {tp: off for tp, off in self._delivered.items() if self._committed.get(tp) != off}
-        if not due or (not force and time.monotonic() - self._last_commit < self.config.kafka.commit_interval_s):
+        if not due or (
+            not force and time.monotonic() - self._last_commit < self.config.kafka.commit_interval_s
+        ):
             return
         consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in due.items()})
         self._committed.update(due)

@@ -20,12 +20,16 @@ from kafka import KafkaProducer
 DIFFICULTY = ((0.85, 7.0), (0.12, 2.5), (0.03, 0.3))
 
 
-def simulate_probs(rng: np.random.Generator, n: int, n_classes: int, defect_rate: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+def simulate_probs(
+    rng: np.random.Generator, n: int, n_classes: int, defect_rate: float = 0.01
+) -> tuple[np.ndarray, np.ndarray]:
     """True classes and model probabilities for ``n`` items (class 0 is "ok")."""
     defective = rng.random(n) < defect_rate
     truth = np.where(defective, rng.integers(1, n_classes, size=n), 0)
     shares = np.array([s for s, _ in DIFFICULTY])
-    advantage = np.array([a for _, a in DIFFICULTY])[rng.choice(len(DIFFICULTY), size=n, p=shares / shares.sum())]
+    advantage = np.array([a for _, a in DIFFICULTY])[
+        rng.choice(len(DIFFICULTY), size=n, p=shares / shares.sum())
+    ]
     logits = rng.normal(0.0, 1.0, size=(n, n_classes))
     logits[np.arange(n), truth] += advantage
     logits[:, 0] += 1.0  # the model leans towards "ok", as models trained on a 99% "ok" line do
@@ -34,7 +38,12 @@ def simulate_probs(rng: np.random.Generator, n: int, n_classes: int, defect_rate
 
 
 def prediction_records(
-    rng: np.random.Generator, n: int, classes: list[str], start: int = 0, prefix: str = "item", malformed_rate: float = 0.0
+    rng: np.random.Generator,
+    n: int,
+    classes: list[str],
+    start: int = 0,
+    prefix: str = "item",
+    malformed_rate: float = 0.0,
 ) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) records of simulated predictions; ``malformed_rate`` of them are broken on purpose."""
     truth, probs = simulate_probs(rng, n, len(classes))
@@ -59,7 +68,13 @@ class LineSimulator(threading.Thread):
     """Produces simulated predictions to a topic at a steady rate until stopped."""
 
     def __init__(
-        self, producer: KafkaProducer, topic: str, classes: list[str], rate_per_s: float, seed: int = 0, malformed_rate: float = 0.001
+        self,
+        producer: KafkaProducer,
+        topic: str,
+        classes: list[str],
+        rate_per_s: float,
+        seed: int = 0,
+        malformed_rate: float = 0.001,
     ) -> None:
         super().__init__(name="line-simulator", daemon=True)
         self.producer = producer
@@ -78,7 +93,9 @@ class LineSimulator(threading.Thread):
         while not self.stop_event.is_set():
             due = int((time.monotonic() - start) * self.rate_per_s) - self.sent
             if due > 0:
-                for key, value in prediction_records(self.rng, due, self.classes, self.sent, self.prefix, self.malformed_rate):
+                for key, value in prediction_records(
+                    self.rng, due, self.classes, self.sent, self.prefix, self.malformed_rate
+                ):
                     self.producer.send(self.topic, key=key, value=value)
                 self.sent += due
                 self.producer.flush()

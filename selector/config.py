@@ -115,9 +115,15 @@ class KafkaConfig(_Section):
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaConfig:
         if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
-            raise ValueError(f"'kafka.sasl_mechanism' is required when security_protocol is {self.security_protocol}")
-        if self.sasl_mechanism is not None and (self.sasl_plain_username is None or self.sasl_plain_password is None):
-            raise ValueError("'kafka.sasl_plain_username' and 'kafka.sasl_plain_password' are required with SASL")
+            raise ValueError(
+                f"'kafka.sasl_mechanism' is required when security_protocol is {self.security_protocol}"
+            )
+        if self.sasl_mechanism is not None and (
+            self.sasl_plain_username is None or self.sasl_plain_password is None
+        ):
+            raise ValueError(
+                "'kafka.sasl_plain_username' and 'kafka.sasl_plain_password' are required with SASL"
+            )
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError(
                 f"'kafka.heartbeat_interval_ms' must be below 'kafka.session_timeout_ms': "
@@ -146,15 +152,20 @@ class AcceptConfig(_Section):
     thresholds: dict[str, Probability] = Field(default_factory=dict)
 
 
+Horizon = Literal["minute", "hour", "day"]
+
+
+def _default_caps() -> dict[Horizon, int]:
+    return {"hour": 1000}
+
+
 class BudgetConfig(_Section):
     """The labeling budget: a target rate, hard caps per sliding window, and the audit share."""
 
     rate: RateOpenClosed = 0.02
     query_threshold: Probability = 0.5
     max_burst: PositiveFloat = 10.0
-    caps: dict[Literal["minute", "hour", "day"], Annotated[int, Field(ge=0)]] = Field(
-        default_factory=lambda: {"hour": 1000}
-    )
+    caps: dict[Horizon, Annotated[int, Field(ge=0)]] = Field(default_factory=_default_caps)
     audit_rate: Share = 0.002
     seed: int = 0
 
@@ -217,7 +228,8 @@ class Config(_Section):
 
     def masked(self) -> dict[str, Any]:
         """The configuration as plain data with every secret replaced by ``'**********'``."""
-        return _mask(self.model_dump(mode="python"))
+        masked: dict[str, Any] = _mask(self.model_dump(mode="python"))
+        return masked
 
 
 def _mask(value: Any) -> Any:

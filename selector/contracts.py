@@ -1,4 +1,4 @@
-"""Message contracts of DESIGN.md as pydantic models; the JSON Schemas in ``schemas/`` are generated from them.
+"""Message contracts of DESIGN.md as pydantic models; ``schemas/*.schema.json`` are generated from them.
 
 The hot path does not validate through these models (that would cost a Python object per item); the decoder in
 :mod:`selector.decode` enforces the same rules over whole batches. These models are the documentation, the
@@ -25,14 +25,18 @@ DLQ_HEADERS = (
 
 
 class Prediction(BaseModel):
-    """A model's output for one item (input, topic ``predictions``). Exactly one of ``probs`` or ``logits``."""
+    """A model's output for one item (input topic ``predictions``); exactly one of ``probs`` or ``logits``."""
 
     model_config = ConfigDict(extra="allow", title="prediction")
 
     id: str = Field(min_length=1, description="unique per item; outputs are keyed by it")
     probs: list[float] | None = Field(None, description="one probability per configured class, summing to 1")
-    logits: list[float] | None = Field(None, description="one logit per configured class (softmax is applied)")
-    ts: str | int | None = Field(None, description="RFC 3339 string or epoch milliseconds; else the Kafka timestamp")
+    logits: list[float] | None = Field(
+        None, description="one logit per configured class (softmax is applied)"
+    )
+    ts: str | int | None = Field(
+        None, description="RFC 3339 string or epoch milliseconds; else the Kafka timestamp"
+    )
     model: str | None = Field(None, description="model version")
     samples: list[list[float]] | None = Field(None, description="T x C MC-dropout probabilities")
     committee: list[list[float]] | None = Field(None, description="K x C committee member probabilities")
@@ -97,7 +101,9 @@ class DeadLetterHeaders(BaseModel):
     original_offset: str = Field(alias="x-dlq-original-offset")
     stage: str = Field(alias="x-dlq-stage", description="decode, route, ...")
     reason: str = Field(alias="x-dlq-reason", description="machine-readable reason code")
-    exception_message: str = Field(alias="x-dlq-exception-message", description="human-readable; secrets redacted")
+    exception_message: str = Field(
+        alias="x-dlq-exception-message", description="human-readable; secrets redacted"
+    )
     failed_at: str = Field(alias="x-dlq-failed-at", description="RFC 3339, UTC")
     app_version: str = Field(alias="x-dlq-app-version")
 

@@ -59,7 +59,7 @@ def _loads(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        # Python producers write NaN/Infinity by default; parse them so the reason is "non_finite", not "malformed".
+        # Python producers write NaN/Infinity by default: parse them so the reason is "non_finite".
         return json.loads(raw)
 
 
@@ -118,7 +118,13 @@ def decode_batch(
             rejects.append(Reject(i, "empty", "record value is empty (tombstone)"))
             continue
         if len(raw) > max_record_bytes:
-            rejects.append(Reject(i, "oversize", f"record is {len(raw)} bytes, limit 'input.max_record_bytes' is {max_record_bytes}"))
+            rejects.append(
+                Reject(
+                    i,
+                    "oversize",
+                    f"record is {len(raw)} bytes, limit 'input.max_record_bytes' is {max_record_bytes}",
+                )
+            )
             continue
         try:
             obj = _loads(raw)
@@ -126,7 +132,9 @@ def decode_batch(
             rejects.append(Reject(i, "malformed_json", f"not valid JSON: {exc}"))
             continue
         if not isinstance(obj, dict):
-            rejects.append(Reject(i, "not_an_object", f"a prediction must be a JSON object, got {type(obj).__name__}"))
+            rejects.append(
+                Reject(i, "not_an_object", f"a prediction must be a JSON object, got {type(obj).__name__}")
+            )
             continue
         rid = obj.get("id")
         if rid is None:
@@ -139,13 +147,21 @@ def decode_batch(
         logits = obj.get("logits")
         if (probs is None) == (logits is None):
             what = "both" if probs is not None else "neither"
-            rejects.append(Reject(i, "missing_probs", f"exactly one of 'probs' or 'logits' is required, got {what}"))
+            rejects.append(
+                Reject(i, "missing_probs", f"exactly one of 'probs' or 'logits' is required, got {what}")
+            )
             continue
         row = probs if probs is not None else logits
         name = "probs" if probs is not None else "logits"
         if not isinstance(row, list) or len(row) != n_classes:
             got = len(row) if isinstance(row, list) else type(row).__name__
-            rejects.append(Reject(i, "wrong_class_count", f"'{name}' must be a list of {n_classes} numbers (one per class), got {got}"))
+            rejects.append(
+                Reject(
+                    i,
+                    "wrong_class_count",
+                    f"'{name}' must be a list of {n_classes} numbers (one per class), got {got}",
+                )
+            )
             continue
         bad = _check_optional(obj)
         if bad is not None:
@@ -233,7 +249,10 @@ def _normalize(
     """Validate probabilities, softmax logits, and mark failures in ``ok``/``rejects`` (vectorized)."""
     finite = np.isfinite(m).all(axis=1)
     for r in np.flatnonzero(~finite & ok):
-        rejects[int(r)] = ("non_finite", f"class scores must be finite (no NaN or infinity): {m[r].tolist()!r}")
+        rejects[int(r)] = (
+            "non_finite",
+            f"class scores must be finite (no NaN or infinity): {m[r].tolist()!r}",
+        )
     ok &= finite
     out = np.where(ok[:, None], m, 0.0)
     if logit_mask.any():

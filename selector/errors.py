@@ -18,7 +18,9 @@ class ConfigError(SelectorError):
         self.problems = problems
         self.source = source
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"invalid {source} ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n{lines}")
+        super().__init__(
+            f"invalid {source} ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n{lines}"
+        )
 
 
 class BrokerUnavailableError(SelectorError):

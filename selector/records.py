@@ -35,7 +35,7 @@ def encode_outputs(
     """Build the to-label and accepted records of a decided batch."""
     route = decisions.route
     to_label: list[Record] = []
-    for i in np.flatnonzero((route == QUERY) | (route == AUDIT)):
+    for i in np.flatnonzero((route == QUERY) | (route == AUDIT)).tolist():
         rid = batch.ids[i]
         score = float(decisions.score[i])
         value = {
@@ -60,15 +60,15 @@ def encode_outputs(
     acc = np.flatnonzero(route == ACCEPT)
     labels = [classes[k] for k in decisions.predicted[acc].tolist()]
     conf = decisions.confidence[acc].tolist()
-    for i, label, c in zip(acc.tolist(), labels, conf, strict=True):
-        rid = batch.ids[i]
+    for j, label, c in zip(acc.tolist(), labels, conf, strict=True):
+        rid = batch.ids[j]
         value = {
             "id": rid,
             "label": label,
             "confidence": c,
-            "model": batch.model[i],
-            "payload": batch.payload[i],
-            "meta": batch.meta[i],
+            "model": batch.model[j],
+            "payload": batch.payload[j],
+            "meta": batch.meta[j],
             "decided_at": decided_at,
         }
         accepted.append((rid.encode(), orjson.dumps(value)))

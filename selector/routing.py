@@ -16,6 +16,7 @@ decision's budget state once its records were delivered, so a crash re-decides t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,7 @@ import numpy as np
 from selector.arrays import FloatArray, IntArray
 from selector.budget import BudgetState, initial_state, spend
 from selector.budget.token_bucket import Spend
-from selector.config import HORIZONS_S, MEASURES, Config
+from selector.config import HORIZONS_S, MEASURES, Config, Horizon
 from selector.decode import Batch
 from selector.draws import id_hashes, uniforms
 from selector.scores import compute
@@ -57,13 +58,13 @@ class Decisions:
         return {name: int(bins[i]) for i, name in enumerate(ROUTES)}
 
 
-def cap_limits(caps: dict[str, int], partition: int, n_partitions: int) -> dict[str, tuple[float, int]]:
+def cap_limits(caps: Mapping[Horizon, int], partition: int, n_partitions: int) -> dict[str, tuple[float, int]]:
     """The share of every cap that belongs to one partition: the caps split by largest remainder.
 
     The shares of all partitions add up to the cap exactly, so instances that own disjoint partitions can
     never exceed it together.
     """
-    out = {}
+    out: dict[str, tuple[float, int]] = {}
     for horizon, cap in caps.items():
         share = cap // n_partitions + (1 if partition < cap % n_partitions else 0)
         out[horizon] = (HORIZONS_S[horizon], share)
@@ -82,7 +83,7 @@ class Router:
         self.owned: set[int] = set(range(n_partitions))
 
     def assign(self, owned: set[int], n_partitions: int) -> None:
-        """Declare the partitions this instance owns out of the topic's ``n_partitions`` (cap shares depend on it)."""
+        """Declare the partitions this instance owns of the topic's ``n_partitions`` (cap shares follow)."""
         self.owned = set(owned)
         if n_partitions != self.n_partitions:
             self.n_partitions = n_partitions
@@ -100,7 +101,7 @@ class Router:
 
     def cap_remaining(self, now: float) -> dict[str, int]:
         """Cap headroom per horizon, summed over the partitions this instance owns."""
-        total = dict.fromkeys(self.config.budget.caps, 0)
+        total: dict[str, int] = dict.fromkeys(self.config.budget.caps, 0)
         for p in sorted(self.owned):
             for h, r in self.state(p).ledger.remaining(now).items():
                 total[h] += r
@@ -119,7 +120,12 @@ class Router:
         audit_draw = uniforms(id_hashes(batch.ids), cfg.budget.seed, _AUDIT_STREAM) < audit_rate
         candidate = ~accept & (score >= cfg.budget.query_threshold)
         s: Spend = spend(
-            self.state(partition), t, candidate, audit_draw, rate=cfg.budget.rate, max_burst=cfg.budget.max_burst
+            self.state(partition),
+            t,
+            candidate,
+            audit_draw,
+            rate=cfg.budget.rate,
+            max_burst=cfg.budget.max_burst,
         )
         route = np.full(len(batch), SKIP, dtype=np.int8)
         route[accept] = ACCEPT
@@ -127,7 +133,9 @@ class Router:
         route[s.audit] = AUDIT
         inclusion = np.full(len(batch), audit_rate)
         inclusion[s.query | s.query_possible] = 1.0
-        return Decisions(route, score, scores, predicted, confidence, inclusion, cfg.budget.query_threshold, s.state)
+        return Decisions(
+            route, score, scores, predicted, confidence, inclusion, cfg.budget.query_threshold, s.state
+        )
 
     def commit(self, partition: int, decisions: Decisions) -> None:
         """Apply a delivered batch's decisions: advance the partition's budget and count them."""

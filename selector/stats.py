@@ -30,7 +30,9 @@ class RouterStats:
         for i, name in enumerate(ROUTE_NAMES):
             self.items[name] += int(bins[i])
         idx = np.searchsorted(np.asarray(SCORE_BUCKETS), score, side="left")
-        self.score_bucket_counts += np.bincount(np.minimum(idx, len(SCORE_BUCKETS) - 1), minlength=len(SCORE_BUCKETS))
+        self.score_bucket_counts += np.bincount(
+            np.minimum(idx, len(SCORE_BUCKETS) - 1), minlength=len(SCORE_BUCKETS)
+        )
         self.score_sum += float(score.sum())
         self.score_count += len(score)
 

@@ -53,7 +53,11 @@ class CapLedger:
         new = np.asarray(times, dtype=np.float64)
         grants = {}
         for name, (_window, cap) in self.limits.items():
-            merged = np.concatenate([self.grants.get(name, _EMPTY), new]) if len(new) else self.grants.get(name, _EMPTY)
+            merged = (
+                np.concatenate([self.grants.get(name, _EMPTY), new])
+                if len(new)
+                else self.grants.get(name, _EMPTY)
+            )
             grants[name] = merged[len(merged) - cap :] if cap else _EMPTY
         return CapLedger(self.limits, grants, max(self.last_time, last_time))
 
@@ -64,8 +68,12 @@ class CapLedger:
     @classmethod
     def from_dict(cls, limits: dict[str, tuple[float, int]], data: dict[str, Any]) -> CapLedger:
         """Restore a snapshot under (possibly changed) limits."""
-        grants = {k: np.asarray(data["grants"].get(k, []), dtype=np.float64)[-lim[1] :] for k, lim in limits.items()}
-        return cls(limits, {k: v if limits[k][1] else _EMPTY for k, v in grants.items()}, float(data["last_time"]))
+        grants = {
+            k: np.asarray(data["grants"].get(k, []), dtype=np.float64)[-lim[1] :] for k, lim in limits.items()
+        }
+        return cls(
+            limits, {k: v if limits[k][1] else _EMPTY for k, v in grants.items()}, float(data["last_time"])
+        )
 
 
 _EMPTY: FloatArray = np.zeros(0, dtype=np.float64)

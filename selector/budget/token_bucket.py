@@ -37,12 +37,22 @@ class BudgetState:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data snapshot (for the state topic)."""
-        return {"tokens": self.tokens, "items": self.items, "labels": self.labels, "ledger": self.ledger.to_dict()}
+        return {
+            "tokens": self.tokens,
+            "items": self.items,
+            "labels": self.labels,
+            "ledger": self.ledger.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, limits: dict[str, tuple[float, int]], data: dict[str, Any]) -> BudgetState:
         """Restore a snapshot under (possibly changed) cap limits."""
-        return cls(float(data["tokens"]), CapLedger.from_dict(limits, data["ledger"]), int(data["items"]), int(data["labels"]))
+        return cls(
+            float(data["tokens"]),
+            CapLedger.from_dict(limits, data["ledger"]),
+            int(data["items"]),
+            int(data["labels"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -117,5 +127,7 @@ def spend(
     end_tokens = min(max_burst, ref_tokens + rate * (n - 1 - ref_index)) if n else state.tokens
     last = float(tm[-1]) if n else state.ledger.last_time
     labels = len(walk.new)
-    nxt = BudgetState(end_tokens, state.ledger.with_grants(walk.new, last), state.items + n, state.labels + labels)
+    nxt = BudgetState(
+        end_tokens, state.ledger.with_grants(walk.new, last), state.items + n, state.labels + labels
+    )
     return Spend(query, audit, possible, nxt)

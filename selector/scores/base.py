@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from selector.arrays import FloatArray
 from selector.errors import SelectorError
-import selector.scores.uncertainty as uncertainty
+from selector.scores import uncertainty
 
 Measure = Callable[[FloatArray], FloatArray]
 
