@@ -71,10 +71,13 @@ def connect_admin(
     attempt = 0
     while True:
         attempt += 1
+        left_ms = int(max(0.5, deadline_s - (monotonic() - start)) * 1000)
         try:
             return KafkaAdminClient(
                 bootstrap_servers=servers,
-                request_timeout_ms=max(1000, min(30000, int(deadline_s * 1000))),
+                bootstrap_timeout_ms=min(2000, left_ms),
+                request_timeout_ms=min(30000, max(1000, left_ms)),
+                reconnect_backoff_max_ms=1000,
                 **security_kwargs(config),
             )
         except KafkaError as exc:

@@ -1,0 +1,83 @@
+"""Producing to and reading back from topics of the test broker, and building configs that point at it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from selector.config import Config, parse_config
+from tests.conftest import FAST_GROUP
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+def config_for(servers: str, unique: str, **sections: Any) -> Config:
+    """A config on the test broker with its own topics and group, fast group timeouts, no metrics server."""
+    data: dict[str, Any] = {
+        "topics": {
+            "predictions": f"predictions-{unique}",
+            "to_label": f"to-label-{unique}",
+            "accepted": f"accepted-{unique}",
+            "dead_letter": f"dead-letter-{unique}",
+        },
+        "kafka": {"bootstrap_servers": servers, "group_id": f"selector-{unique}", "commit_interval_s": 0.2, **FAST_GROUP},
+        "metrics": {"enabled": False},
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    return parse_config(data)
+
+
+def produce(servers: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> list[tuple[int, int]]:
+    """Produce (key, value) records and wait for every ack; returns (partition, offset) of each, in order."""
+    producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5)
+    futures = [producer.send(topic, key=k, value=v) for k, v in records]
+    producer.flush()
+    placed = []
+    for f in futures:
+        meta = f.get(timeout=10)
+        placed.append((meta.partition, meta.offset))
+    producer.close()
+    return placed
+
+
+def read_topic(servers: str, topic: str, *, expect: int | None = None, timeout_s: float = 30.0, idle_s: float = 1.5) -> list[Message]:
+    """Every message of a topic, from the beginning, without a consumer group.
+
+    Stops when ``expect`` messages were read (then waits ``idle_s`` more to catch surplus duplicates), or when
+    nothing arrived for ``idle_s`` (no ``expect``), or at ``timeout_s``.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None)
+    deadline = time.monotonic() + timeout_s
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:  # the topic does not exist (yet)
+        consumer.close()
+        return []
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    out: list[Message] = []
+    last_new = time.monotonic()
+    while time.monotonic() < deadline:
+        polled = consumer.poll(timeout_ms=200)
+        for tp, records in polled.items():
+            for r in records:
+                out.append(Message(tp.topic, tp.partition, r.offset, r.key, r.value, dict(r.headers or [])))
+            last_new = time.monotonic()
+        reached = expect is not None and len(out) >= expect
+        if (expect is None or reached) and time.monotonic() - last_new > idle_s:
+            break
+    consumer.close()
+    return out

@@ -1,0 +1,180 @@
+"""`selector run` as a real process on the embedded broker: SIGKILL mid-stream loses nothing, SIGTERM drains
+and commits, an unreachable broker exits non-zero with a clear message, and the demo runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import yaml
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from connectors.broker import EmbeddedBroker, free_port
+from connectors.simulate import prediction_records
+from tests.conftest import FAST_GROUP
+from tests.integration.streams import produce, read_topic
+
+pytestmark = pytest.mark.broker
+
+CLASSES = ["ok", "scratch", "dent", "crack"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_config(tmp_path: Path, servers: str, unique: str, **sections: dict[str, object]) -> Path:
+    data: dict[str, dict[str, object]] = {
+        "topics": {
+            "predictions": f"predictions-{unique}",
+            "to_label": f"to-label-{unique}",
+            "accepted": f"accepted-{unique}",
+            "dead_letter": f"dead-letter-{unique}",
+        },
+        "kafka": {"bootstrap_servers": servers, "group_id": f"selector-{unique}", "commit_interval_s": 0.2, **FAST_GROUP},
+        "metrics": {"enabled": False},
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def start(config: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "connectors.cli", "run", "-c", str(config), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def output_ids(servers: str, unique: str) -> list[str]:
+    """Ids of every accepted and to-label record, duplicates included."""
+    ids = []
+    for topic in (f"accepted-{unique}", f"to-label-{unique}"):
+        ids += [orjson.loads(m.value)["id"] for m in read_topic(servers, topic, idle_s=1.0)]
+    return ids
+
+
+class TestCrashSafety:
+    def test_sigkill_mid_stream_then_restart_loses_no_input(self, broker: EmbeddedBroker, unique: str, tmp_path: Path) -> None:
+        """Kill -9 while predictions stream in, restart: every input id reaches an output topic; duplicates
+        are allowed and carry the same id. (Every valid item is accepted unless labeled, so none is a skip.)"""
+        servers = broker.bootstrap_servers
+        config = write_config(tmp_path, servers, unique, accept={"default_threshold": 0.0, "thresholds": {}})
+        topic = f"predictions-{unique}"
+        records = list(prediction_records(np.random.default_rng(11), 30_000, CLASSES, prefix=f"c-{unique}"))
+        producer = KafkaProducer(bootstrap_servers=servers, linger_ms=5)
+        stop = threading.Event()
+        sent = [0]
+
+        def stream() -> None:  # 30,000 records over ~12 s
+            for i in range(0, len(records), 250):
+                for k, v in records[i : i + 250]:
+                    producer.send(topic, key=k, value=v)
+                producer.flush()
+                sent[0] = i + 250
+                if stop.wait(0.1):
+                    return
+
+        first = start(config)
+        feeder = threading.Thread(target=stream, daemon=True)
+        feeder.start()
+        deadline = time.monotonic() + 60
+        while len(read_topic(servers, f"accepted-{unique}", idle_s=0.2)) < 2_000:
+            assert time.monotonic() < deadline, "first run produced no output"
+            assert first.poll() is None, first.stdout.read() if first.stdout else ""
+        first.send_signal(signal.SIGKILL)
+        killed_at = sent[0]
+        first.wait(timeout=10)
+        assert first.returncode == -signal.SIGKILL
+
+        second = start(config)
+        try:
+            feeder.join(timeout=60)
+            deadline = time.monotonic() + 90
+            wanted = {k.decode() for k, _ in records}
+            while True:
+                ids = output_ids(servers, unique)
+                if wanted <= set(ids) or time.monotonic() > deadline:
+                    break
+        finally:
+            stop.set()
+            second.send_signal(signal.SIGTERM)
+            out, _ = second.communicate(timeout=30)
+        producer.close()
+        assert killed_at < len(records), "the kill came after the stream ended; nothing was tested"
+        missing = wanted - set(ids)
+        assert not missing, f"{len(missing)} inputs lost, e.g. {sorted(missing)[:5]}"
+        assert set(ids) == wanted
+        assert second.returncode == 0, out
+
+
+class TestDrain:
+    def test_sigterm_drains_commits_and_exits_zero(self, broker: EmbeddedBroker, unique: str, tmp_path: Path) -> None:
+        """After SIGTERM the process exits 0 and the group's committed offsets cover every decided record."""
+        servers = broker.bootstrap_servers
+        config = write_config(tmp_path, servers, unique, accept={"default_threshold": 0.0, "thresholds": {}})
+        topic = f"predictions-{unique}"
+        proc = start(config)
+        placed = produce(servers, topic, prediction_records(np.random.default_rng(5), 3_000, CLASSES, prefix=unique))
+        deadline = time.monotonic() + 60
+        while len(output_ids(servers, unique)) < 3_000:
+            assert time.monotonic() < deadline and proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "draining" in out
+        ends: dict[int, int] = {}
+        for partition, offset in placed:
+            ends[partition] = max(ends.get(partition, 0), offset + 1)
+        consumer = KafkaConsumer(bootstrap_servers=servers, group_id=f"selector-{unique}", enable_auto_commit=False)
+        committed = {p: consumer.committed(TopicPartition(topic, p)) for p in ends}
+        consumer.close()
+        assert committed == ends
+
+
+class TestBrokerUnreachable:
+    def test_exits_3_with_a_clear_message_after_the_deadline(self, tmp_path: Path, unique: str) -> None:
+        """Nothing listens on the port: retries with backoff, then exit code 3 naming the servers and the key."""
+        servers = f"127.0.0.1:{free_port()}"
+        config = write_config(tmp_path, servers, unique, kafka={"connect_deadline_s": 3})
+        began = time.monotonic()
+        proc = start(config)
+        out, _ = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - began
+        assert proc.returncode == 3, out
+        assert f"cannot reach Kafka at '{servers}'" in out
+        assert "'kafka.bootstrap_servers'" in out and "'kafka.connect_deadline_s'" in out
+        assert "retrying in" in out  # it did retry before giving up
+        assert elapsed < 30
+
+
+class TestDemo:
+    def test_demo_runs_on_its_own_embedded_broker_and_prints_live_summaries(self) -> None:
+        """`selector demo --duration` starts a broker, streams a simulated line, prints summaries, exits 0."""
+        env = {**os.environ, "SELECTOR_METRICS__PORT": "0"}
+        env.update({f"SELECTOR_KAFKA__{k.upper()}": str(v) for k, v in FAST_GROUP.items()})
+        proc = subprocess.run(
+            [sys.executable, "-m", "connectors.cli", "demo", "-c", "config.yaml", "--duration", "8", "--rate", "1000", "--interval", "1"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env=env,
+        )
+        assert proc.returncode == 0, proc.stderr
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("sent")]
+        assert len(lines) >= 3, proc.stdout
+        final = lines[-1].split()
+        decided = int(final[final.index("decided") + 1])
+        assert decided > 2_000
+        assert "label rate" in lines[-1] and "budget 2.00%" in lines[-1]
