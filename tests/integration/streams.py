@@ -9,6 +9,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from connectors.kafka_io import connect_admin, ensure_topics
 from selector.config import Config, parse_config
 from tests.conftest import FAST_GROUP
 
@@ -32,7 +33,12 @@ def config_for(servers: str, unique: str, **sections: Any) -> Config:
             "accepted": f"accepted-{unique}",
             "dead_letter": f"dead-letter-{unique}",
         },
-        "kafka": {"bootstrap_servers": servers, "group_id": f"selector-{unique}", "commit_interval_s": 0.2, **FAST_GROUP},
+        "kafka": {
+            "bootstrap_servers": servers,
+            "group_id": f"selector-{unique}",
+            "commit_interval_s": 0.2,
+            **FAST_GROUP,
+        },
         "metrics": {"enabled": False},
     }
     for name, values in sections.items():
@@ -40,7 +46,18 @@ def config_for(servers: str, unique: str, **sections: Any) -> Config:
     return parse_config(data)
 
 
-def produce(servers: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> list[tuple[int, int]]:
+def create_topics(config: Config) -> None:
+    """Create the config's topics with its partition count, as the monitor would."""
+    admin = connect_admin(config, config.kafka.bootstrap_servers)
+    try:
+        ensure_topics(admin, config)
+    finally:
+        admin.close()
+
+
+def produce(
+    servers: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+) -> list[tuple[int, int]]:
     """Produce (key, value) records and wait for every ack; returns (partition, offset) of each, in order."""
     producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5)
     futures = [producer.send(topic, key=k, value=v) for k, v in records]
@@ -53,7 +70,9 @@ def produce(servers: str, topic: str, records: Iterable[tuple[bytes | None, byte
     return placed
 
 
-def read_topic(servers: str, topic: str, *, expect: int | None = None, timeout_s: float = 30.0, idle_s: float = 1.5) -> list[Message]:
+def read_topic(
+    servers: str, topic: str, *, expect: int | None = None, timeout_s: float = 30.0, idle_s: float = 1.5
+) -> list[Message]:
     """Every message of a topic, from the beginning, without a consumer group.
 
     Stops when ``expect`` messages were read (then waits ``idle_s`` more to catch surplus duplicates), or when

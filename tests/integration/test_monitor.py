@@ -15,13 +15,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 import selector
-from connectors.broker import EmbeddedBroker, free_port
+from connectors.broker import EmbeddedBroker
 from connectors.metrics import serve_metrics
 from connectors.monitor import Monitor
 from connectors.simulate import prediction_records
-from selector.config import Config
 from selector.contracts import DLQ_HEADERS, Accepted, ToLabel
-from selector.errors import BrokerUnavailableError
 from tests.integration.streams import config_for, produce, read_topic
 
 pytestmark = pytest.mark.broker
@@ -93,7 +91,9 @@ class TestAccounting:
         to-label, dead-letter, or is counted as a skip, and the /metrics counters equal the topic contents."""
         cfg = config_for(broker.bootstrap_servers, unique, input={"max_record_bytes": 4096})
         bad = malformed_records(220)
-        good = list(prediction_records(np.random.default_rng(7), 10_000 - len(bad), CLASSES, prefix=f"ok-{unique}"))
+        good = list(
+            prediction_records(np.random.default_rng(7), 10_000 - len(bad), CLASSES, prefix=f"ok-{unique}")
+        )
         rng = np.random.default_rng(3)
         records = [(k, v) for k, v in good] + [(k, v) for k, v, _ in bad]
         order = rng.permutation(len(records))
@@ -102,7 +102,11 @@ class TestAccounting:
         monitor = Monitor(cfg, broker.bootstrap_servers)
         _server, port = serve_metrics(monitor, "127.0.0.1", 0, registry=CollectorRegistry())
         stopped.append((monitor, run_in_thread(monitor)))
-        wait_for(lambda: monitor.router.stats.total + monitor.router.stats.dead_letters["decode"] >= 10_000, 60, "10,000 decisions")
+        wait_for(
+            lambda: monitor.router.stats.total + monitor.router.stats.dead_letters["decode"] >= 10_000,
+            60,
+            "10,000 decisions",
+        )
 
         servers = broker.bootstrap_servers
         accepted = read_topic(servers, cfg.topics.accepted, expect=monitor.router.stats.items["accept"])
@@ -130,13 +134,15 @@ class TestAccounting:
         assert metric("selector_items_total", route="audit") == audits
         assert metric("selector_items_total", route="skip") == len(skipped)
         assert metric("selector_dead_letters_total", stage="decode") == len(dead_keys)
-        assert sum(metric("selector_items_total", route=r) for r in ("accept", "query", "audit", "skip")) == len(good)
+        assert sum(
+            metric("selector_items_total", route=r) for r in ("accept", "query", "audit", "skip")
+        ) == len(good)
         assert metric("selector_score_count") == len(good)
 
     def test_dead_letters_keep_original_bytes_and_carry_every_header(
         self, broker: EmbeddedBroker, unique: str, stopped: list[tuple[Monitor, threading.Thread]]
     ) -> None:
-        """A dead letter is the original key and value, unchanged, with all x-dlq-* headers and the right reason."""
+        """A dead letter is the original key and value, unchanged, with all x-dlq-* headers and reason."""
         cfg = config_for(broker.bootstrap_servers, unique, input={"max_record_bytes": 4096})
         bad = malformed_records(11)
         placed = produce(broker.bootstrap_servers, cfg.topics.predictions, [(k, v) for k, v, _ in bad])
@@ -162,11 +168,17 @@ class TestAccounting:
     ) -> None:
         """Every to-label and accepted record validates against its contract and its key is the item id."""
         cfg = config_for(broker.bootstrap_servers, unique, budget={"rate": 0.2, "audit_rate": 0.05})
-        produce(broker.bootstrap_servers, cfg.topics.predictions, prediction_records(np.random.default_rng(1), 500, CLASSES))
+        produce(
+            broker.bootstrap_servers,
+            cfg.topics.predictions,
+            prediction_records(np.random.default_rng(1), 500, CLASSES),
+        )
         monitor = Monitor(cfg, broker.bootstrap_servers)
         stopped.append((monitor, run_in_thread(monitor)))
         wait_for(lambda: monitor.router.stats.total >= 500, 40, "500 decisions")
-        accepted = read_topic(broker.bootstrap_servers, cfg.topics.accepted, expect=monitor.router.stats.items["accept"])
+        accepted = read_topic(
+            broker.bootstrap_servers, cfg.topics.accepted, expect=monitor.router.stats.items["accept"]
+        )
         to_label = read_topic(broker.bootstrap_servers, cfg.topics.to_label, expect=1)
         assert accepted and to_label
         for m in accepted:
@@ -174,10 +186,10 @@ class TestAccounting:
             assert m.key == rec.id.encode()
         routes = Counter()
         for m in to_label:
-            rec = ToLabel.model_validate_json(m.value)
-            assert m.key == rec.id.encode()
-            routes[rec.route] += 1
-            assert rec.query_probability in ((1.0,) if rec.route == "query" else (1.0, cfg.budget.audit_rate))
-            assert rec.selector.config_hash == cfg.config_hash()
+            lab = ToLabel.model_validate_json(m.value)
+            assert m.key == lab.id.encode()
+            routes[lab.route] += 1
+            assert lab.query_probability in ((1.0,) if lab.route == "query" else (1.0, cfg.budget.audit_rate))
+            assert lab.selector.config_hash == cfg.config_hash()
         assert routes["query"] == monitor.router.stats.items["query"]
         assert routes["audit"] == monitor.router.stats.items["audit"]

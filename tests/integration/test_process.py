@@ -36,7 +36,12 @@ def write_config(tmp_path: Path, servers: str, unique: str, **sections: dict[str
             "accepted": f"accepted-{unique}",
             "dead_letter": f"dead-letter-{unique}",
         },
-        "kafka": {"bootstrap_servers": servers, "group_id": f"selector-{unique}", "commit_interval_s": 0.2, **FAST_GROUP},
+        "kafka": {
+            "bootstrap_servers": servers,
+            "group_id": f"selector-{unique}",
+            "commit_interval_s": 0.2,
+            **FAST_GROUP,
+        },
         "metrics": {"enabled": False},
     }
     for name, values in sections.items():
@@ -65,9 +70,11 @@ def output_ids(servers: str, unique: str) -> list[str]:
 
 
 class TestCrashSafety:
-    def test_sigkill_mid_stream_then_restart_loses_no_input(self, broker: EmbeddedBroker, unique: str, tmp_path: Path) -> None:
+    def test_sigkill_mid_stream_then_restart_loses_no_input(
+        self, broker: EmbeddedBroker, unique: str, tmp_path: Path
+    ) -> None:
         """Kill -9 while predictions stream in, restart: every input id reaches an output topic; duplicates
-        are allowed and carry the same id. (Every valid item is accepted unless labeled, so none is a skip.)"""
+        are allowed and carry the same id. (Every item is accepted unless labeled, so none is a skip.)"""
         servers = broker.bootstrap_servers
         config = write_config(tmp_path, servers, unique, accept={"default_threshold": 0.0, "thresholds": {}})
         topic = f"predictions-{unique}"
@@ -119,13 +126,17 @@ class TestCrashSafety:
 
 
 class TestDrain:
-    def test_sigterm_drains_commits_and_exits_zero(self, broker: EmbeddedBroker, unique: str, tmp_path: Path) -> None:
+    def test_sigterm_drains_commits_and_exits_zero(
+        self, broker: EmbeddedBroker, unique: str, tmp_path: Path
+    ) -> None:
         """After SIGTERM the process exits 0 and the group's committed offsets cover every decided record."""
         servers = broker.bootstrap_servers
         config = write_config(tmp_path, servers, unique, accept={"default_threshold": 0.0, "thresholds": {}})
         topic = f"predictions-{unique}"
         proc = start(config)
-        placed = produce(servers, topic, prediction_records(np.random.default_rng(5), 3_000, CLASSES, prefix=unique))
+        placed = produce(
+            servers, topic, prediction_records(np.random.default_rng(5), 3_000, CLASSES, prefix=unique)
+        )
         deadline = time.monotonic() + 60
         while len(output_ids(servers, unique)) < 3_000:
             assert time.monotonic() < deadline and proc.poll() is None
@@ -136,7 +147,9 @@ class TestDrain:
         ends: dict[int, int] = {}
         for partition, offset in placed:
             ends[partition] = max(ends.get(partition, 0), offset + 1)
-        consumer = KafkaConsumer(bootstrap_servers=servers, group_id=f"selector-{unique}", enable_auto_commit=False)
+        consumer = KafkaConsumer(
+            bootstrap_servers=servers, group_id=f"selector-{unique}", enable_auto_commit=False
+        )
         committed = {p: consumer.committed(TopicPartition(topic, p)) for p in ends}
         consumer.close()
         assert committed == ends
@@ -144,7 +157,7 @@ class TestDrain:
 
 class TestBrokerUnreachable:
     def test_exits_3_with_a_clear_message_after_the_deadline(self, tmp_path: Path, unique: str) -> None:
-        """Nothing listens on the port: retries with backoff, then exit code 3 naming the servers and the key."""
+        """Nothing listens on the port: retry with backoff, then exit 3 naming the servers and the key."""
         servers = f"127.0.0.1:{free_port()}"
         config = write_config(tmp_path, servers, unique, kafka={"connect_deadline_s": 3})
         began = time.monotonic()
@@ -164,11 +177,25 @@ class TestDemo:
         env = {**os.environ, "SELECTOR_METRICS__PORT": "0"}
         env.update({f"SELECTOR_KAFKA__{k.upper()}": str(v) for k, v in FAST_GROUP.items()})
         proc = subprocess.run(
-            [sys.executable, "-m", "connectors.cli", "demo", "-c", "config.yaml", "--duration", "8", "--rate", "1000", "--interval", "1"],
+            [
+                sys.executable,
+                "-m",
+                "connectors.cli",
+                "demo",
+                "-c",
+                "config.yaml",
+                "--duration",
+                "8",
+                "--rate",
+                "1000",
+                "--interval",
+                "1",
+            ],
             cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=90,
+            check=False,
             env=env,
         )
         assert proc.returncode == 0, proc.stderr
