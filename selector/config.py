@@ -57,6 +57,12 @@ def _positive(v: float) -> float:
     return v
 
 
+def _at_least_one(v: float) -> float:
+    if not v >= 1.0:
+        raise ValueError("must be >= 1 (a label costs one token)")
+    return v
+
+
 def _port(v: int) -> int:
     if not 0 <= v <= 65535:
         raise ValueError("must be a TCP port in [0, 65535] (0 picks a free port)")
@@ -72,7 +78,7 @@ Port = Annotated[int, AfterValidator(_port)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class TopicsConfig(_Section):
@@ -164,7 +170,7 @@ class BudgetConfig(_Section):
 
     rate: RateOpenClosed = 0.02
     query_threshold: Probability = 0.5
-    max_burst: PositiveFloat = 10.0
+    max_burst: Annotated[float, AfterValidator(_at_least_one)] = 10.0
     caps: dict[Horizon, Annotated[int, Field(ge=0)]] = Field(default_factory=_default_caps)
     audit_rate: Share = 0.002
     seed: int = 0
@@ -222,7 +228,7 @@ class Config(_Section):
         return [self.accept.thresholds.get(c, self.accept.default_threshold) for c in self.classes]
 
     def config_hash(self) -> str:
-        """Short stable hash of the effective configuration (secrets included only as their hash input)."""
+        """Short stable hash of the effective configuration; secrets do not enter it (they dump masked)."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -53,14 +54,38 @@ class Batch:
 
 
 _OPTIONAL_STR = ("model", "segment")
+_NUMBER_TYPES = {int, float}
+_MAX_ENCODABLE_DEPTH = 254
+"""orjson refuses to encode deeper nesting; a record nested deeper could not be passed through to outputs."""
 
 
 def _loads(raw: bytes) -> Any:
     try:
-        return orjson.loads(raw)
+        obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        # Python producers write NaN/Infinity by default: parse them so the reason is "non_finite".
-        return json.loads(raw)
+        # Python producers write NaN/Infinity by default: parse them so the reason is "non_finite". Otherwise
+        # keep orjson's rules: UTF-8 only, integers beyond 64 bits as floats (so 10**400 is infinite, like
+        # 1e400), and no lone surrogates ("\ud800"), which no output record could carry.
+        obj = json.loads(raw.decode("utf-8"), parse_int=_parse_int)
+        _check_encodable(obj)
+        return obj
+    # too deep needs that many brackets opened and closed; the cheap length test spares typical records
+    if len(raw) > 2 * _MAX_ENCODABLE_DEPTH and raw.count(b"[") + raw.count(b"{") > _MAX_ENCODABLE_DEPTH:
+        _check_encodable(obj)
+    return obj
+
+
+def _parse_int(text: str) -> int | float:
+    value = int(text) if len(text) <= 21 else None
+    return value if value is not None and -(1 << 63) <= value < (1 << 64) else float(text)
+
+
+def _check_encodable(obj: Any) -> None:
+    """Raise ValueError if ``obj`` cannot be re-encoded into an output record (deep nesting, surrogates)."""
+    try:
+        orjson.dumps(obj)
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(f"cannot be passed through to outputs: {exc}") from None
 
 
 def _parse_ts(value: Any) -> float:
@@ -128,7 +153,7 @@ def decode_batch(
             continue
         try:
             obj = _loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
             rejects.append(Reject(i, "malformed_json", f"not valid JSON: {exc}"))
             continue
         if not isinstance(obj, dict):
@@ -226,10 +251,9 @@ def _to_matrix(rows: list[Any], n_classes: int) -> tuple[FloatArray, dict[int, t
     rejects: dict[int, tuple[str, str]] = {}
     if not rows:
         return np.zeros((0, n_classes), dtype=np.float64), rejects
-    try:
+    # numpy would also convert true, "0.5", null and nested lists: only all-number batches take the fast path
+    if set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
         return np.asarray(rows, dtype=np.float64), rejects
-    except (TypeError, ValueError):
-        pass
     out = np.zeros((len(rows), n_classes), dtype=np.float64)
     for r, row in enumerate(rows):
         if any(isinstance(x, bool) or not isinstance(x, int | float) for x in row):

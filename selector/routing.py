@@ -58,7 +58,9 @@ class Decisions:
         return {name: int(bins[i]) for i, name in enumerate(ROUTES)}
 
 
-def cap_limits(caps: Mapping[Horizon, int], partition: int, n_partitions: int) -> dict[str, tuple[float, int]]:
+def cap_limits(
+    caps: Mapping[Horizon, int], partition: int, n_partitions: int
+) -> dict[str, tuple[float, int]]:
     """The share of every cap that belongs to one partition: the caps split by largest remainder.
 
     The shares of all partitions add up to the cap exactly, so instances that own disjoint partitions can

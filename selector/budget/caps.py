@@ -11,6 +11,7 @@ standing still, which can only make the cap stricter.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +59,7 @@ class CapLedger:
                 if len(new)
                 else self.grants.get(name, _EMPTY)
             )
-            grants[name] = merged[len(merged) - cap :] if cap else _EMPTY
+            grants[name] = merged[max(0, len(merged) - cap) :] if cap else _EMPTY
         return CapLedger(self.limits, grants, max(self.last_time, last_time))
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,7 +101,8 @@ class CapWalk:
                 # the cap-th most recent grant must leave the window: free once t >= that time + window
                 k = len(self.new) - cap
                 kth = self.new[k] if k >= 0 else float(old[len(old) + k])
-                earliest = max(earliest, kth + window)
+                # kth + window may round down to t itself: a full window must never report room at t
+                earliest = max(earliest, kth + window, math.nextafter(t, math.inf))
         return earliest
 
     def grant(self, t: float) -> None:

@@ -6,8 +6,13 @@ Each item credits ``rate`` tokens, the balance never exceeds ``max_burst`` (so a
     T_j = min(max_burst, T_k + rate * (j - k))     balance before item j, k = index of the last label
 
 A query candidate ``j`` is granted iff ``T_j >= 1`` and every cap has room at ``t_j``; an audit is granted iff
-every cap has room (audits must stay uniform, so the balance may go below zero for them). Over ``n`` items
-at most ``rate * n + max_burst`` labels are granted.
+every cap has room (audits must stay uniform, so the balance may go below zero for them). Over any ``m``
+consecutive items ending with a query at most ``rate * m + max_burst`` labels are granted (without audits:
+over any ``m`` consecutive items); audits after the last query may overdraw.
+
+The state carries ``T_k`` and the number of items since ``k`` rather than the balance after the batch, so
+``T_j`` is computed by the same floating-point expression whatever the batch boundaries are, and the
+decisions do not depend on how the stream was cut into batches.
 
 The walk visits only label events (audit draws and query candidates), and jumps over candidates that cannot
 pass: from a blocked candidate straight to the first index where the balance reaches one token and the caps
@@ -31,9 +36,12 @@ class BudgetState:
     """Spending state of one input partition. Immutable: :func:`spend` returns the next one."""
 
     tokens: float
+    """the balance ``T_k`` right after the last label (or the initial balance)"""
     ledger: CapLedger
     items: int = 0
     labels: int = 0
+    since: int = 0
+    """items after that point, not yet credited (item ``j`` of the next batch is ``since + 1 + j`` on)"""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data snapshot (for the state topic)."""
@@ -41,6 +49,7 @@ class BudgetState:
             "tokens": self.tokens,
             "items": self.items,
             "labels": self.labels,
+            "since": self.since,
             "ledger": self.ledger.to_dict(),
         }
 
@@ -52,6 +61,7 @@ class BudgetState:
             CapLedger.from_dict(limits, data["ledger"]),
             int(data["items"]),
             int(data["labels"]),
+            int(data.get("since", 0)),
         )
 
 
@@ -98,7 +108,7 @@ def spend(
     possible = np.zeros(n, dtype=bool)
     cand: IntArray = np.flatnonzero(candidate & ~audit_draw)
     auds: IntArray = np.flatnonzero(audit_draw)
-    ref_tokens, ref_index = min(state.tokens, max_burst), -1
+    ref_tokens, ref_index = min(state.tokens, max_burst), -1 - state.since
     ci = ai = 0
     while ci < len(cand) or ai < len(auds):
         is_audit = ai < len(auds) and (ci >= len(cand) or auds[ai] < cand[ci])
@@ -124,10 +134,14 @@ def spend(
         by_tokens = j if tokens >= 1.0 else ref_index + max(1, math.ceil((1.0 - ref_tokens) / rate - 1e-9))
         by_caps = int(np.searchsorted(tm, free, side="left")) if free > tj else j
         ci = int(np.searchsorted(cand, max(j + 1, by_tokens, by_caps), side="left"))
-    end_tokens = min(max_burst, ref_tokens + rate * (n - 1 - ref_index)) if n else state.tokens
-    last = float(tm[-1]) if n else state.ledger.last_time
+    if not n:
+        return Spend(query, audit, possible, state)
     labels = len(walk.new)
     nxt = BudgetState(
-        end_tokens, state.ledger.with_grants(walk.new, last), state.items + n, state.labels + labels
+        ref_tokens,
+        state.ledger.with_grants(walk.new, float(tm[-1])),
+        state.items + n,
+        state.labels + labels,
+        n - 1 - ref_index,
     )
     return Spend(query, audit, possible, nxt)

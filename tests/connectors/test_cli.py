@@ -43,8 +43,7 @@ class TestCheckConfig:
             ("classes: []", "'classes' must list at least 2 class names: []"),
             (
                 "kafka: {max_poll_records: many}",
-                "'kafka.max_poll_records': input should be a valid integer, "
-                "unable to parse string as an integer: 'many'",
+                "'kafka.max_poll_records': input should be a valid integer: 'many'",
             ),
             (
                 "budget: {caps: {week: 5}}",

@@ -1,0 +1,95 @@
+"""Specification of the published message contracts (JSON Schemas generated from the pydantic models)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from selector.contracts import DLQ_HEADERS, SCHEMAS, Accepted, DeadLetterHeaders, ToLabel, json_schemas
+
+
+class TestJsonSchemas:
+    def test_one_schema_per_contract(self) -> None:
+        """Schemas exist for prediction, to-label, accepted and dead-letter headers."""
+        assert set(json_schemas()) == {"prediction", "to-label", "accepted", "dead-letter-headers"}
+
+    @pytest.mark.parametrize(
+        ("name", "title"),
+        [
+            ("prediction", "prediction"),
+            ("to-label", "to-label"),
+            ("accepted", "accepted"),
+            ("dead-letter-headers", "dead-letter headers"),
+        ],
+    )
+    def test_schema_is_an_object_schema_with_a_readable_title(self, name: str, title: str) -> None:
+        """Each schema describes a JSON object and is titled after the message it describes."""
+        schema = json_schemas()[name]
+        assert schema["type"] == "object"
+        assert schema["title"] == title
+
+    def test_registry_and_schemas_agree(self) -> None:
+        """json_schemas() covers exactly the registered models."""
+        assert set(json_schemas()) == set(SCHEMAS)
+
+    def test_prediction_requires_only_id(self) -> None:
+        """Only 'id' is required of a prediction; the rest is optional."""
+        schema = json_schemas()["prediction"]
+        assert schema["required"] == ["id"]
+        assert {"probs", "logits", "ts", "model", "cost", "segment", "payload", "meta"} <= set(
+            schema["properties"]
+        )
+
+    def test_to_label_lists_every_field_of_the_design(self) -> None:
+        """to-label has every field DESIGN.md promises."""
+        props = set(json_schemas()["to-label"]["properties"])
+        assert props == {
+            "id", "route", "score", "scores", "threshold", "query_probability", "priority", "predicted",
+            "probs", "segment", "payload", "meta", "model", "decided_at", "selector",
+        }  # fmt: skip
+
+    def test_accepted_lists_every_field_of_the_design(self) -> None:
+        """accepted has every field DESIGN.md promises."""
+        props = set(json_schemas()["accepted"]["properties"])
+        assert props == {"id", "label", "confidence", "model", "payload", "meta", "decided_at"}
+
+    def test_dead_letter_schema_uses_the_header_names(self) -> None:
+        """The dead-letter schema is keyed by the x-dlq-* header names, all required."""
+        schema = json_schemas()["dead-letter-headers"]
+        assert list(schema["properties"]) == list(DLQ_HEADERS)
+        assert sorted(schema["required"]) == sorted(DLQ_HEADERS)
+
+
+class TestModels:
+    def test_accepted_rejects_unknown_fields(self) -> None:
+        """Output contracts are closed: an extra field is an error."""
+        with pytest.raises(ValidationError):
+            Accepted.model_validate(
+                {
+                    "id": "a",
+                    "label": "ok",
+                    "confidence": 0.9,
+                    "model": None,
+                    "payload": None,
+                    "meta": None,
+                    "decided_at": "t",
+                    "extra": 1,
+                }
+            )
+
+    def test_to_label_rejects_zero_inclusion_probability(self) -> None:
+        """An item with inclusion probability 0 could never have been sent: the contract forbids it."""
+        record = {
+            "id": "a", "route": "audit", "score": 0.5, "scores": {}, "threshold": 0.5,
+            "query_probability": 0.0, "priority": 0.5, "predicted": "ok", "probs": [1.0], "segment": None,
+            "payload": None, "meta": None, "model": None, "decided_at": "t",
+            "selector": {"version": "0", "config_hash": "h"},
+        }  # fmt: skip
+        with pytest.raises(ValidationError):
+            ToLabel.model_validate(record)
+        assert ToLabel.model_validate({**record, "query_probability": 0.002}).query_probability == 0.002
+
+    def test_dead_letter_headers_by_alias(self) -> None:
+        """Headers validate from their wire names."""
+        headers = DeadLetterHeaders.model_validate({h: "v" for h in DLQ_HEADERS})
+        assert headers.reason == "v"

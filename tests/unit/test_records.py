@@ -1,0 +1,152 @@
+"""Specification of the output records: every value matches its published contract and is keyed by the id."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from selector import __version__
+from selector.config import Config, parse_config
+from selector.contracts import Accepted, ToLabel
+from selector.decode import Batch, decode_batch
+from selector.records import Outputs, encode_outputs
+from selector.routing import ACCEPT, AUDIT, QUERY, Decisions, Router
+
+CLASSES = ["ok", "scratch", "dent", "crack"]
+DECIDED_AT = "2026-01-02T03:04:05.678Z"
+
+
+def cfg(audit_rate: float = 0.3) -> Config:
+    return parse_config(
+        {
+            "classes": CLASSES,
+            "accept": {"default_threshold": 0.8, "thresholds": {"crack": 0.6}},
+            "budget": {"rate": 0.6, "audit_rate": audit_rate, "query_threshold": 0.4, "caps": {"hour": 50}},
+        }
+    )
+
+
+def decided(values: list[bytes], config: Config) -> tuple[Batch, Decisions, Outputs]:
+    batch = decode_batch(values, [1_700_000_000_000] * len(values), n_classes=len(CLASSES))
+    decisions = Router(config).decide(0, batch, batch.ts_s)
+    info = {"version": __version__, "config_hash": config.config_hash()}
+    return batch, decisions, encode_outputs(batch, decisions, config.classes, DECIDED_AT, info)
+
+
+probs_rows = st.lists(st.floats(0, 1), min_size=4, max_size=4).filter(lambda r: sum(r) > 0)
+predictions = st.builds(
+    lambda i, row, model, segment, payload: orjson.dumps(
+        {
+            "id": f"item-{i}",
+            "probs": [x / sum(row) for x in row],
+            "model": model,
+            "segment": segment,
+            "payload": payload,
+            "meta": {"n": i},
+        }
+    ),
+    st.integers(0, 10**9),
+    probs_rows,
+    st.none() | st.text(max_size=6),
+    st.none() | st.sampled_from(["line-1", "cam-2"]),
+    st.none() | st.just({"uri": "s3://bucket/img.png"}),
+)
+
+
+class TestEncodeOutputs:
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(predictions, max_size=40))
+    def test_every_to_label_record_validates_and_is_keyed_by_id(self, values: list[bytes]) -> None:
+        """Each to-label value is a valid ToLabel whose id is the record key."""
+        _, _, out = decided(values, cfg())
+        for key, value in out.to_label:
+            rec = ToLabel.model_validate_json(value)
+            assert key == rec.id.encode()
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(predictions, max_size=40))
+    def test_every_accepted_record_validates_and_is_keyed_by_id(self, values: list[bytes]) -> None:
+        """Each accepted value is a valid Accepted whose id is the record key."""
+        _, _, out = decided(values, cfg())
+        for key, value in out.accepted:
+            rec = Accepted.model_validate_json(value)
+            assert key == rec.id.encode()
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(predictions, max_size=40))
+    def test_one_record_per_labeled_or_accepted_item_none_for_skips(self, values: list[bytes]) -> None:
+        """Queries and audits give one to-label record each, accepts one accepted record, skips nothing."""
+        batch, d, out = decided(values, cfg())
+        route = d.route
+        assert [k.decode() for k, _ in out.to_label] == [
+            batch.ids[i] for i in np.flatnonzero((route == QUERY) | (route == AUDIT))
+        ]
+        assert [k.decode() for k, _ in out.accepted] == [
+            batch.ids[i] for i in np.flatnonzero(route == ACCEPT)
+        ]
+
+    def test_to_label_fields_carry_the_decision(self) -> None:
+        """A query record carries route, scores, threshold, inclusion, prediction and pass-through fields."""
+        raw = orjson.dumps(
+            {
+                "id": "x1",
+                "probs": [0.3, 0.3, 0.2, 0.2],
+                "model": "v7",
+                "segment": "line-1",
+                "payload": {"uri": "s3://b/x1.png"},
+                "meta": [1],
+            }
+        )
+        config = cfg(audit_rate=0.0)
+        batch, d, out = decided([raw], config)
+        ((key, value),) = out.to_label
+        rec = ToLabel.model_validate_json(value)
+        assert key == b"x1"
+        assert rec.route == "query"
+        assert rec.score == d.score[0] == rec.scores["entropy"] == rec.priority
+        assert set(rec.scores) == {"least_confidence", "margin", "ratio", "entropy"}
+        assert rec.threshold == 0.4
+        assert rec.query_probability == 1.0
+        assert rec.predicted == "ok"
+        assert rec.probs == batch.probs[0].tolist()
+        assert (rec.segment, rec.model, rec.payload, rec.meta) == (
+            "line-1",
+            "v7",
+            {"uri": "s3://b/x1.png"},
+            [1],
+        )
+        assert rec.decided_at == DECIDED_AT
+        assert rec.selector.version == __version__
+        assert rec.selector.config_hash == config.config_hash()
+        assert out.accepted == []
+
+    def test_accepted_fields_carry_the_pseudo_label(self) -> None:
+        """An accepted record names the predicted class by name with its confidence."""
+        raw = orjson.dumps({"id": "a1", "probs": [0.05, 0.05, 0.2, 0.7], "model": "v7", "payload": "p"})
+        _, _, out = decided([raw], cfg(audit_rate=0.0))
+        ((key, value),) = out.accepted
+        rec = Accepted.model_validate_json(value)
+        assert key == b"a1"
+        assert (rec.label, rec.confidence, rec.model, rec.payload, rec.meta) == (
+            "crack",
+            0.7,
+            "v7",
+            "p",
+            None,
+        )
+        assert rec.decided_at == DECIDED_AT
+        assert out.to_label == []
+
+    def test_skip_produces_no_record(self) -> None:
+        """A skipped item is counted but never published."""
+        raw = orjson.dumps(
+            {"id": "s1", "probs": [0.7, 0.3, 0.0, 0.0]}
+        )  # below accept 0.95 and entropy 0.44 < 0.9
+        config = parse_config(
+            {"classes": CLASSES, "budget": {"rate": 0.5, "audit_rate": 0.0, "query_threshold": 0.9}}
+        )
+        _, d, out = decided([raw], config)
+        assert d.counts()["skip"] == 1
+        assert out == Outputs([], [])
