@@ -73,9 +73,10 @@ class SelectorCollector:
             "Decision thresholds by class: kind=accept (confidence) and kind=query (informativeness).",
             labels=["class", "kind"],
         )
+        live = m.router.query_thresholds()
         for name, value in zip(cfg.classes, cfg.accept_thresholds(), strict=True):
             thr.add_metric([name, "accept"], value)
-            thr.add_metric([name, "query"], cfg.budget.query_threshold)
+            thr.add_metric([name, "query"], live.get(f"class:{name}", live["uncertainty"]))
         yield thr
         yield _histogram(
             "selector_score",

@@ -88,6 +88,8 @@ class TopicsConfig(_Section):
     to_label: str = "to-label"
     accepted: str = "accepted"
     dead_letter: str = "dead-letter"
+    labels: str = "labels"
+    state: str = "selector-state"
 
 
 class KafkaConfig(_Section):
@@ -166,23 +168,46 @@ def _default_caps() -> dict[Horizon, int]:
 
 
 class BudgetConfig(_Section):
-    """The labeling budget: a target rate, hard caps per sliding window, and the audit share."""
+    """The labeling budget: target rate, controller, shares, hard caps per sliding window, audits."""
 
     rate: RateOpenClosed = 0.02
-    query_threshold: Probability = 0.5
+    controller: Literal["quantile", "threshold"] = "quantile"
+    query_threshold: Probability = 0.0
+    window_items: Annotated[int, Field(ge=64)] = 2000
+    feedback_items: PositiveFloat = 200.0
+    max_catchup: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
     max_burst: Annotated[float, AfterValidator(_at_least_one)] = 10.0
     caps: dict[Horizon, Annotated[int, Field(ge=0)]] = Field(default_factory=_default_caps)
     audit_rate: Share = 0.002
+    exploration: Share = 0.0
+    class_shares: dict[str, Share] = Field(default_factory=dict)
+    segment_shares: dict[str, Share] = Field(default_factory=dict)
     seed: int = 0
 
     @model_validator(mode="after")
-    def _audit_within_rate(self) -> BudgetConfig:
+    def _shares_fit(self) -> BudgetConfig:
         if self.audit_rate >= self.rate:
             raise ValueError(
                 f"'budget.audit_rate' must be below 'budget.rate' (audits are part of the budget): "
                 f"{self.audit_rate} >= {self.rate}"
             )
+        reserved = self.audit_rate / self.rate + self.exploration + sum(self.class_shares.values())
+        reserved += sum(self.segment_shares.values())
+        if reserved >= 1.0:
+            raise ValueError(
+                "'budget.class_shares', 'budget.segment_shares', 'budget.exploration' and "
+                f"'budget.audit_rate' / 'budget.rate' must leave part of the budget to the common pool: "
+                f"they add up to {reserved:.4g} >= 1"
+            )
         return self
+
+
+class PendingConfig(_Section):
+    """Label delay: items sent for labeling and not yet labeled."""
+
+    ttl_s: PositiveFloat = 86400.0
+    dedup_distance: Annotated[float, Field(ge=0.0)] = 0.0
+    max_items: PositiveInt = 100_000
 
 
 class MetricsConfig(_Section):
@@ -203,6 +228,7 @@ class Config(_Section):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     accept: AcceptConfig = Field(default_factory=AcceptConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    pending: PendingConfig = Field(default_factory=PendingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @field_validator("classes")
@@ -216,11 +242,15 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _classes_consistent(self) -> Config:
-        unknown = sorted(set(self.accept.thresholds) - set(self.classes))
-        if unknown:
-            raise ValueError(
-                f"'accept.thresholds' names classes not in 'classes': {unknown!r} (classes: {self.classes!r})"
-            )
+        for key, names in (
+            ("accept.thresholds", self.accept.thresholds),
+            ("budget.class_shares", self.budget.class_shares),
+        ):
+            unknown = sorted(set(names) - set(self.classes))
+            if unknown:
+                raise ValueError(
+                    f"'{key}' names classes not in 'classes': {unknown!r} (classes: {self.classes!r})"
+                )
         return self
 
     def accept_thresholds(self) -> list[float]:

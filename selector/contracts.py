@@ -64,7 +64,10 @@ class ToLabel(BaseModel):
     route: Literal["query", "audit"]
     score: float = Field(ge=0, le=1, description="the informativeness that decided")
     scores: dict[str, float] = Field(description="every computed measure, each in [0, 1]")
-    threshold: float = Field(description="the query threshold in force")
+    threshold: float = Field(description="the common pool's query threshold in force (inf: none selected)")
+    selected_by: str = Field(
+        description="audit, exploration, or the pool that chose it: uncertainty, class:<name>, segment:<name>"
+    )
     query_probability: float = Field(gt=0, le=1, description="inclusion probability of this decision")
     priority: float = Field(ge=0, le=1, description="higher is more urgent for the labelers")
     predicted: str = Field(description="predicted class name")

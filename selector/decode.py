@@ -47,6 +47,7 @@ class Batch:
     segment: list[str | None]
     payload: list[Any]
     meta: list[Any]
+    embedding: list[list[float] | None] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -137,6 +138,7 @@ def decode_batch(
     segment: list[str | None] = []
     payload: list[Any] = []
     meta: list[Any] = []
+    embedding: list[list[float] | None] = []
 
     for i, raw in enumerate(values):
         if raw is None:
@@ -206,6 +208,7 @@ def decode_batch(
         segment.append(obj.get("segment"))
         payload.append(obj.get("payload"))
         meta.append(obj.get("meta"))
+        embedding.append(obj.get("embedding"))
 
     matrix, row_rejects = _to_matrix(rows, n_classes)
     logit_mask = np.asarray(is_logit, dtype=bool)
@@ -225,6 +228,7 @@ def decode_batch(
         segment=_take(segment, keep),
         payload=_take(payload, keep),
         meta=_take(meta, keep),
+        embedding=_take(embedding, keep),
         rejects=rejects,
     )
 
@@ -243,6 +247,13 @@ def _check_optional(obj: dict[str, Any]) -> str | None:
         isinstance(cost, bool) or not isinstance(cost, int | float) or not math.isfinite(cost) or cost <= 0
     ):
         return f"'cost' must be a finite number > 0: {cost!r}"
+    emb = obj.get("embedding")
+    if emb is not None and (
+        not isinstance(emb, list)
+        or not emb
+        or not all(type(x) in _NUMBER_TYPES and math.isfinite(x) for x in emb)
+    ):
+        return f"'embedding' must be a non-empty list of finite numbers: {str(emb)[:200]}"
     return None
 
 

@@ -2,37 +2,48 @@
 
 For a batch of validated predictions, in this order:
 
-1. **audit** — a uniform draw ``u(id) < audit_rate`` (deterministic per id), granted if the caps have room;
-   covers confident items too, so the accuracy of auto-accepted predictions can be estimated without bias.
-2. **accept** — ``max_c p_c >= accept_threshold[argmax_c p_c]``: published as a pseudo-label.
-3. **query** — ``score >= query_threshold`` and the budget grants it (:mod:`selector.budget.token_bucket`).
-4. **skip** — everything else.
+1. **audit**: a uniform draw ``u(id) < audit_rate`` (deterministic per id), granted if the caps have room;
+   it covers confident items too, so the accuracy of auto-accepted predictions can be estimated without bias.
+2. **query**: chosen by the spending controller (:mod:`selector.budget.controller`): an exploration pick,
+   or an uncertain item a pool's streaming-quantile threshold selects, granted by the token gate and caps.
+3. **accept**: ``max_c p_c >= accept_threshold[argmax_c p_c]``: published as a pseudo-label.
+4. **skip**: everything else.
 
-Every decision carries its inclusion probability ``pi``, the probability that the item was sent to labeling
-under this mechanism given the budget state: ``1`` for a query (and for an audit the budget would also have
-queried), ``audit_rate`` otherwise. :meth:`Router.decide` never mutates; :meth:`Router.commit` applies a
-decision's budget state once its records were delivered, so a crash re-decides the same items the same way.
+Every decision carries its inclusion probability (see the controller). :meth:`Router.decide` never mutates;
+:meth:`Router.commit` applies a decision's state once its records were delivered, so a crash re-decides the
+same items the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from selector.arrays import FloatArray, IntArray
-from selector.budget import BudgetState, initial_state, spend
-from selector.budget.token_bucket import Spend
+from selector.budget.controller import (
+    AUDIT as MECH_AUDIT,
+)
+from selector.budget.controller import (
+    EXPLORE,
+    POOL_BASE,
+    Features,
+    PartitionState,
+    Policy,
+    Pool,
+    initial_partition,
+)
+from selector.budget.controller import decide as control
 from selector.config import HORIZONS_S, MEASURES, Config, Horizon
 from selector.decode import Batch
-from selector.draws import id_hashes, uniforms
+from selector.draws import id_hashes
 from selector.scores import compute
 from selector.stats import RouterStats
 
 ROUTES = ("accept", "query", "audit", "skip")
 ACCEPT, QUERY, AUDIT, SKIP = range(4)
-_AUDIT_STREAM = 1
 
 
 @dataclass(frozen=True)
@@ -45,9 +56,11 @@ class Decisions:
     predicted: IntArray
     confidence: FloatArray
     inclusion: FloatArray
-    threshold: float
-    state: BudgetState
-    """the partition's budget state once these decisions are committed"""
+    threshold: FloatArray
+    selected_by: list[str | None]
+    """why a labeled item was chosen: audit, exploration, or its pool (uncertainty, class:..., segment:...)"""
+    state: PartitionState
+    """the partition's state once these decisions are committed"""
 
     def __len__(self) -> int:
         return len(self.route)
@@ -73,73 +86,148 @@ def cap_limits(
     return out
 
 
+def policy_of(config: Config) -> Policy:
+    """The controller's policy from the configuration."""
+    b = config.budget
+    pools = [Pool("uncertainty", "common", 1.0)]
+    pools += [
+        Pool(f"class:{c}", "class", share, config.classes.index(c)) for c, share in b.class_shares.items()
+    ]
+    pools += [Pool(f"segment:{g}", "segment", share, g) for g, share in b.segment_shares.items()]
+    return Policy(
+        rate=b.rate,
+        audit_rate=b.audit_rate,
+        exploration=b.exploration,
+        pools=tuple(pools),
+        controller=b.controller,
+        min_score=b.query_threshold,
+        window_items=b.window_items,
+        feedback_items=b.feedback_items,
+        max_catchup=b.max_catchup,
+        max_burst=b.max_burst,
+        seed=b.seed,
+        pending_ttl_s=config.pending.ttl_s,
+        dedup_distance=config.pending.dedup_distance,
+        pending_max_items=config.pending.max_items,
+    )
+
+
 class Router:
-    """Scores and routes batches per input partition; holds each partition's budget state and the stats."""
+    """Scores and routes batches per input partition; holds each partition's state and the stats."""
 
     def __init__(self, config: Config, n_partitions: int = 1) -> None:
-        self.config = config
         self.n_partitions = n_partitions
         self.stats = RouterStats(config.classes)
-        self._thresholds = np.asarray(config.accept_thresholds(), dtype=np.float64)
-        self._states: dict[int, BudgetState] = {}
+        self._states: dict[int, PartitionState] = {}
         self.owned: set[int] = set(range(n_partitions))
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Apply a (new) configuration; every partition's state is kept, re-shaped to the new policy."""
+        self.config = config
+        self.policy = policy_of(config)
+        self._thresholds = np.asarray(config.accept_thresholds(), dtype=np.float64)
+        self._mechanisms = [
+            "audit" if i == MECH_AUDIT else "exploration" if i == EXPLORE else None for i in range(POOL_BASE)
+        ]
+        self._mechanisms += [p.name for p in self.policy.pools]
+        self._states = {p: self._restore(p, s.to_dict()) for p, s in self._states.items()}
+
+    def _limits(self, partition: int) -> dict[str, tuple[float, int]]:
+        return cap_limits(self.config.budget.caps, partition, self.n_partitions)
+
+    def _restore(self, partition: int, snapshot: dict[str, Any]) -> PartitionState:
+        return PartitionState.from_dict(self.policy, self._limits(partition), snapshot)
 
     def assign(self, owned: set[int], n_partitions: int) -> None:
         """Declare the partitions this instance owns of the topic's ``n_partitions`` (cap shares follow)."""
         self.owned = set(owned)
         if n_partitions != self.n_partitions:
             self.n_partitions = n_partitions
-            self._states = {
-                p: BudgetState.from_dict(cap_limits(self.config.budget.caps, p, n_partitions), s.to_dict())
-                for p, s in self._states.items()
-            }
+            self._states = {p: self._restore(p, s.to_dict()) for p, s in self._states.items()}
 
-    def state(self, partition: int) -> BudgetState:
-        """The committed budget state of a partition (fresh if never seen)."""
+    def state(self, partition: int) -> PartitionState:
+        """The committed state of a partition (fresh if never seen)."""
         found = self._states.get(partition)
         if found is None:
-            found = initial_state(cap_limits(self.config.budget.caps, partition, self.n_partitions))
+            found = initial_partition(self.policy, self._limits(partition))
         return found
+
+    def snapshot(self, partition: int) -> dict[str, Any]:
+        """Plain-data state of a partition, for the state topic."""
+        return self.state(partition).to_dict()
+
+    def restore(self, partition: int, snapshot: dict[str, Any]) -> None:
+        """Adopt a snapshot taken by this or another instance."""
+        self._states[partition] = self._restore(partition, snapshot)
+
+    def forget(self, partition: int) -> None:
+        """Drop a partition's state (it was revoked; its new owner restores it from the state topic)."""
+        self._states.pop(partition, None)
+
+    def labels_received(self, ids: list[str]) -> None:
+        """Labels arrived for these ids: they are no longer pending in any owned partition."""
+        for p, s in self._states.items():
+            pending = s.pending.without(ids)
+            if pending is not s.pending:
+                self._states[p] = replace(s, pending=pending)
+
+    def pending_count(self) -> int:
+        """Items sent for labeling and not yet labeled (nor expired), over owned partitions."""
+        return sum(len(self._states[p].pending) for p in self.owned if p in self._states)
 
     def cap_remaining(self, now: float) -> dict[str, int]:
         """Cap headroom per horizon, summed over the partitions this instance owns."""
         total: dict[str, int] = dict.fromkeys(self.config.budget.caps, 0)
         for p in sorted(self.owned):
-            for h, r in self.state(p).ledger.remaining(now).items():
+            for h, r in self.state(p).budget.ledger.remaining(now).items():
                 total[h] += r
         return total
 
+    def query_thresholds(self) -> dict[str, float]:
+        """Threshold in force per pool, averaged over owned partitions (for the metrics)."""
+        out: dict[str, float] = {}
+        for pool in self.policy.pools:
+            thetas = [self.state(p).rules[pool.name].theta for p in sorted(self.owned)]
+            finite = [t for t in thetas if np.isfinite(t)]
+            out[pool.name] = float(np.mean(finite)) if finite else float("nan")
+        return out
+
     def decide(self, partition: int, batch: Batch, t: FloatArray) -> Decisions:
         """Decide every row of ``batch`` at times ``t`` (seconds); mutates nothing."""
-        cfg = self.config
         probs = batch.probs
         scores = compute(probs, MEASURES)
-        score = scores[cfg.scoring.measure]
+        score = scores[self.config.scoring.measure]
         predicted: IntArray = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
         confidence: FloatArray = probs.max(axis=1) if len(probs) else np.zeros(0)
         accept = confidence >= self._thresholds[predicted]
-        audit_rate = cfg.budget.audit_rate
-        audit_draw = uniforms(id_hashes(batch.ids), cfg.budget.seed, _AUDIT_STREAM) < audit_rate
-        candidate = ~accept & (score >= cfg.budget.query_threshold)
-        s: Spend = spend(
-            self.state(partition),
-            t,
-            candidate,
-            audit_draw,
-            rate=cfg.budget.rate,
-            max_burst=cfg.budget.max_burst,
+        segment = (
+            np.asarray(batch.segment, dtype=object)
+            if self.config.budget.segment_shares
+            else np.empty(0, dtype=object)
         )
+        features = Features(
+            score,
+            predicted,
+            segment,
+            accept,
+            id_hashes(batch.ids),
+            np.asarray(t, dtype=np.float64),
+            batch.ids,
+            batch.embedding or [None] * len(batch),
+        )
+        out = control(self.policy, self.state(partition), features)
         route = np.full(len(batch), SKIP, dtype=np.int8)
         route[accept] = ACCEPT
-        route[s.query] = QUERY
-        route[s.audit] = AUDIT
-        inclusion = np.full(len(batch), audit_rate)
-        inclusion[s.query | s.query_possible] = 1.0
+        route[out.query] = QUERY
+        route[out.audit] = AUDIT
+        mechanisms = self._mechanisms
+        selected_by = [mechanisms[m] for m in out.mechanism.tolist()]
         return Decisions(
-            route, score, scores, predicted, confidence, inclusion, cfg.budget.query_threshold, s.state
+            route, score, scores, predicted, confidence, out.inclusion, out.threshold, selected_by, out.state
         )
 
     def commit(self, partition: int, decisions: Decisions) -> None:
-        """Apply a delivered batch's decisions: advance the partition's budget and count them."""
+        """Apply a delivered batch's decisions: advance the partition's state and count them."""
         self._states[partition] = decisions.state
         self.stats.record(decisions.route, decisions.score)
