@@ -93,19 +93,25 @@ def connect_admin(
 
 def ensure_topics(admin: KafkaAdminClient, config: Config) -> list[str]:
     """Create the configured topics that do not exist yet; returns the names created."""
-    wanted = [
-        config.topics.predictions,
-        config.topics.to_label,
-        config.topics.accepted,
-        config.topics.dead_letter,
-    ]
+    t = config.topics
+    wanted = [t.predictions, t.to_label, t.accepted, t.dead_letter, t.labels, t.state]
     existing = set(admin.list_topics())
-    missing = [t for t in dict.fromkeys(wanted) if t not in existing]
+    missing = [name for name in dict.fromkeys(wanted) if name not in existing]
     if not missing:
         return []
     k = config.kafka
+    compacted = {"cleanup.policy": "compact"}
+    new = [
+        NewTopic(
+            name,
+            1 if name == t.state else k.topic_partitions,
+            k.replication_factor,
+            topic_configs=compacted if name == t.state else {},
+        )
+        for name in missing
+    ]
     with contextlib.suppress(TopicAlreadyExistsError):  # another instance won the race
-        admin.create_topics([NewTopic(t, k.topic_partitions, k.replication_factor) for t in missing])
+        admin.create_topics(new)
     log.info("created topics %s", missing)
     return missing
 

@@ -13,19 +13,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 import selector
+from connectors.configfile import load_config
 from connectors.kafka_io import connect_admin, ensure_topics, make_consumer, make_producer, redact, secrets_of
+from connectors.topic_reader import TopicReader
 from selector.config import Config
 from selector.decode import Batch, decode_batch
-from selector.errors import DeliveryError
+from selector.errors import ConfigError, DeliveryError
 from selector.records import encode_outputs
 from selector.routing import Decisions, Router
 
@@ -49,6 +54,10 @@ class MonitorStats:
     last_progress: float = 0.0
     """wall-clock time of the last completed loop iteration (for liveness)"""
 
+    labels_received: int = 0
+    bad_labels: int = 0
+    reloads: dict[str, int] = field(default_factory=lambda: {"applied": 0, "rejected": 0})
+
     def observe_batch(self, seconds: float, records: int) -> None:
         self.batches += 1
         self.records += records
@@ -59,27 +68,75 @@ class MonitorStats:
                 break
 
 
+def _mtime(path: Path | None) -> float | None:
+    try:
+        return path.stat().st_mtime if path is not None else None
+    except OSError:
+        return None
+
+
+def config_diff(old: Config, new: Config) -> list[str]:
+    """``key: old -> new`` for every leaf that differs (secrets masked)."""
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and v and prefix.count(".") < 1:
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(old.masked()), flat(new.masked())
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
 def rfc3339(t: float) -> str:
     """UTC RFC 3339 text with milliseconds."""
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs on the consumer's network thread, where kafka-python 3 forbids blocking consumer calls."""
+
     def __init__(self, monitor: Monitor) -> None:
         self.monitor = monitor
 
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        offsets = self.monitor.snapshot_for_commit(revoked)
+        consumer = self.monitor.consumer
+        if offsets and consumer is not None:
+            try:
+                await consumer._coordinator._commit_offsets_sync_async(offsets)
+            except KafkaError as exc:
+                log.warning("offset commit on revocation failed (%s); the new owner re-decides them", exc)
+            else:
+                self.monitor.mark_committed(offsets)
         self.monitor.on_revoked(revoked)
 
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.monitor.on_assigned(assigned)
 
 
 class Monitor:
     """The long-running monitor. Build it (no network), then :meth:`run` until :meth:`request_stop`."""
 
-    def __init__(self, config: Config, servers: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        servers: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        config_path: Path | None = None,
+    ) -> None:
         self.config = config
+        self.config_path = config_path
+        self._config_mtime = _mtime(config_path)
+        self._reload_requested = threading.Event()
+        self._last_reload_check = 0.0
+        self._state_reader: TopicReader | None = None
+        self._to_restore: list[TopicPartition] = []
+        self._labels_reader: TopicReader | None = None
         self.servers = servers
         self.clock = clock
         self.router = Router(config)
@@ -116,28 +173,40 @@ class Monitor:
                 ensure_topics(admin, cfg)
         finally:
             admin.close()
-        self._consumer = make_consumer(cfg, self.servers)
         self._producer = make_producer(cfg, self.servers)
+        self._state_reader = TopicReader(cfg, self.servers, cfg.topics.state)
+        self._labels_reader = TopicReader(cfg, self.servers, cfg.topics.labels)
+        self._read_labels(until_end=True)
+        self._consumer = make_consumer(cfg, self.servers)
         self._consumer.subscribe([cfg.topics.predictions], listener=_Rebalance(self))
         end = None if duration_s is None else time.monotonic() + duration_s
         log.info("monitor consuming %r as group %r", cfg.topics.predictions, cfg.kafka.group_id)
         try:
             while not self._stop.is_set() and (end is None or time.monotonic() < end):
                 polled = self._consumer.poll(timeout_ms=cfg.kafka.poll_timeout_ms)
+                if self._to_restore:
+                    self._restore_state()
                 if polled:
                     self.process(polled)
                 self.commit_offsets()
                 self._update_lag()
+                self._read_labels()
+                self._maybe_reload()
                 self.stats.last_progress = self.clock()
         finally:
             self._shutdown()
 
+    @property
+    def consumer(self) -> KafkaConsumer | None:
+        return self._consumer
+
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Commit what was delivered, then forget the revoked partitions (their new owner continues)."""
-        self.commit_offsets(force=True)
+        """Forget the revoked partitions (their state was snapshotted; the new owner continues)."""
+        self._to_restore = [tp for tp in self._to_restore if tp not in revoked]
         for tp in revoked:
             self._delivered.pop(tp, None)
             self._committed.pop(tp, None)
+            self.router.forget(tp.partition)
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Tell the router which partitions this instance owns now (cap shares follow)."""
@@ -148,6 +217,9 @@ class Monitor:
         }
         self.assigned = {tp.partition for tp in assigned}
         self.router.assign(self.assigned, max(len(parts), 1))
+        if assigned:
+            consumer.pause(*assigned)  # no record is decided before its partition's state is restored
+            self._to_restore = list(assigned)
         self.stats.lag = {p: v for p, v in self.stats.lag.items() if p in self.assigned}
         log.info("assigned partitions %s of %d", sorted(self.assigned), len(parts))
 
@@ -258,14 +330,155 @@ class Monitor:
         consumer = self._consumer
         if consumer is None:
             return
-        due = {tp: off for tp, off in self._delivered.items() if self._committed.get(tp) != off}
-        if not due or (
-            not force and time.monotonic() - self._last_commit < self.config.kafka.commit_interval_s
-        ):
+        if not force and time.monotonic() - self._last_commit < self.config.kafka.commit_interval_s:
             return
-        consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in due.items()})
-        self._committed.update(due)
+        offsets = self.snapshot_for_commit(list(self._delivered))
+        if offsets:
+            consumer.commit(offsets)
+            self.mark_committed(offsets)
         self._last_commit = time.monotonic()
+
+    def snapshot_for_commit(self, tps: list[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Persist the state of partitions with delivered, uncommitted offsets; return the offsets to commit.
+
+        Order (at least once): the outputs of these offsets were delivered; now the state snapshot is
+        produced and confirmed; only then may the caller commit the offsets.
+        """
+        due = {
+            tp: self._delivered[tp]
+            for tp in tps
+            if tp in self._delivered and self._committed.get(tp) != self._delivered[tp]
+        }
+        if not due:
+            return {}
+        topic = self.config.topics.state
+        self._deliver(
+            [
+                (topic, self._state_key(tp.partition), self._state_value(tp, off), None)
+                for tp, off in due.items()
+            ]
+        )
+        return {tp: OffsetAndMetadata(off, "", -1) for tp, off in due.items()}
+
+    def mark_committed(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Record offsets as committed to Kafka."""
+        self._committed.update({tp: om.offset for tp, om in offsets.items()})
+
+    def _state_key(self, partition: int) -> bytes:
+        return f"{self.config.kafka.group_id}/{self.config.topics.predictions}/{partition}".encode()
+
+    def _state_value(self, tp: TopicPartition, next_offset: int) -> bytes:
+        snapshot = {
+            "offset": next_offset,
+            "written_at": rfc3339(self.clock()),
+            "selector": self.selector_info,
+            "state": self.router.snapshot(tp.partition),
+        }
+        return orjson.dumps(snapshot)
+
+    def _restore_state(self) -> None:
+        """Adopt the latest snapshot of each newly assigned partition; skip records it already covers.
+
+        Snapshots are written after the outputs of their records were delivered and before the offsets are
+        committed, so a snapshot ahead of the committed offset means those records were delivered: resume at
+        the snapshot's offset instead of deciding (and spending on) them twice.
+        """
+        reader, consumer = self._state_reader, self._consumer
+        assigned, self._to_restore = self._to_restore, []
+        if reader is None or consumer is None or not assigned:
+            return
+        latest: dict[bytes, bytes | None] = {}
+        for rec in reader.read_all():
+            latest[rec.key] = rec.value
+        for tp in assigned:
+            value = latest.get(self._state_key(tp.partition))
+            if value is None:
+                continue
+            snap = orjson.loads(value)
+            self.router.restore(tp.partition, snap["state"])
+            committed = consumer.committed(tp)
+            if committed is None or snap["offset"] > committed:
+                consumer.seek(tp, snap["offset"])
+            log.info(
+                "partition %d: restored state at offset %d (committed %s)",
+                tp.partition,
+                snap["offset"],
+                committed,
+            )
+        consumer.resume(*assigned)
+
+    def _read_labels(self, until_end: bool = False) -> None:
+        """Labels that arrived clear their items from the pending set (any label, update or retraction)."""
+        reader = self._labels_reader
+        if reader is None:
+            return
+        ids = []
+        for rec in reader.read_new(timeout_s=10.0 if until_end else 0.0, until_end=until_end):
+            try:
+                obj = orjson.loads(rec.value) if rec.value is not None else None
+            except orjson.JSONDecodeError:
+                obj = None
+            rid = obj.get("id") if isinstance(obj, dict) else None
+            if isinstance(rid, str):
+                ids.append(rid)
+            else:
+                self.stats.bad_labels += 1
+        if ids:
+            self.stats.labels_received += len(ids)
+            self.router.labels_received(ids)
+
+    def request_reload(self) -> None:
+        """Reload the configuration file at the next loop iteration (safe from a signal handler)."""
+        self._reload_requested.set()
+
+    def _maybe_reload(self) -> None:
+        """Hot reload: on SIGHUP, or when the file changed (checked once a second)."""
+        if self.config_path is None:
+            return
+        now = time.monotonic()
+        if not self._reload_requested.is_set() and now - self._last_reload_check < 1.0:
+            return
+        self._last_reload_check = now
+        mtime = _mtime(self.config_path)
+        if not self._reload_requested.is_set() and mtime == self._config_mtime:
+            return
+        self._reload_requested.clear()
+        self._config_mtime = mtime
+        self.reload()
+
+    def reload(self, new: Config | None = None) -> bool:
+        """Apply a new configuration without a restart, keeping every partition's state.
+
+        Thresholds, budgets, shares, scoring, input limits and pending settings take effect at once;
+        connection, topic, class and metrics settings need a restart and are kept as they were (with a
+        warning). An invalid file is rejected and the old configuration stays in force.
+        """
+        if new is None:
+            try:
+                new = load_config(self.config_path)
+            except ConfigError as exc:
+                self.stats.reloads["rejected"] += 1
+                log.error("configuration reload rejected, keeping the running one: %s", exc)
+                return False
+        old = self.config
+        if new.classes != old.classes:
+            self.stats.reloads["rejected"] += 1
+            log.error("configuration reload rejected: 'classes' cannot change without a restart")
+            return False
+        fixed = {"kafka": old.kafka, "topics": old.topics, "metrics": old.metrics}
+        for key, value in fixed.items():
+            if getattr(new, key) != value:
+                log.warning("'%s' changed in the file but needs a restart; keeping the running values", key)
+        effective = new.model_copy(update=fixed)
+        changes = config_diff(old, effective)
+        if not changes:
+            return True
+        self.config = effective
+        self.router.configure(effective)
+        self.selector_info = {"version": selector.__version__, "config_hash": effective.config_hash()}
+        self.stats.reloads["applied"] += 1
+        log.info("configuration reloaded: %s", "; ".join(changes))
+        return True
 
     def _update_lag(self) -> None:
         consumer = self._consumer
@@ -287,7 +500,11 @@ class Monitor:
                     log.warning("final offset commit failed (%s); the last records will be re-decided", exc)
                 consumer.close(autocommit=False)
         finally:
+            for reader in (self._state_reader, self._labels_reader):
+                if reader is not None:
+                    reader.close()
             if producer is not None:
                 producer.close(timeout=5)
             self._consumer = self._producer = None
+            self._state_reader = self._labels_reader = None
             log.info("monitor stopped after %d records in %d batches", self.stats.records, self.stats.batches)

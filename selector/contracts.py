@@ -64,7 +64,9 @@ class ToLabel(BaseModel):
     route: Literal["query", "audit"]
     score: float = Field(ge=0, le=1, description="the informativeness that decided")
     scores: dict[str, float] = Field(description="every computed measure, each in [0, 1]")
-    threshold: float = Field(description="the common pool's query threshold in force (inf: none selected)")
+    threshold: float | None = Field(
+        description="the common pool's query threshold in force (null: it selects none)"
+    )
     selected_by: str = Field(
         description="audit, exploration, or the pool that chose it: uncertainty, class:<name>, segment:<name>"
     )

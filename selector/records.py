@@ -6,6 +6,7 @@ may create. Only accepted and labeled items produce records; skips are counted, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,10 @@ from selector.decode import Batch
 from selector.routing import ACCEPT, AUDIT, QUERY, Decisions
 
 Record = tuple[bytes, bytes]
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ def encode_outputs(
             "route": "query" if route[i] == QUERY else "audit",
             "score": score,
             "scores": {k: float(v[i]) for k, v in decisions.scores.items()},
-            "threshold": float(decisions.threshold[i]),
+            "threshold": _finite(float(decisions.threshold[i])),
             "selected_by": decisions.selected_by[i],
             "query_probability": float(decisions.inclusion[i]),
             "priority": score,

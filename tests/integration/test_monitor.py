@@ -189,7 +189,8 @@ class TestAccounting:
             lab = ToLabel.model_validate_json(m.value)
             assert m.key == lab.id.encode()
             routes[lab.route] += 1
-            assert lab.query_probability in ((1.0,) if lab.route == "query" else (1.0, cfg.budget.audit_rate))
+            assert cfg.budget.audit_rate <= lab.query_probability <= 1.0
+            assert lab.selected_by == ("audit" if lab.route == "audit" else "uncertainty")
             assert lab.selector.config_hash == cfg.config_hash()
         assert routes["query"] == monitor.router.stats.items["query"]
         assert routes["audit"] == monitor.router.stats.items["audit"]

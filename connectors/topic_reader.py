@@ -1,0 +1,69 @@
+"""Reading a whole topic from the beginning to its current end, without a consumer group.
+
+Used for the compacted state topic on every partition assignment and for the labels topic. The end is the
+high watermark each fetch response reports (some Kafka-compatible brokers answer ListOffsets imprecisely).
+"""
+
+from __future__ import annotations
+
+import time
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
+from connectors.kafka_io import security_kwargs
+from selector.config import Config
+
+
+class TopicReader:
+    """A group-less consumer assigned to every partition of one topic."""
+
+    def __init__(self, config: Config, servers: str, topic: str) -> None:
+        self.topic = topic
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=servers, group_id=None, enable_auto_commit=False, **security_kwargs(config)
+        )
+        self._tps: list[TopicPartition] = []
+
+    def _assign(self) -> list[TopicPartition]:
+        parts = self._consumer.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        if tps != self._tps:
+            new = [tp for tp in tps if tp not in self._tps]
+            self._consumer.assign(tps)
+            if new:
+                self._consumer.seek_to_beginning(*new)
+            self._tps = tps
+        return tps
+
+    def read_all(self, timeout_s: float = 30.0) -> list[ConsumerRecord]:
+        """Every record from the beginning to the end as of now."""
+        tps = self._assign()
+        if not tps:
+            return []
+        self._consumer.seek_to_beginning(*tps)
+        return self.read_new(timeout_s, until_end=True)
+
+    def read_new(self, timeout_s: float = 0.0, until_end: bool = False) -> list[ConsumerRecord]:
+        """Records since the last read; ``until_end`` polls until caught up (at most ``timeout_s``)."""
+        tps = self._assign()
+        if not tps:
+            return []
+        out: list[ConsumerRecord] = []
+        deadline = time.monotonic() + timeout_s
+        while True:
+            polled = self._consumer.poll(timeout_ms=100 if until_end else int(timeout_s * 1000))
+            for records in polled.values():
+                out.extend(records)
+            if not until_end or self._caught_up(tps) or time.monotonic() > deadline:
+                return out
+
+    def _caught_up(self, tps: list[TopicPartition]) -> bool:
+        for tp in tps:
+            high = self._consumer.highwater(tp)
+            if high is None or self._consumer.position(tp) < high:
+                return False
+        return True
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
