@@ -66,6 +66,21 @@ def _parser() -> argparse.ArgumentParser:
     with_config(
         sub.add_parser("check-config", help="validate the configuration and print it, secrets masked")
     )
+    replay = with_config(
+        sub.add_parser("replay", help="what-if: decide recorded predictions with this configuration")
+    )
+    source = replay.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", metavar="FILE", help="JSON-lines predictions, one per line ('-': stdin)")
+    source.add_argument("--topic", help="read this topic of kafka.bootstrap_servers from the beginning")
+    replay.add_argument("--output", metavar="FILE", help="write one JSON line per decided record")
+    replay.add_argument("--report", metavar="FILE", help="write a self-contained HTML report")
+    replay.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        metavar="ITEMS_PER_S",
+        help="decide file records without 'ts' at this steady rate (default: they are invalid)",
+    )
     schema = sub.add_parser("schema", help="print the JSON Schemas of the message contracts")
     schema.add_argument("--write", metavar="DIR", help="write one <name>.schema.json per contract into DIR")
     return p
@@ -92,9 +107,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(yaml.safe_dump(config.masked(), sort_keys=False), end="")
         return EXIT_OK
     try:
+        if args.command == "replay":
+            from connectors.replay import run_replay  # noqa: PLC0415 (replay-only module)
+
+            return run_replay(
+                config,
+                input_path=args.input,
+                topic=args.topic,
+                output=args.output,
+                report=args.report,
+                rate_per_s=args.rate,
+            )
+        watched = path if path.exists() else None
         if args.command == "run":
-            return _run(config, args.duration)
-        return _demo(config, args.duration, args.rate, args.interval)
+            return _run(config, args.duration, watched)
+        return _demo(config, args.duration, args.rate, args.interval, watched)
     except BrokerUnavailableError as exc:
         log.error("%s", exc)
         return EXIT_BROKER
@@ -135,7 +162,7 @@ def _bootstrap(config: Config) -> Iterator[str]:
 
 @contextlib.contextmanager
 def _stop_on_signals(monitor: Monitor) -> Iterator[None]:
-    """SIGTERM and SIGINT ask the monitor to drain and commit; a second signal exits at once."""
+    """SIGTERM and SIGINT ask the monitor to drain and commit (a second one exits at once); SIGHUP reloads."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         if monitor.stopping:
@@ -143,7 +170,11 @@ def _stop_on_signals(monitor: Monitor) -> Iterator[None]:
         log.info("received %s: draining and committing", signal.Signals(signum).name)
         monitor.request_stop()
 
+    def reload(_signum: int, _frame: FrameType | None) -> None:
+        monitor.request_reload()
+
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload)
     try:
         yield
     finally:
@@ -156,22 +187,24 @@ def _start_metrics(monitor: Monitor, config: Config) -> None:
         serve_metrics(monitor, config.metrics.host, config.metrics.port)
 
 
-def _run(config: Config, duration: float | None) -> int:
+def _run(config: Config, duration: float | None, config_path: Path | None = None) -> int:
     with _bootstrap(config) as servers:
-        monitor = Monitor(config, servers)
+        monitor = Monitor(config, servers, config_path=config_path)
         _start_metrics(monitor, config)
         with _stop_on_signals(monitor):
             monitor.run(duration)
     return EXIT_OK
 
 
-def _demo(config: Config, duration: float | None, rate: float, interval: float) -> int:
+def _demo(
+    config: Config, duration: float | None, rate: float, interval: float, config_path: Path | None = None
+) -> int:
     from kafka import KafkaProducer  # noqa: PLC0415 (demo-only dependency of the CLI)
 
     from connectors.simulate import LineSimulator  # noqa: PLC0415
 
     with _bootstrap(config) as servers:
-        monitor = Monitor(config, servers)
+        monitor = Monitor(config, servers, config_path=config_path)
         _start_metrics(monitor, config)
         producer = KafkaProducer(bootstrap_servers=servers, linger_ms=20)
         line = LineSimulator(producer, config.topics.predictions, config.classes, rate)

@@ -128,6 +128,7 @@ def make_consumer(config: Config, servers: str) -> KafkaConsumer:
         heartbeat_interval_ms=k.heartbeat_interval_ms,
         max_poll_interval_ms=k.max_poll_interval_ms,
         max_poll_records=k.max_poll_records,
+        fetch_max_wait_ms=k.fetch_max_wait_ms,
         **security_kwargs(config),
     )
 

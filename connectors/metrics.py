@@ -102,6 +102,20 @@ class SelectorCollector:
             lag.add_metric([str(partition)], ms.lag.get(partition, 0))
         yield lag
         yield GaugeMetricFamily(
+            "selector_labels_pending",
+            "Items sent for labeling whose label has not arrived (nor expired), over owned partitions.",
+            value=m.router.pending_count(),
+        )
+        yield CounterMetricFamily(
+            "selector_labels_received", "Label messages read from the labels topic.", value=ms.labels_received
+        )
+        reloads = CounterMetricFamily(
+            "selector_config_reloads", "Configuration reloads, by outcome.", labels=["outcome"]
+        )
+        for outcome in ("applied", "rejected"):
+            reloads.add_metric([outcome], ms.reloads[outcome])
+        yield reloads
+        yield GaugeMetricFamily(
             "selector_last_progress_timestamp_seconds",
             "Wall-clock time of the poll loop's last completed iteration.",
             value=ms.last_progress,

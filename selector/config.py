@@ -115,6 +115,7 @@ class KafkaConfig(_Section):
     max_poll_interval_ms: PositiveInt = 300000
     max_poll_records: PositiveInt = 2000
     poll_timeout_ms: PositiveInt = 200
+    fetch_max_wait_ms: PositiveInt = 100
     commit_interval_s: PositiveFloat = 1.0
     connect_deadline_s: PositiveFloat = 60.0
     outage_deadline_s: PositiveFloat = 300.0
