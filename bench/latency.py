@@ -1,0 +1,270 @@
+"""Decision latency at a fixed offered load: how long after the model sent a prediction was it handled.
+
+A separate process (so it does not share the consumer's interpreter lock) plays the production model: it
+sends predictions at a steady rate, each carrying its send time (``ts`` and ``meta.sent_ms``, epoch
+milliseconds; its Kafka timestamp is the same moment), with ``linger_ms=0``. The consumer under test runs in
+this process: the unchanged :class:`~connectors.monitor.Monitor`, or for comparison the plain kafka-python
+consume-and-produce loop of :mod:`bench.e2e`. Latencies, from the send time:
+
+- **delivered**: when the consumer finished the polled batch holding the item — its output records
+  acknowledged by the broker (and, for the monitor, its decision committed to the budget state); every item;
+- **produced** (monitor only): the Kafka timestamp of the item's accepted or to-label record, set when the
+  monitor handed it to its producer, read back from the output topics after the run; skips have none.
+
+The first second of every trial is left out (warm-up). If a consumer cannot keep up with the offered rate
+(its backlog takes more than a second to drain once the load stops), the next trial offers 80% of the rate it
+managed, so the table also shows the highest sustainable rate.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from typing import Protocol
+
+import numpy as np
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from bench import workload
+from bench.cpu import CpuMeter
+from bench.e2e import BenchMonitor, Progress, make
+from connectors.broker import EmbeddedBroker
+from connectors.simulate import simulate_probs
+from selector.config import Config
+
+WARMUP_S = 1.0
+LOAD_LINGER_MS = 0
+"""The load generator sends without batching delay, so a record's send time is when it left for the broker."""
+MAX_DRAIN_S = 1.0
+"""A trial is sustained when the backlog left at the end of the load drains within this time."""
+
+
+def offer_load(
+    servers: str, topic: str, rate: float, duration_s: float, trial: int, conn: Connection
+) -> None:
+    """Child process: send ``rate * duration_s`` predictions at ``rate`` per second, then report back
+    (sent, first and last send time in epoch ms, CPU seconds used)."""
+    total = int(rate * duration_s)
+    truth, probs = simulate_probs(np.random.default_rng(trial), total, len(workload.CLASSES))
+    rows = probs.tolist()
+    labels = [workload.CLASSES[c] for c in truth.tolist()]
+    producer = KafkaProducer(
+        bootstrap_servers=servers, acks="all", linger_ms=LOAD_LINGER_MS, batch_size=256 * 1024
+    )
+    conn.send("ready")
+    cpu0 = time.process_time()
+    sent = 0
+    start = time.monotonic()
+    first_ms = last_ms = 0.0
+    while sent < total:
+        due = min(total, int((time.monotonic() - start) * rate) + 1)
+        while sent < due:
+            rid = f"lat-{trial}-{sent:09d}"
+            now_ms = time.time() * 1000.0
+            value = {
+                "id": rid,
+                "probs": rows[sent],
+                "ts": now_ms,
+                "model": "line-model-v1",
+                "segment": f"camera-{sent % 3}",
+                "payload": {"image": f"s3://line-images/{rid}.png"},
+                "meta": {"true_class": labels[sent], "sent_ms": now_ms, "trial": trial},
+            }
+            producer.send(topic, key=rid.encode(), value=orjson.dumps(value))
+            first_ms = first_ms or now_ms
+            last_ms = now_ms
+            sent += 1
+        time.sleep(max(0.0005, start + sent / rate - time.monotonic()))  # sends in bursts of ~0.5 ms
+    producer.flush(timeout=60)
+    cpu = time.process_time() - cpu0
+    producer.close(timeout=5)
+    conn.send((sent, first_ms, last_ms, cpu))
+    conn.close()
+
+
+class Relay(Protocol):
+    """A consumer under test, run in a thread: ``RawRelay`` or ``BenchMonitor`` of :mod:`bench.e2e`."""
+
+    progress: Progress
+    assigned: set[int]
+
+    @property
+    def handled(self) -> int: ...
+
+    def run(self, duration_s: float | None = None) -> None: ...
+
+    def request_stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One fixed-rate load against a running consumer."""
+
+    consumer: str
+    offered: float
+    sent: int
+    first_ms: float
+    last_ms: float
+    drain_s: float
+    """from the last send until every item of the trial was handled"""
+    cpu_consumer: float
+    cpu_broker: float
+    cpu_load: float
+    """cores busy during the trial: consumer process, broker, load generator"""
+    delivered_ms: np.ndarray
+    """delivered latency of every item sent after the warm-up"""
+    produced_ms: np.ndarray | None = None
+    """produced latency of every accepted or to-label item sent after the warm-up (monitor only)"""
+
+    @property
+    def achieved(self) -> float:
+        """Send rate the load generator reached."""
+        return self.sent / max(1e-9, (self.last_ms - self.first_ms) / 1000.0)
+
+    @property
+    def handled_rate(self) -> float:
+        """Items per second handled, from the first send until the backlog was gone."""
+        return self.sent / max(1e-9, (self.last_ms - self.first_ms) / 1000.0 + self.drain_s)
+
+    @property
+    def sustained(self) -> bool:
+        return self.drain_s <= MAX_DRAIN_S and self.achieved >= 0.95 * self.offered
+
+
+def _trial(name: str, relay: Relay, config: Config, rate: float, duration_s: float, trial: int) -> Trial:
+    before = relay.handled
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    args = (config.kafka.bootstrap_servers, config.topics.predictions, rate, duration_s, trial, child)
+    proc = ctx.Process(target=offer_load, args=args, name="load-generator")
+    proc.start()
+    child.close()
+    try:
+        parent.recv()  # ready: imports done, about to send
+        meter = CpuMeter().start()
+        sent, first_ms, last_ms, cpu_load = parent.recv()
+    except EOFError as exc:
+        proc.join(timeout=30)
+        raise RuntimeError(f"the load generator exited with code {proc.exitcode} before reporting") from exc
+    proc.join(timeout=30)
+    deadline = time.monotonic() + 120.0
+    while relay.handled < before + sent and time.monotonic() < deadline:
+        time.sleep(0.005)
+    drain_s = max(0.0, time.time() - last_ms / 1000.0)
+    meter.stop()
+    lo, hi = np.floor(first_ms + WARMUP_S * 1000.0), np.floor(last_ms)  # Kafka timestamps are whole ms
+    lat = [done - ts[(ts >= lo) & (ts <= hi)] for done, ts in relay.progress.done]
+    delivered = np.concatenate(lat) if lat else np.zeros(0)
+    return Trial(
+        name,
+        rate,
+        sent,
+        first_ms,
+        last_ms,
+        drain_s,
+        meter.cores(meter.own),
+        meter.cores(meter.broker),
+        cpu_load / meter.wall if meter.wall else 0.0,
+        delivered,
+    )
+
+
+def measure(
+    name: str, rates: Sequence[float], duration_s: float, fallback: bool = True
+) -> tuple[list[Trial], int, int]:
+    """Trials against the consumer called ``name`` on a fresh broker (see :func:`run`).
+
+    Returns the trials; for the monitor also the routed records expected and read back (else 0, 0).
+    """
+    with EmbeddedBroker() as broker:
+        config = workload.bench_config(
+            servers=broker.bootstrap_servers, unique="lat-" + name.replace(" ", "-")
+        )
+        relay = make(name, config, track_latency=True)
+        trials = run(name, relay, config, rates, duration_s, fallback)
+        if not isinstance(relay, BenchMonitor):
+            return trials, 0, 0
+        expected = relay.outputs - relay.router.stats.dead_letters["decode"]
+        trials, read = with_produced(config, trials, expected)
+        return trials, expected, read
+
+
+def run(
+    name: str, relay: Relay, config: Config, rates: Sequence[float], duration_s: float, fallback: bool = True
+) -> list[Trial]:
+    """A trial at each of ``rates`` against one running consumer; after an unsustained trial (if
+    ``fallback``), one more at 80% of the rate it managed when that is above the next rate to try."""
+    workload.create_topics(config)
+    thread = threading.Thread(target=relay.run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60.0
+    while not relay.assigned and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not relay.assigned:
+        relay.request_stop()
+        raise RuntimeError(f"{name} did not join its consumer group within 60 s")
+    time.sleep(0.5)  # let the consumer reset its positions before the load starts
+    trials: list[Trial] = []
+    todo = list(rates)
+    try:
+        while todo:
+            trial = _trial(name, relay, config, todo.pop(0), duration_s, len(trials))
+            trials.append(trial)
+            lower = 500.0 * int(0.8 * trial.handled_rate / 500.0)
+            if fallback and not trial.sustained and lower > max(todo, default=0.0):
+                todo.insert(0, lower)
+    finally:
+        relay.request_stop()
+        thread.join(timeout=30)
+    return trials
+
+
+def with_produced(
+    config: Config, trials: list[Trial], expected: int, timeout_s: float = 120.0
+) -> tuple[list[Trial], int]:
+    """Add the produced latencies, read back from the accepted and to-label topics without a group.
+
+    Returns the trials and the number of routed records read (all ``expected`` unless some went missing).
+    """
+    consumer = KafkaConsumer(
+        bootstrap_servers=config.kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        group_id=None,
+        max_poll_records=10_000,
+        check_crcs=False,  # read-back speed only; the consumers under test keep the default
+    )
+    tps = [
+        TopicPartition(topic, p)
+        for topic in (config.topics.accepted, config.topics.to_label)
+        for p in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    rows: list[tuple[int, float, float]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(rows) < expected and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for r in records:
+                    meta = orjson.loads(r.value)["meta"]
+                    rows.append((meta["trial"], meta["sent_ms"], r.timestamp - meta["sent_ms"]))
+    finally:
+        consumer.close()
+    table = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+    out = []
+    for k, trial in enumerate(trials):
+        mine = table[(table[:, 0] == k) & (table[:, 1] >= trial.first_ms + WARMUP_S * 1000.0)]
+        out.append(replace(trial, produced_ms=mine[:, 2]))
+    return out, len(rows)
+
+
+def percentiles(values: np.ndarray | None, qs: Sequence[float] = (50, 99)) -> list[float]:
+    """Percentiles in ms (NaN when there are none)."""
+    if values is None or not len(values):
+        return [float("nan")] * len(qs)
+    return [float(v) for v in np.percentile(values, qs)]
