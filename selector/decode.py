@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
 from typing import Any
+from zlib import crc32
 
 import numpy as np
 import orjson
 
-from selector.arrays import FloatArray, IntArray
+from selector.arrays import FloatArray, IntArray, UIntArray
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class Batch:
     payload: list[Any]
     meta: list[Any]
     embedding: list[list[float] | None] = field(default_factory=list)
+    hashes: UIntArray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    """CRC-32 of each id's UTF-8 bytes (computed here, in the loop that already visits every record)"""
     rejects: list[Reject] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -139,6 +142,7 @@ def decode_batch(
     payload: list[Any] = []
     meta: list[Any] = []
     embedding: list[list[float] | None] = []
+    hashes: list[int] = []
 
     for i, raw in enumerate(values):
         if raw is None:
@@ -209,6 +213,7 @@ def decode_batch(
         payload.append(obj.get("payload"))
         meta.append(obj.get("meta"))
         embedding.append(obj.get("embedding"))
+        hashes.append(crc32(rid.encode()))
 
     matrix, row_rejects = _to_matrix(rows, n_classes)
     logit_mask = np.asarray(is_logit, dtype=bool)
@@ -229,6 +234,7 @@ def decode_batch(
         payload=_take(payload, keep),
         meta=_take(meta, keep),
         embedding=_take(embedding, keep),
+        hashes=np.asarray(hashes, dtype=np.uint64)[keep],
         rejects=rejects,
     )
 

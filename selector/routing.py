@@ -211,7 +211,7 @@ class Router:
             predicted,
             segment,
             accept,
-            id_hashes(batch.ids),
+            batch.hashes if len(batch.hashes) == len(batch) else id_hashes(batch.ids),
             np.asarray(t, dtype=np.float64),
             batch.ids,
             batch.embedding or [None] * len(batch),
