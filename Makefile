@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-runtime
 DEVSTAMP := $(VENV)/.installed-dev
+BENCHSTAMP := $(VENV)/.installed-bench
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-dev demo test lint bench schemas clean
@@ -24,6 +25,10 @@ $(DEVSTAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+$(BENCHSTAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	@touch $@
+
 install: $(STAMP) ## create .venv and install selector
 
 install-dev: $(DEVSTAMP) ## install selector with test and lint tools
@@ -40,7 +45,7 @@ lint: $(DEVSTAMP) ## ruff, mypy and the import contract that keeps the core pure
 test: $(DEVSTAMP) lint ## lint, then the whole test suite (unit, connector, broker integration)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP) ## print the performance tables of README.md
+bench: $(BENCHSTAMP) ## print the performance and budget tables of README.md (installs scikit-activeml)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 schemas: $(STAMP) ## regenerate the checked-in JSON Schemas

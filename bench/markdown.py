@@ -32,3 +32,8 @@ def mib(n_bytes: float) -> str:
 def percent(x: float) -> str:
     """A ratio as a percentage."""
     return f"{100 * x:.0f}%"
+
+
+def signed_percent(x: float, digits: int = 1) -> str:
+    """A relative difference as a signed percentage: ``+1.5%``, ``-0.3%``."""
+    return f"{100 * x:+.{digits}f}%"

@@ -14,10 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
@@ -26,20 +24,20 @@ from kafka.structs import OffsetAndMetadata
 
 import selector
 from connectors.configfile import load_config
-from connectors.kafka_io import connect_admin, ensure_topics, make_consumer, make_producer, redact, secrets_of
+from connectors.delivery import Outgoing, dead_letters, deliver
+from connectors.hot_reload import ConfigWatcher, config_diff, reloadable
+from connectors.kafka_io import connect_admin, ensure_topics, make_consumer, make_producer, secrets_of
+from connectors.state_topic import encode_snapshot, label_ids, latest_snapshots, state_key
 from connectors.topic_reader import TopicReader
 from selector.config import Config
-from selector.decode import Batch, decode_batch
-from selector.errors import ConfigError, DeliveryError
+from selector.decode import decode_batch
+from selector.errors import ConfigError
 from selector.records import encode_outputs
 from selector.routing import Decisions, Router
 
 log = logging.getLogger(__name__)
 
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-Headers = list[tuple[str, bytes]]
-Outgoing = tuple[str, bytes | None, bytes | None, Headers | None]  # topic, key, value, headers
 
 
 @dataclass
@@ -66,29 +64,6 @@ class MonitorStats:
             if seconds <= bound:
                 self.batch_bucket_counts[i] += 1
                 break
-
-
-def _mtime(path: Path | None) -> float | None:
-    try:
-        return path.stat().st_mtime if path is not None else None
-    except OSError:
-        return None
-
-
-def config_diff(old: Config, new: Config) -> list[str]:
-    """``key: old -> new`` for every leaf that differs (secrets masked)."""
-
-    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            if isinstance(v, dict) and v and prefix.count(".") < 1:
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
-
-    a, b = flat(old.masked()), flat(new.masked())
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 def rfc3339(t: float) -> str:
@@ -131,9 +106,7 @@ class Monitor:
     ) -> None:
         self.config = config
         self.config_path = config_path
-        self._config_mtime = _mtime(config_path)
-        self._reload_requested = threading.Event()
-        self._last_reload_check = 0.0
+        self._watcher = ConfigWatcher(config_path) if config_path is not None else None
         self._state_reader: TopicReader | None = None
         self._to_restore: list[TopicPartition] = []
         self._labels_reader: TopicReader | None = None
@@ -249,7 +222,11 @@ class Monitor:
                 max_record_bytes=self.config.input.max_record_bytes,
                 prob_tolerance=self.config.input.prob_tolerance,
             )
-            outgoing.extend(self._dead_letters(tp, records, batch, decided_at))
+            outgoing.extend(
+                dead_letters(
+                    self.config.topics.dead_letter, tp, records, batch.rejects, decided_at, self._secrets
+                )
+            )
             decisions = self.router.decide(tp.partition, batch, np.full(len(batch), now))
             out = encode_outputs(batch, decisions, self.config.classes, decided_at, self.selector_info)
             outgoing.extend((self.config.topics.to_label, k, v, None) for k, v in out.to_label)
@@ -262,67 +239,15 @@ class Monitor:
             self._delivered[tp] = next_offset
         self.stats.observe_batch(time.perf_counter() - started, n_records)
 
-    def _dead_letters(
-        self, tp: TopicPartition, records: list[ConsumerRecord], batch: Batch, failed_at: str
-    ) -> list[Outgoing]:
-        out: list[Outgoing] = []
-        for rej in batch.rejects:
-            rec = records[rej.position]
-            headers: Headers = [
-                ("x-dlq-original-topic", tp.topic.encode()),
-                ("x-dlq-original-partition", str(tp.partition).encode()),
-                ("x-dlq-original-offset", str(rec.offset).encode()),
-                ("x-dlq-stage", b"decode"),
-                ("x-dlq-reason", rej.reason.encode()),
-                ("x-dlq-exception-message", redact(rej.message, self._secrets)[:2000].encode()),
-                ("x-dlq-failed-at", failed_at.encode()),
-                ("x-dlq-app-version", selector.__version__.encode()),
-            ]
-            out.append((self.config.topics.dead_letter, rec.key, rec.value, headers))
-        return out
-
     def _deliver(self, outgoing: list[Outgoing]) -> None:
-        """Produce and wait for every ack; resend what failed, with backoff, until the outage deadline."""
-        producer = self._producer
-        assert producer is not None
-        deadline = time.monotonic() + self.config.kafka.outage_deadline_s
-        pending = outgoing
-        delay = 0.5
-        while pending:
-            futures = [
-                (rec, producer.send(rec[0], key=rec[1], value=rec[2], headers=rec[3])) for rec in pending
-            ]
-            while True:
-                try:
-                    producer.flush(timeout=min(10.0, max(0.1, deadline - time.monotonic())))
-                    break
-                except KafkaError as exc:
-                    if time.monotonic() >= deadline:
-                        raise DeliveryError(self._outage_message(exc)) from exc
-                    log.warning("delivery still pending (%s); waiting", exc)
-            failed = [rec for rec, fut in futures if fut.failed()]
-            if not failed:
-                return
-            cause = next(f for _, f in futures if f.failed()).exception
-            if time.monotonic() + delay >= deadline:
-                raise DeliveryError(self._outage_message(cause))
-            log.warning(
-                "%d of %d records not delivered (%s); resending in %.1f s",
-                len(failed),
-                len(pending),
-                cause,
-                delay,
-            )
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
-            pending = failed
+        assert self._producer is not None
+        deliver(self._producer, outgoing, self.config.kafka.outage_deadline_s, self._outage_message)
 
     def _outage_message(self, exc: object) -> str:
         return (
             f"could not deliver routed records to Kafka at {self.servers!r} within "
             f"'kafka.outage_deadline_s' ({self.config.kafka.outage_deadline_s:g} s): {exc}; "
-            "no offsets were committed "
-            "for them, so they will be decided again after a restart"
+            "no offsets were committed for them, so they will be decided again after a restart"
         )
 
     def commit_offsets(self, force: bool = False) -> None:
@@ -351,10 +276,15 @@ class Monitor:
         }
         if not due:
             return {}
-        topic = self.config.topics.state
+        topic, at = self.config.topics.state, rfc3339(self.clock())
         self._deliver(
             [
-                (topic, self._state_key(tp.partition), self._state_value(tp, off), None)
+                (
+                    topic,
+                    self._state_key(tp.partition),
+                    encode_snapshot(off, at, self.selector_info, self.router.snapshot(tp.partition)),
+                    None,
+                )
                 for tp, off in due.items()
             ]
         )
@@ -365,16 +295,7 @@ class Monitor:
         self._committed.update({tp: om.offset for tp, om in offsets.items()})
 
     def _state_key(self, partition: int) -> bytes:
-        return f"{self.config.kafka.group_id}/{self.config.topics.predictions}/{partition}".encode()
-
-    def _state_value(self, tp: TopicPartition, next_offset: int) -> bytes:
-        snapshot = {
-            "offset": next_offset,
-            "written_at": rfc3339(self.clock()),
-            "selector": self.selector_info,
-            "state": self.router.snapshot(tp.partition),
-        }
-        return orjson.dumps(snapshot)
+        return state_key(self.config.kafka.group_id, self.config.topics.predictions, partition)
 
     def _restore_state(self) -> None:
         """Adopt the latest snapshot of each newly assigned partition; skip records it already covers.
@@ -387,14 +308,11 @@ class Monitor:
         assigned, self._to_restore = self._to_restore, []
         if reader is None or consumer is None or not assigned:
             return
-        latest: dict[bytes, bytes | None] = {}
-        for rec in reader.read_all():
-            latest[rec.key] = rec.value
+        latest = latest_snapshots(reader.read_all())
         for tp in assigned:
-            value = latest.get(self._state_key(tp.partition))
-            if value is None:
+            snap = latest.get(self._state_key(tp.partition))
+            if snap is None:
                 continue
-            snap = orjson.loads(value)
             self.router.restore(tp.partition, snap["state"])
             committed = consumer.committed(tp)
             if committed is None or snap["offset"] > committed:
@@ -412,65 +330,41 @@ class Monitor:
         reader = self._labels_reader
         if reader is None:
             return
-        ids = []
-        for rec in reader.read_new(timeout_s=10.0 if until_end else 0.0, until_end=until_end):
-            try:
-                obj = orjson.loads(rec.value) if rec.value is not None else None
-            except orjson.JSONDecodeError:
-                obj = None
-            rid = obj.get("id") if isinstance(obj, dict) else None
-            if isinstance(rid, str):
-                ids.append(rid)
-            else:
-                self.stats.bad_labels += 1
+        ids, bad = label_ids(reader.read_new(timeout_s=10.0 if until_end else 0.0, until_end=until_end))
+        self.stats.bad_labels += bad
         if ids:
             self.stats.labels_received += len(ids)
             self.router.labels_received(ids)
 
     def request_reload(self) -> None:
         """Reload the configuration file at the next loop iteration (safe from a signal handler)."""
-        self._reload_requested.set()
+        if self._watcher is not None:
+            self._watcher.request()
 
     def _maybe_reload(self) -> None:
-        """Hot reload: on SIGHUP, or when the file changed (checked once a second)."""
-        if self.config_path is None:
-            return
-        now = time.monotonic()
-        if not self._reload_requested.is_set() and now - self._last_reload_check < 1.0:
-            return
-        self._last_reload_check = now
-        mtime = _mtime(self.config_path)
-        if not self._reload_requested.is_set() and mtime == self._config_mtime:
-            return
-        self._reload_requested.clear()
-        self._config_mtime = mtime
-        self.reload()
+        if self._watcher is not None and self._watcher.due(time.monotonic()):
+            self.reload()
 
     def reload(self, new: Config | None = None) -> bool:
-        """Apply a new configuration without a restart, keeping every partition's state.
+        """Apply a new configuration (default: re-read the file) without a restart, keeping every state.
 
         Thresholds, budgets, shares, scoring, input limits and pending settings take effect at once;
-        connection, topic, class and metrics settings need a restart and are kept as they were (with a
-        warning). An invalid file is rejected and the old configuration stays in force.
+        connection, topic and metrics settings need a restart and keep their running values (with a
+        warning). An invalid file, or a change of classes, is rejected and the running configuration stays.
         """
-        if new is None:
-            try:
+        try:
+            if new is None:
+                if self.config_path is None:
+                    return False
                 new = load_config(self.config_path)
-            except ConfigError as exc:
-                self.stats.reloads["rejected"] += 1
-                log.error("configuration reload rejected, keeping the running one: %s", exc)
-                return False
-        old = self.config
-        if new.classes != old.classes:
+            effective, warnings = reloadable(self.config, new)
+        except ConfigError as exc:
             self.stats.reloads["rejected"] += 1
-            log.error("configuration reload rejected: 'classes' cannot change without a restart")
+            log.error("configuration reload rejected, keeping the running one: %s", exc)
             return False
-        fixed = {"kafka": old.kafka, "topics": old.topics, "metrics": old.metrics}
-        for key, value in fixed.items():
-            if getattr(new, key) != value:
-                log.warning("'%s' changed in the file but needs a restart; keeping the running values", key)
-        effective = new.model_copy(update=fixed)
-        changes = config_diff(old, effective)
+        for warning in warnings:
+            log.warning("%s", warning)
+        changes = config_diff(self.config, effective)
         if not changes:
             return True
         self.config = effective

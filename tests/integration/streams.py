@@ -32,6 +32,8 @@ def config_for(servers: str, unique: str, **sections: Any) -> Config:
             "to_label": f"to-label-{unique}",
             "accepted": f"accepted-{unique}",
             "dead_letter": f"dead-letter-{unique}",
+            "labels": f"labels-{unique}",
+            "state": f"selector-state-{unique}",
         },
         "kafka": {
             "bootstrap_servers": servers,
