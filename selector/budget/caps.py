@@ -64,7 +64,9 @@ class CapLedger:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data snapshot (for the state topic)."""
-        return {"last_time": self.last_time, "grants": {k: v.tolist() for k, v in self.grants.items()}}
+        # -inf (nothing seen yet) is written as null: strict JSON has no infinity (orjson writes null for it)
+        last = self.last_time if math.isfinite(self.last_time) else None
+        return {"last_time": last, "grants": {k: v.tolist() for k, v in self.grants.items()}}
 
     @classmethod
     def from_dict(cls, limits: dict[str, tuple[float, int]], data: dict[str, Any]) -> CapLedger:
@@ -72,8 +74,11 @@ class CapLedger:
         grants = {
             k: np.asarray(data["grants"].get(k, []), dtype=np.float64)[-lim[1] :] for k, lim in limits.items()
         }
+        last = data["last_time"]
         return cls(
-            limits, {k: v if limits[k][1] else _EMPTY for k, v in grants.items()}, float(data["last_time"])
+            limits,
+            {k: v if limits[k][1] else _EMPTY for k, v in grants.items()},
+            float("-inf") if last is None else float(last),
         )
 
 

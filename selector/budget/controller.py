@@ -142,11 +142,10 @@ def initial_partition(policy: Policy, limits: dict[str, tuple[float, int]]) -> P
     """A partition never seen: empty windows, cold-start rules, a token balance of half the burst."""
     windows = {p.name: Ring.empty(policy.window_items) for p in policy.pools}
     rules = {p.name: Threshold(math.inf, 0.0, 0.0, cold=True) for p in policy.pools}
-    state = PartitionState(initial_state(limits), windows, rules)
-    state = PartitionState(
-        BudgetState(max(1.0, policy.max_burst / 2), state.budget.ledger), windows, _rules(policy, state)
-    )
-    return state
+    budget = BudgetState(max(1.0, policy.max_burst / 2), initial_state(limits).ledger)
+    state = PartitionState(budget, windows, rules)
+    # the first rules must see this balance, not initial_state's single token (that is a deficit of B/2 - 1)
+    return replace(state, rules=_rules(policy, state))
 
 
 @dataclass(frozen=True)
@@ -212,31 +211,52 @@ def decide(policy: Policy, state: PartitionState, f: Features) -> Outcome:
     inclusion = np.zeros(n)
     threshold = np.zeros(n)
     pool_labels = dict.fromkeys((p.name for p in policy.pools), 0)
-    pending = state.pending.expired(float(f.t[0])) if n else state.pending
-    sent: set[str] = set()
+    # an item picked by several pools is credited to a reserved pool first: it is what answers for its share
+    credit_order = np.roll(np.arange(len(policy.pools)), -1)
+    # pending's clock is the caps' time axis: a clock that steps back stands still
+    tm = state.budget.ledger.monotone(f.t)
+    sent_items: dict[str, tuple[float, tuple[float, ...] | None]] = {}  # labeled earlier in this batch
+    sent = Pending(sent_items)  # a view of it, for the duplicate checks
     i = 0
     while i < n:
         end = min(n, i + CHUNK - state.chunk_pos)
-        seg = slice(i, end)
         probs = np.stack(
-            [state.rules[p.name].probability(scores[k, seg]) for k, p in enumerate(policy.pools)]
+            [state.rules[p.name].probability(scores[k, i:end]) for k, p in enumerate(policy.pools)]
         )
-        picked = draws[:, seg] < probs
-        candidate = explore_draw[seg] | picked.any(axis=0)
+        picked = draws[:, i:end] < probs
+        candidate = explore_draw[i:end] | picked.any(axis=0)
+        # a candidate repeating an earlier possible label of this segment waits for the next segment, where
+        # it is judged against what was actually sent (and so on for re-sent ids, which replace an entry)
+        known = (state.pending.items, sent_items)  # the later overrides the earlier
+        possible, checked = candidate | audit_draw[i:end], candidate & ~audit_draw[i:end]
+        end = _segment_end(f, i, possible, checked, known, tm, policy)
+        seg = slice(i, end)
+        probs, picked, candidate = probs[:, : end - i], picked[:, : end - i], candidate[: end - i]
         idx = np.flatnonzero(candidate & ~audit_draw[seg]) + i
         if len(idx):
-            cids = [f.ids[j] for j in idx.tolist()]
-            dup = pending.duplicates(cids, [f.embeddings[j] for j in idx.tolist()], policy.dedup_distance)
-            dup |= np.fromiter((c in sent for c in cids), dtype=bool, count=len(cids))
+            rows = idx.tolist()
+            cids, cembs, now = [f.ids[j] for j in rows], [f.embeddings[j] for j in rows], tm[idx].tolist()
+            # an id sent again in this batch replaces its older entry, as it will in the merged pending set
+            replaced = {k for k in sent_items if k in state.pending.items}
+            dup = state.pending.duplicates(cids, cembs, policy.dedup_distance, now, replaced)
+            if sent_items:
+                dup |= sent.duplicates(cids, cembs, policy.dedup_distance, now)
             candidate[idx[dup] - i] = False
         spent = spend(state.budget, f.t[seg], candidate, audit_draw[seg], rate=r, max_burst=policy.max_burst)
         query[seg], audit[seg] = spent.query, spent.audit
-        first_pool = np.argmax(picked, axis=0)
+        first_pool = (
+            credit_order[np.argmax(picked[credit_order], axis=0)]
+            if len(credit_order) > 1
+            else np.zeros(end - i, np.int64)
+        )
         mech = np.where(explore_draw[seg], EXPLORE, POOL_BASE + first_pool).astype(np.int8)
         mech[~spent.query] = NONE
         mech[spent.audit] = AUDIT
         mechanism[seg] = mech
-        sent.update(f.ids[j] for j in (np.flatnonzero(spent.query | spent.audit) + i).tolist())
+        for j in (np.flatnonzero(spent.query | spent.audit) + i).tolist():
+            e = f.embeddings[j]
+            sent_items.pop(f.ids[j], None)  # re-inserted last, as Pending.with_sent orders them
+            sent_items[f.ids[j]] = (float(tm[j]) + policy.pending_ttl_s, tuple(e) if e is not None else None)
         for k, p in enumerate(policy.pools):
             pool_labels[p.name] += int(np.count_nonzero(mech == POOL_BASE + k))
         p_candidate = 1.0 - (1.0 - explore_rate) * np.prod(1.0 - probs, axis=0)
@@ -251,15 +271,63 @@ def decide(policy: Policy, state: PartitionState, f: Features) -> Outcome:
             int(np.count_nonzero(spent.query)),
         )
         i = end
-    labeled = np.flatnonzero(query | audit).tolist()
-    pending = pending.with_sent(
-        [f.ids[j] for j in labeled],
-        [f.embeddings[j] for j in labeled],
-        float(f.t[-1]) + policy.pending_ttl_s if n else 0.0,
-        policy.pending_max_items,
-    )
+    pending = state.pending
+    if n:
+        merged = pending.with_sent(
+            list(sent_items),
+            [e for _, e in sent_items.values()],
+            [x for x, _ in sent_items.values()],
+            policy.pending_max_items,
+        )
+        pending = merged.expired(float(tm[-1]))
     state = replace(state, pending=pending)
     return Outcome(query, audit, mechanism, inclusion, threshold, state, pool_labels)
+
+
+def _segment_end(
+    f: Features,
+    start: int,
+    possible: BoolArray,
+    checked: BoolArray,
+    known: tuple[dict[str, tuple[float, Any]], ...],
+    now: FloatArray,
+    policy: Policy,
+) -> int:
+    """Where the segment from ``start`` must end so that the pending set is fixed while it is decided.
+
+    Before the first ``checked`` item that repeats an earlier ``possible`` label of the segment (same id, or
+    embedding within ``dedup_distance``); or right after a ``possible`` label that may send again an id
+    ``known`` as pending with an embedding (an audit, or a candidate whose entry expired at its time
+    ``now``): the new entry replaces the old embedding, which may stop suppressing later candidates. The end
+    of the given range if neither happens.
+    """
+    pos = np.flatnonzero(possible).tolist()
+    rids = [f.ids[start + q] for q in pos]
+    near = policy.dedup_distance
+    if len(set(rids)) == len(rids) and (
+        near <= 0
+        or (
+            all(f.embeddings[start + q] is None for q in pos) and not any(r in d for d in known for r in rids)
+        )
+    ):
+        return start + len(possible)  # the common case, checked without the walk below
+    seen_ids: set[str] = set()
+    seen: list[FloatArray] = []
+    for q, rid in zip(pos, rids, strict=True):
+        e = f.embeddings[start + q]
+        v = np.asarray(e, dtype=np.float64) if e is not None and near > 0 else None
+        if checked[q] and (
+            rid in seen_ids
+            or (v is not None and any(len(k) == len(v) and np.linalg.norm(k - v) <= near for k in seen))
+        ):
+            return start + q
+        entry = next((d[rid] for d in reversed(known) if rid in d), None) if near > 0 else None
+        if entry is not None and entry[1] is not None and (not checked[q] or entry[0] <= now[start + q]):
+            return start + q + 1
+        seen_ids.add(rid)
+        if v is not None:
+            seen.append(v)
+    return start + len(possible)
 
 
 def _advance(
@@ -292,6 +360,10 @@ def _rules(policy: Policy, state: PartitionState) -> dict[str, Threshold]:
     r = policy.rate
     rules: dict[str, Threshold] = {}
     reserved_expected = 0.0
+    common = policy.pools[0]
+    common_window = state.windows[common.name].values()
+    # chance that no reserved pool selects each item of the common window (windows end at the same item)
+    unreserved = np.ones(len(common_window))
     for pool in policy.pools[1:]:
         window = state.windows[pool.name].values()
         rule = quantile_threshold(window, r * pool.share)
@@ -299,7 +371,11 @@ def _rules(policy: Policy, state: PartitionState) -> dict[str, Threshold]:
         reserved_expected += (
             min(r * pool.share, expected_share(window, rule)) if not rule.cold else r * pool.share
         )
-    common = policy.pools[0]
+        overlap = min(len(window), len(common_window))
+        if overlap:
+            unreserved[len(common_window) - overlap :] *= 1.0 - rule.probability(
+                window[len(window) - overlap :]
+            )
     base = max(0.0, r - policy.audit_rate - r * policy.exploration - reserved_expected)
     feedback = (balance(policy, state.budget) - policy.max_burst / 2) / policy.feedback_items
     c = policy.max_catchup
@@ -307,5 +383,8 @@ def _rules(policy: Policy, state: PartitionState) -> dict[str, Threshold]:
     if policy.controller == "threshold":
         rules[common.name] = Threshold(policy.min_score, 1.0, target)
     else:
-        rules[common.name] = quantile_threshold(state.windows[common.name].values(), target)
+        # the common pool's share comes on top of what the reserved pools pick: counting the items they pick
+        # again would leave the union of the pools short of the target
+        weights = unreserved if len(policy.pools) > 1 else None
+        rules[common.name] = quantile_threshold(common_window, target, weights)
     return rules

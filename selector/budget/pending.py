@@ -7,13 +7,13 @@ same thing. The set is bounded (``max_items``, oldest first out), so memory does
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from selector.arrays import BoolArray, FloatArray
+from selector.arrays import BoolArray
 
 
 @dataclass(frozen=True)
@@ -42,39 +42,50 @@ class Pending:
         return Pending(items)
 
     def with_sent(
-        self, ids: Sequence[str], embeddings: Sequence[Sequence[float] | None], expiry: float, max_items: int
+        self,
+        ids: Sequence[str],
+        embeddings: Sequence[Sequence[float] | None],
+        expiries: Sequence[float],
+        max_items: int,
     ) -> Pending:
-        """With newly sent items added (the oldest dropped beyond ``max_items``)."""
+        """With newly sent items added, each with its own expiry (the oldest dropped beyond ``max_items``)."""
         if not ids:
             return self
         items = dict(self.items)
-        for i, e in zip(ids, embeddings, strict=True):
+        for i, e, x in zip(ids, embeddings, expiries, strict=True):
             items.pop(i, None)
-            items[i] = (expiry, tuple(e) if e is not None else None)
+            items[i] = (float(x), tuple(e) if e is not None else None)
         if len(items) > max_items:
             items = dict(list(items.items())[len(items) - max_items :])
         return Pending(items)
 
     def duplicates(
-        self, ids: Sequence[str], embeddings: Sequence[Sequence[float] | None], max_distance: float
+        self,
+        ids: Sequence[str],
+        embeddings: Sequence[Sequence[float] | None],
+        max_distance: float,
+        now: Sequence[float],
+        ignore: Collection[str] = (),
     ) -> BoolArray:
-        """Which candidates repeat a pending id or lie within ``max_distance`` of a pending embedding."""
-        out = np.fromiter((i in self.items for i in ids), dtype=bool, count=len(ids))
-        if max_distance <= 0 or not self.items:
+        """Which candidates, each at its time ``now``, repeat an id still pending then or lie within
+        ``max_distance`` of the embedding of one (judging expiry per candidate keeps decisions independent
+        of where a stream is cut into batches). Entries of the ids in ``ignore`` do not count."""
+        items = self.items
+        out = np.fromiter(
+            (i in items and i not in ignore and items[i][0] > t for i, t in zip(ids, now, strict=True)),
+            dtype=bool,
+            count=len(ids),
+        )
+        if max_distance <= 0 or not items:
             return out
-        known = [e for _, e in self.items.values() if e is not None]
-        if not known:
-            return out
-        dims = {len(e) for e in known}
+        known = [(x, e) for k, (x, e) in items.items() if e is not None and k not in ignore]
         for j, e in enumerate(embeddings):
             if out[j] or e is None:
                 continue
-            same_dim: FloatArray = (
-                np.asarray([k for k in known if len(k) == len(e)]) if len(dims) > 1 else np.asarray(known)
-            )
+            near = [k for x, k in known if x > now[j] and len(k) == len(e)]
             if (
-                len(same_dim)
-                and float(np.min(np.linalg.norm(same_dim - np.asarray(e), axis=1))) <= max_distance
+                near
+                and float(np.min(np.linalg.norm(np.asarray(near) - np.asarray(e), axis=1))) <= max_distance
             ):
                 out[j] = True
         return out

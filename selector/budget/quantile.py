@@ -61,22 +61,34 @@ def _finite_or_str(x: float) -> float | str:
     return x if math.isfinite(x) else repr(x)
 
 
-def quantile_threshold(window: FloatArray, rate: float) -> Threshold:
-    """The rule that selects an expected fraction ``rate`` of items distributed like ``window``."""
+def quantile_threshold(window: FloatArray, rate: float, weights: FloatArray | None = None) -> Threshold:
+    """The rule that selects an expected fraction ``rate`` of items distributed like ``window``.
+
+    With ``weights``, window item ``j`` counts ``weights[j]`` instead of 1 (the chance that nothing else
+    selects it already), so the rule selects ``rate`` of all items on top of what is selected otherwise.
+    """
     m = len(window)
     if m < COLD_START_ITEMS:
         return Threshold(math.inf, 0.0, rate, cold=True)
     k = rate * m
     if k <= 0.0:
         return Threshold(math.inf, 0.0, rate)
-    ordered = np.sort(window)
-    theta = float(ordered[m - min(m, math.ceil(k))])
-    if theta <= INELIGIBLE:
-        return Threshold(SELECT_ALL_ELIGIBLE, 0.0, rate)
-    lo = int(np.searchsorted(ordered, theta, side="left"))
-    hi = int(np.searchsorted(ordered, theta, side="right"))
-    above = m - hi
-    q = min(1.0, max(0.0, (k - above) / (hi - lo)))
+    if weights is None:
+        ordered = np.sort(window)
+        theta = float(ordered[m - min(m, math.ceil(k))])
+        if theta <= INELIGIBLE:
+            return Threshold(SELECT_ALL_ELIGIBLE, 0.0, rate)
+        lo = int(np.searchsorted(ordered, theta, side="left"))
+        hi = int(np.searchsorted(ordered, theta, side="right"))
+        above, tied = float(m - hi), float(hi - lo)
+    else:
+        order = np.argsort(window)[::-1]
+        reached = int(np.searchsorted(np.cumsum(weights[order]), k, side="left"))
+        theta = float(window[order[reached]]) if reached < m else INELIGIBLE
+        if theta <= INELIGIBLE:
+            return Threshold(SELECT_ALL_ELIGIBLE, 0.0, rate)
+        above, tied = float(weights[window > theta].sum()), float(weights[window == theta].sum())
+    q = min(1.0, max(0.0, (k - above) / tied)) if tied > 0 else 1.0
     return Threshold(theta, q, rate)
 
 
@@ -127,7 +139,8 @@ class Ring:
         return Ring.empty(size).extended(self.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"values": [round(float(v), 6) for v in self.values()], "size": len(self.buf)}
+        # exact values: a rounded window would move the thresholds after a restore or a hot reload
+        return {"values": self.values().tolist(), "size": len(self.buf)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], size: int) -> Ring:

@@ -37,8 +37,9 @@ class TestCheckConfig:
             ("budget: {rate: 0}", "'budget.rate' must be in (0, 1]: 0"),
             (
                 "budget: {rat: 0.1}",
-                "'budget.rat' is not a known key: 0.1 (valid keys: rate, query_threshold, "
-                "max_burst, caps, audit_rate, seed)",
+                "'budget.rat' is not a known key: 0.1 (valid keys: rate, controller, query_threshold, "
+                "window_items, feedback_items, max_catchup, max_burst, caps, audit_rate, exploration, "
+                "class_shares, segment_shares, seed)",
             ),
             ("classes: []", "'classes' must list at least 2 class names: []"),
             (

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import orjson
 from prometheus_client import CollectorRegistry
 
 import selector
@@ -48,7 +51,8 @@ class TestCollector:
         assert reg.get_sample_value("selector_consumer_lag_messages", {"partition": "1"}) == 0
         assert reg.get_sample_value("selector_budget_target_ratio") == 0.02
         assert reg.get_sample_value("selector_threshold", {"class": "crack", "kind": "accept"}) == 0.995
-        assert reg.get_sample_value("selector_threshold", {"class": "ok", "kind": "query"}) == 0.5
+        for name in cfg.classes:  # a fresh partition's quantile pool has no threshold yet
+            assert math.isnan(reg.get_sample_value("selector_threshold", {"class": name, "kind": "query"}))
         info = {"version": selector.__version__, "config_hash": cfg.config_hash()}
         assert reg.get_sample_value("selector_build_info", info) == 1.0
 
@@ -78,3 +82,21 @@ class TestCollector:
         assert reg.get_sample_value("selector_score_bucket", {"le": "+Inf"}) == 50
         below = sum(decisions.score <= SCORE_BUCKETS[9])
         assert reg.get_sample_value("selector_score_bucket", {"le": repr(SCORE_BUCKETS[9])}) == below
+
+    def test_query_threshold_is_the_live_threshold_of_each_class_pool(self) -> None:
+        """kind=query exports Router.query_thresholds(): a class with a reserved share shows its own pool's
+        threshold, every other class the common pool's."""
+        cfg = parse_config({"budget": {"rate": 0.1, "class_shares": {"crack": 0.3}}})
+        monitor = Monitor(cfg, "127.0.0.1:9")
+        rng = np.random.default_rng(3)
+        raw = rng.dirichlet([1.0, 1.0, 1.0, 1.0], size=600)
+        values = [orjson.dumps({"id": f"m{i}", "probs": (p / p.sum()).tolist()}) for i, p in enumerate(raw)]
+        batch = decode_batch(values, np.zeros(600, dtype=np.int64), n_classes=4)
+        monitor.router.commit(0, monitor.router.decide(0, batch, np.full(600, 1_800_000_000.0)))
+        live = monitor.router.query_thresholds()
+        assert set(live) == {"uncertainty", "class:crack"}
+        assert all(0.0 < v < 1.0 for v in live.values())  # past the cold start: real quantiles
+        reg = registry_for(monitor)
+        for name in cfg.classes:
+            pool = "class:crack" if name == "crack" else "uncertainty"
+            assert reg.get_sample_value("selector_threshold", {"class": name, "kind": "query"}) == live[pool]

@@ -500,6 +500,13 @@ class TestCapLedger:
         assert "x" not in restored.grants
         assert restored.last_time == 4.0
 
+    def test_a_ledger_that_saw_nothing_snapshots_as_strict_json(self) -> None:
+        """No time seen yet (-inf) is written as null, which strict JSON and orjson keep; it reads as -inf."""
+        data = CapLedger({"m": (60.0, 2)}).to_dict()
+        assert data["last_time"] is None
+        restored = CapLedger.from_dict({"m": (60.0, 2)}, json.loads(json.dumps(data, allow_nan=False)))
+        assert restored.last_time == -math.inf
+
     def test_free_at_is_when_the_cap_th_latest_grant_leaves(self) -> None:
         """A full window frees once its oldest counted grant is W seconds old."""
         walk = CapWalk(CapLedger({"m": (60.0, 2)}).with_grants([0.0, 10.0], 10.0))

@@ -59,14 +59,15 @@ class TestValidationMessages:
         """A typo must fail loudly with the full key path and the keys that section accepts."""
         assert problems_of({"budget": {"rat": 2}}) == [
             "'budget.rat' is not a known key: 2 "
-            "(valid keys: rate, query_threshold, max_burst, caps, audit_rate, seed)"
+            "(valid keys: rate, controller, query_threshold, window_items, feedback_items, max_catchup, "
+            "max_burst, caps, audit_rate, exploration, class_shares, segment_shares, seed)"
         ]
 
     def test_unknown_top_level_key_lists_the_sections(self) -> None:
         """An unknown section must list the top-level keys."""
         assert problems_of({"bugdet": {}}) == [
             "'bugdet' is not a known key: {} "
-            "(valid keys: classes, topics, kafka, input, scoring, accept, budget, metrics)"
+            "(valid keys: classes, topics, kafka, input, scoring, accept, budget, pending, metrics)"
         ]
 
     def test_wrong_type_names_key_constraint_and_value(self) -> None:
@@ -123,6 +124,42 @@ class TestValidationMessages:
             f"{audit_rate} >= 0.01"
         ]
 
+    def test_unknown_controller_is_rejected_listing_the_choices(self) -> None:
+        """'budget.controller' names one of the registered controllers; anything else lists them."""
+        assert problems_of({"budget": {"controller": "pid"}}) == [
+            "'budget.controller': input should be 'quantile' or 'threshold': 'pid'"
+        ]
+
+    def test_class_share_for_unknown_class_is_rejected(self) -> None:
+        """A reserved share for a class not in 'classes' would reserve budget nobody can spend."""
+        assert problems_of({"classes": ["ok", "crack"], "budget": {"class_shares": {"crak": 0.3}}}) == [
+            "'budget.class_shares' names classes not in 'classes': ['crak'] (classes: ['ok', 'crack'])"
+        ]
+
+    def test_shares_must_leave_part_of_the_budget_to_the_common_pool(self) -> None:
+        """Reserved shares, exploration and audits together must stay below the whole budget."""
+        budget = {"rate": 0.02, "audit_rate": 0.002, "exploration": 0.3, "class_shares": {"crack": 0.6}}
+        assert problems_of({"budget": budget}) == [
+            "'budget.class_shares', 'budget.segment_shares', 'budget.exploration' and "
+            "'budget.audit_rate' / 'budget.rate' must leave part of the budget to the common pool: "
+            "they add up to 1 >= 1"
+        ]
+
+    def test_a_share_is_a_fraction_below_one(self) -> None:
+        """A single share of 1 would leave nothing to the rest: shares are in [0, 1)."""
+        assert problems_of({"budget": {"segment_shares": {"line-1": 1.0}}}) == [
+            "'budget.segment_shares.line-1' must be in [0, 1): 1.0"
+        ]
+
+    def test_pending_ttl_must_be_positive(self) -> None:
+        """A pending item that expires at once would be asked about again immediately."""
+        assert problems_of({"pending": {"ttl_s": 0}}) == ["'pending.ttl_s' must be > 0: 0"]
+
+    def test_query_threshold_defaults_to_a_floor_of_zero(self) -> None:
+        """'budget.query_threshold' is a floor under the quantile controller: 0 lets every score compete."""
+        budget = parse_config({}).budget
+        assert (budget.controller, budget.query_threshold) == ("quantile", 0.0)
+
     def test_negative_cap_is_rejected(self) -> None:
         """A cap is a count of labels; 0 is allowed (labels nothing), negative is not."""
         assert problems_of({"budget": {"caps": {"hour": -1}}}) == [
@@ -171,7 +208,7 @@ class TestValidationMessages:
         assert sorted(problems) == sorted(
             [
                 "'bogus' is not a known key: 1 "
-                "(valid keys: classes, topics, kafka, input, scoring, accept, budget, metrics)",
+                "(valid keys: classes, topics, kafka, input, scoring, accept, budget, pending, metrics)",
                 "'budget.rate' must be in (0, 1]: 2",
                 "'metrics.port' must be a TCP port in [0, 65535] (0 picks a free port): -1",
             ]

@@ -115,7 +115,8 @@ class TestEnvironmentOverrides:
             load_config(None, environ={"SELECTOR_BUDGET__RAT": "0.05"})
         assert info.value.problems == [
             "'budget.rat' is not a known key: 0.05 "
-            "(valid keys: rate, query_threshold, max_burst, caps, audit_rate, seed)"
+            "(valid keys: rate, controller, query_threshold, window_items, feedback_items, max_catchup, "
+            "max_burst, caps, audit_rate, exploration, class_shares, segment_shares, seed)"
         ]
 
     def test_override_below_a_scalar_is_a_config_error(self) -> None:

@@ -41,11 +41,11 @@ class TestJsonSchemas:
         )
 
     def test_to_label_lists_every_field_of_the_design(self) -> None:
-        """to-label has every field DESIGN.md promises."""
+        """to-label has every field DESIGN.md promises, plus selected_by (the mechanism that chose it)."""
         props = set(json_schemas()["to-label"]["properties"])
         assert props == {
-            "id", "route", "score", "scores", "threshold", "query_probability", "priority", "predicted",
-            "probs", "segment", "payload", "meta", "model", "decided_at", "selector",
+            "id", "route", "score", "scores", "threshold", "selected_by", "query_probability", "priority",
+            "predicted", "probs", "segment", "payload", "meta", "model", "decided_at", "selector",
         }  # fmt: skip
 
     def test_accepted_lists_every_field_of_the_design(self) -> None:
@@ -80,7 +80,7 @@ class TestModels:
     def test_to_label_rejects_zero_inclusion_probability(self) -> None:
         """An item with inclusion probability 0 could never have been sent: the contract forbids it."""
         record = {
-            "id": "a", "route": "audit", "score": 0.5, "scores": {}, "threshold": 0.5,
+            "id": "a", "route": "audit", "score": 0.5, "scores": {}, "threshold": 0.5, "selected_by": "audit",
             "query_probability": 0.0, "priority": 0.5, "predicted": "ok", "probs": [1.0], "segment": None,
             "payload": None, "meta": None, "model": None, "decided_at": "t",
             "selector": {"version": "0", "config_hash": "h"},
@@ -88,6 +88,18 @@ class TestModels:
         with pytest.raises(ValidationError):
             ToLabel.model_validate(record)
         assert ToLabel.model_validate({**record, "query_probability": 0.002}).query_probability == 0.002
+
+    def test_to_label_threshold_may_be_null_but_selected_by_is_required(self) -> None:
+        """A threshold that selects nothing is null (JSON has no infinity); who selected it must be said."""
+        record = {
+            "id": "a", "route": "query", "score": 0.5, "scores": {}, "threshold": None,
+            "selected_by": "class:crack", "query_probability": 0.3, "priority": 0.5, "predicted": "ok",
+            "probs": [1.0], "segment": None, "payload": None, "meta": None, "model": None, "decided_at": "t",
+            "selector": {"version": "0", "config_hash": "h"},
+        }  # fmt: skip
+        assert ToLabel.model_validate(record).threshold is None
+        with pytest.raises(ValidationError, match="selected_by"):
+            ToLabel.model_validate({k: v for k, v in record.items() if k != "selected_by"})
 
     def test_dead_letter_headers_by_alias(self) -> None:
         """Headers validate from their wire names."""

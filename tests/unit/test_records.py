@@ -18,13 +18,10 @@ CLASSES = ["ok", "scratch", "dent", "crack"]
 DECIDED_AT = "2026-01-02T03:04:05.678Z"
 
 
-def cfg(audit_rate: float = 0.3) -> Config:
+def cfg(audit_rate: float = 0.3, **budget: object) -> Config:
+    b = {"rate": 0.6, "audit_rate": audit_rate, "query_threshold": 0.4, "caps": {"hour": 50}, **budget}
     return parse_config(
-        {
-            "classes": CLASSES,
-            "accept": {"default_threshold": 0.8, "thresholds": {"crack": 0.6}},
-            "budget": {"rate": 0.6, "audit_rate": audit_rate, "query_threshold": 0.4, "caps": {"hour": 50}},
-        }
+        {"classes": CLASSES, "accept": {"default_threshold": 0.8, "thresholds": {"crack": 0.6}}, "budget": b}
     )
 
 
@@ -88,7 +85,11 @@ class TestEncodeOutputs:
         ]
 
     def test_to_label_fields_carry_the_decision(self) -> None:
-        """A query record carries route, scores, threshold, inclusion, prediction and pass-through fields."""
+        """A query record carries route, scores, threshold, selector, inclusion, prediction and pass-through.
+
+        The threshold controller selects every item at or above 'budget.query_threshold' (0.4 here) and the
+        token gate has room, so the item was certain to be sent: probability 1.
+        """
         raw = orjson.dumps(
             {
                 "id": "x1",
@@ -99,7 +100,7 @@ class TestEncodeOutputs:
                 "meta": [1],
             }
         )
-        config = cfg(audit_rate=0.0)
+        config = cfg(audit_rate=0.0, controller="threshold")
         batch, d, out = decided([raw], config)
         ((key, value),) = out.to_label
         rec = ToLabel.model_validate_json(value)
@@ -108,6 +109,7 @@ class TestEncodeOutputs:
         assert rec.score == d.score[0] == rec.scores["entropy"] == rec.priority
         assert set(rec.scores) == {"least_confidence", "margin", "ratio", "entropy"}
         assert rec.threshold == 0.4
+        assert rec.selected_by == "uncertainty"
         assert rec.query_probability == 1.0
         assert rec.predicted == "ok"
         assert rec.probs == batch.probs[0].tolist()
@@ -121,6 +123,24 @@ class TestEncodeOutputs:
         assert rec.selector.version == __version__
         assert rec.selector.config_hash == config.config_hash()
         assert out.accepted == []
+
+    def test_cold_quantile_threshold_is_null_and_the_probability_is_the_pool_rate(self) -> None:
+        """On a fresh partition the quantile pool has no threshold yet (null) and selects with its rate.
+
+        Rate 1 without audits: the common pool's cold-start rule selects every uncertain item with
+        probability 1, so the record says threshold null, probability 1, chosen by 'uncertainty'.
+        """
+        raw = orjson.dumps({"id": "x2", "probs": [0.3, 0.3, 0.2, 0.2]})
+        _, d, out = decided([raw], cfg(audit_rate=0.0, rate=1.0))
+        ((_, value),) = out.to_label
+        rec = ToLabel.model_validate_json(value)
+        assert d.threshold.tolist() == [float("inf")]
+        assert (rec.route, rec.threshold, rec.query_probability, rec.selected_by) == (
+            "query",
+            None,
+            1.0,
+            "uncertainty",
+        )
 
     def test_accepted_fields_carry_the_pseudo_label(self) -> None:
         """An accepted record names the predicted class by name with its confidence."""

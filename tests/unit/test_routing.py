@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from selector.arrays import FloatArray
+from selector.budget.controller import _AUDIT_STREAM as AUDIT_STREAM
+from selector.budget.controller import _POOL_STREAM_BASE as COMMON_POOL_STREAM  # the common pool is pool 0
 from selector.config import Config, parse_config
 from selector.decode import Batch
 from selector.draws import id_hashes, uniforms
@@ -18,11 +20,15 @@ from selector.routing import ACCEPT, AUDIT, QUERY, ROUTES, SKIP, Decisions, Rout
 CLASSES = ["ok", "scratch", "dent"]
 CONFIDENT = [0.97, 0.02, 0.01]  # accepted at the default threshold 0.9
 UNCERTAIN = [0.34, 0.33, 0.33]  # entropy ~1: a query candidate
-MIDDLING = [0.85, 0.14, 0.01]  # neither confident enough nor informative at query_threshold 0.6
+MIDDLING = [0.85, 0.14, 0.01]  # neither confident enough nor above the floor query_threshold 0.6
 
 
 def config(**budget: Any) -> Config:
-    """Rate 1 and no caps unless overridden, so only the rule under test decides."""
+    """Rate 1 and no caps unless overridden, so only the rule under test decides.
+
+    At rate 1 without audits the quantile controller selects every item above the floor 0.6 (its cold-start
+    rule selects with probability 1, its quantile at rate 1 is the lowest eligible score).
+    """
     b = {"rate": 1.0, "max_burst": 1000.0, "caps": {}, "audit_rate": 0.0, "query_threshold": 0.6, **budget}
     return parse_config({"classes": CLASSES, "accept": {"default_threshold": 0.9}, "budget": b})
 
@@ -42,14 +48,17 @@ def batch(rows: list[list[float]], ids: list[str] | None = None) -> Batch:
     )
 
 
-def ids_by_audit_draw(cfg: Config, audited: bool, count: int) -> list[str]:
-    """Ids whose deterministic audit draw is (or is not) below the audit rate."""
+def ids_by_audit_draw(cfg: Config, audited: bool, count: int, pool_below: float = 1.0) -> list[str]:
+    """Ids whose deterministic audit draw is (or is not) below the audit rate, and whose common-pool draw is
+    below ``pool_below`` (so the pool selects them when its selection probability is at least that)."""
     out: list[str] = []
     k = 0
     while len(out) < count:
         rid = f"id-{k}"
-        u = uniforms(id_hashes([rid]), cfg.budget.seed, 1)[0]
-        if (u < cfg.budget.audit_rate) == audited:
+        h = id_hashes([rid])
+        drawn = uniforms(h, cfg.budget.seed, AUDIT_STREAM)[0] < cfg.budget.audit_rate
+        picked = uniforms(h, cfg.budget.seed, COMMON_POOL_STREAM)[0] < pool_below
+        if drawn == audited and picked:
             out.append(rid)
         k += 1
     return out
@@ -82,10 +91,15 @@ class TestRoutePrecedence:
         assert routes(d) == ["accept", "query"]
 
     def test_query_needs_the_budget(self) -> None:
-        """An informative item over budget is skipped."""
-        cfg = config(rate=0.01, audit_rate=0.0, max_burst=1.0)
+        """An informative item the controller selects is skipped when the token gate has no token.
+
+        The threshold controller makes every item above the floor a candidate; at rate 0.01 with a burst of
+        one token only the first candidate is paid for.
+        """
+        cfg = config(rate=0.01, audit_rate=0.0, max_burst=1.0, controller="threshold")
         d = Router(cfg).decide(0, batch([UNCERTAIN] * 3), np.zeros(3))
         assert routes(d) == ["query", "skip", "skip"]
+        assert d.selected_by == ["uncertainty", None, None]
 
     def test_audit_blocked_by_the_cap_falls_back_to_the_other_routes(self) -> None:
         """When the caps are full, an audited item is routed as if it had not been drawn (never queried)."""
@@ -121,29 +135,45 @@ class TestRoutePrecedence:
 
 
 class TestInclusionProbability:
-    def test_query_has_probability_one_others_the_audit_rate(self) -> None:
-        """A query was certain to be sent; accepted and skipped items only through the audit draw."""
+    def test_query_has_audit_plus_pool_probability_others_the_audit_rate(self) -> None:
+        """pi = a + (1 - a) p: audits take a = 0.25 of rate 1, so the cold common pool selects uncertain items
+        with p = 1 - 0.25; accepted and uninformative items can only be sent by the audit draw."""
         cfg = config(audit_rate=0.25)
-        ids = ids_by_audit_draw(cfg, audited=False, count=3)
+        ids = ids_by_audit_draw(cfg, audited=False, count=3, pool_below=0.75)
         d = Router(cfg).decide(0, batch([CONFIDENT, UNCERTAIN, MIDDLING], ids), np.zeros(3))
         assert routes(d) == ["accept", "query", "skip"]
-        assert d.inclusion.tolist() == [0.25, 1.0, 0.25]
+        assert d.inclusion.tolist() == [0.25, 0.25 + 0.75 * 0.75, 0.25]
 
-    def test_audit_of_a_queryable_item_has_probability_one(self) -> None:
-        """An audited candidate the budget would have queried anyway was certain to be sent."""
+    def test_audit_counts_both_ways_an_item_could_have_been_sent(self) -> None:
+        """An audited uncertain item could also have been queried (a + (1 - a) p); a confident one not (a)."""
         cfg = config(audit_rate=0.25)
         ids = ids_by_audit_draw(cfg, audited=True, count=2)
         d = Router(cfg).decide(0, batch([UNCERTAIN, CONFIDENT], ids), np.zeros(2))
         assert routes(d) == ["audit", "audit"]
-        assert d.inclusion.tolist() == [1.0, 0.25]
+        assert d.selected_by == ["audit", "audit"]
+        assert d.inclusion.tolist() == [0.25 + 0.75 * 0.75, 0.25]
 
-    def test_skipped_candidate_over_budget_has_the_audit_rate(self) -> None:
-        """An informative item refused by the budget could only have been sent by the audit draw."""
-        cfg = config(rate=0.01, audit_rate=0.005, max_burst=1.0)
+    def test_probability_is_fixed_before_the_draws_granted_or_refused_alike(self) -> None:
+        """The gate refusing a candidate does not change its inclusion probability (it is the probability of
+        being sent, taken before the draws): the granted and the refused candidate carry the same one."""
+        cfg = config(rate=0.01, audit_rate=0.005, max_burst=1.0, controller="threshold")
         ids = ids_by_audit_draw(cfg, audited=False, count=2)
         d = Router(cfg).decide(0, batch([UNCERTAIN, UNCERTAIN], ids), np.zeros(2))
         assert routes(d) == ["query", "skip"]
-        assert d.inclusion.tolist() == [1.0, 0.005]
+        assert d.inclusion.tolist() == pytest.approx([0.005 + 0.995, 0.005 + 0.995])
+
+    def test_gate_pass_rate_lowers_the_next_chunks_probability(self) -> None:
+        """After a 256-item chunk the gate estimate becomes g = 0.8 g + 0.2 granted / candidates, and the
+        next chunk's candidates carry pi = a + (1 - a) g (threshold controller: every candidate has p = 1)."""
+        cfg = config(rate=0.01, audit_rate=0.005, max_burst=1.0, controller="threshold")
+        ids = [f"g-{i}" for i in range(257)]
+        d = Router(cfg).decide(0, batch([UNCERTAIN] * 257, ids), np.zeros(257))
+        audit_drawn = uniforms(id_hashes(ids[:256]), cfg.budget.seed, AUDIT_STREAM) < 0.005
+        granted = int(np.count_nonzero(d.route[:256] == QUERY))
+        candidates = 256 - int(np.count_nonzero(audit_drawn))
+        assert 0 < granted < candidates  # the gate did bind
+        gate = 0.8 * 1.0 + 0.2 * granted / candidates
+        assert d.inclusion[256] == pytest.approx(0.005 + 0.995 * gate)
 
 
 class TestDecideAndCommit:
@@ -193,8 +223,8 @@ class TestDecideAndCommit:
         router = Router(config(caps={"hour": 2}), n_partitions=2)
         router.commit(0, router.decide(0, batch([UNCERTAIN]), np.zeros(1)))
         assert routes(router.decide(1, batch([UNCERTAIN]), np.zeros(1))) == ["query"]
-        assert router.state(0).labels == 1
-        assert router.state(1).labels == 0
+        assert router.state(0).budget.labels == 1
+        assert router.state(1).budget.labels == 0
 
     def test_stats_count_the_committed_routes(self) -> None:
         """After commits, the stats hold exactly the summed route counts and the score total."""
@@ -218,7 +248,14 @@ class TestDecideAndCommit:
         d = Router(config()).decide(0, batch([CONFIDENT, UNCERTAIN]), np.zeros(2))
         assert set(d.scores) == {"least_confidence", "margin", "ratio", "entropy"}
         np.testing.assert_array_equal(d.score, d.scores["entropy"])
-        assert d.threshold == 0.6
+
+    def test_threshold_column_is_the_common_pools_threshold_per_item(self) -> None:
+        """The threshold controller's threshold is the floor; a cold quantile pool has none yet (inf)."""
+        rows = batch([CONFIDENT, UNCERTAIN])
+        fixed = Router(config(controller="threshold")).decide(0, rows, np.zeros(2))
+        cold = Router(config()).decide(0, rows, np.zeros(2))
+        assert fixed.threshold.tolist() == [0.6, 0.6]
+        assert cold.threshold.tolist() == [float("inf"), float("inf")]
 
 
 def _hour_violations(times: FloatArray, cap: int) -> int:
