@@ -12,16 +12,16 @@ Budget ``r`` (fraction of items) is split into
 
 Every pool picks by its streaming-quantile threshold (:mod:`selector.budget.quantile`) over a window of
 ``window_items`` recent items, so the spend follows the target however the score distribution drifts, and
-ties are broken by seeded per-item draws. Thresholds are recomputed every ``CHUNK`` items of the partition
+ties are broken by seeded per-item draws. Thresholds are recomputed every :func:`chunk_items` of the partition
 (absolute positions, so batch boundaries never change a decision). The common pool's target carries the
 feedback from realized spend, bounded by ``max_catchup``:
 
-    rate_common = clip(base + (T - B/2) / H,  base (1 - c),  base (1 + c))
+    rate_common = clip(base + (T - B/4) / H,  base (1 - c),  base (1 + c))
 
 with ``T`` the token balance (credited ``r`` per item, at most ``B = max_burst``, one per label), ``H =
 feedback_items`` and ``c = max_catchup``. Candidates then pass the token gate and the caps
 (:func:`selector.budget.token_bucket.spend`): over any stretch the labels never exceed ``r n + B``, and the
-feedback keeps the balance near ``B / 2``, so the realized rate stays at the target without bursts.
+feedback keeps the balance near ``B / 4``, so the realized rate stays at the target without bursts.
 
 Inclusion probability of an item, with ``p_k`` the selection probability of pool ``k`` and ``g`` the recent
 share of candidates the gate let through (an estimate; 1 when the gate does not bind):
@@ -44,7 +44,18 @@ from selector.budget.token_bucket import BudgetState, initial_state, spend
 from selector.draws import uniforms
 
 CHUNK = 256
-"""Items between threshold updates."""
+"""Items between threshold updates (fewer at high rates: see :func:`chunk_items`)."""
+
+SET_POINT = 0.25
+"""The feedback aims the token balance at this fraction of ``max_burst``: low enough that the balance rarely
+reaches the ceiling, where credit is lost, and high enough that a candidate rarely waits for a token."""
+
+
+def chunk_items(policy: Policy) -> int:
+    """Items between threshold updates: at most :data:`CHUNK`, and few enough that one chunk's expected
+    spend stays within half the burst (at a 5% rate and a burst of 10: 100 items, 5 labels)."""
+    return max(16, min(CHUNK, int(policy.max_burst / (2 * policy.rate))))
+
 
 GATE_SMOOTHING = 0.2
 """Weight of the latest chunk in the running estimate of the gate's pass rate."""
@@ -139,12 +150,12 @@ class PartitionState:
 
 
 def initial_partition(policy: Policy, limits: dict[str, tuple[float, int]]) -> PartitionState:
-    """A partition never seen: empty windows, cold-start rules, a token balance of half the burst."""
+    """A partition never seen: empty windows, cold-start rules, the token balance at the set point."""
     windows = {p.name: Ring.empty(policy.window_items) for p in policy.pools}
     rules = {p.name: Threshold(math.inf, 0.0, 0.0, cold=True) for p in policy.pools}
-    budget = BudgetState(max(1.0, policy.max_burst / 2), initial_state(limits).ledger)
+    budget = BudgetState(max(1.0, policy.max_burst * SET_POINT), initial_state(limits).ledger)
     state = PartitionState(budget, windows, rules)
-    # the first rules must see this balance, not initial_state's single token (that is a deficit of B/2 - 1)
+    # the first rules must see this balance, not initial_state's single token (a deficit from the start)
     return replace(state, rules=_rules(policy, state))
 
 
@@ -218,8 +229,9 @@ def decide(policy: Policy, state: PartitionState, f: Features) -> Outcome:
     sent_items: dict[str, tuple[float, tuple[float, ...] | None]] = {}  # labeled earlier in this batch
     sent = Pending(sent_items)  # a view of it, for the duplicate checks
     i = 0
+    chunk = chunk_items(policy)
     while i < n:
-        end = min(n, i + CHUNK - state.chunk_pos)
+        end = min(n, i + max(1, chunk - state.chunk_pos))
         probs = np.stack(
             [state.rules[p.name].probability(scores[k, i:end]) for k, p in enumerate(policy.pools)]
         )
@@ -343,7 +355,7 @@ def _advance(
     pos = state.chunk_pos + seg_scores.shape[1]
     cands, grants = state.chunk_candidates + candidates, state.chunk_granted + granted
     nxt = PartitionState(budget, windows, state.rules, pos, state.gate, cands, grants, state.pending)
-    if pos < CHUNK:
+    if pos < chunk_items(policy):
         return nxt
     gate = state.gate if cands == 0 else (1 - GATE_SMOOTHING) * state.gate + GATE_SMOOTHING * grants / cands
     nxt = PartitionState(budget, windows, state.rules, 0, gate, 0, 0, state.pending)
@@ -377,7 +389,7 @@ def _rules(policy: Policy, state: PartitionState) -> dict[str, Threshold]:
                 window[len(window) - overlap :]
             )
     base = max(0.0, r - policy.audit_rate - r * policy.exploration - reserved_expected)
-    feedback = (balance(policy, state.budget) - policy.max_burst / 2) / policy.feedback_items
+    feedback = (balance(policy, state.budget) - policy.max_burst * SET_POINT) / policy.feedback_items
     c = policy.max_catchup
     target = min(base * (1 + c), max(base * (1 - c), base + feedback))
     if policy.controller == "threshold":

@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 from selector.arrays import FloatArray
 from selector.budget.controller import _AUDIT_STREAM as AUDIT_STREAM
 from selector.budget.controller import _POOL_STREAM_BASE as COMMON_POOL_STREAM  # the common pool is pool 0
+from selector.budget.controller import chunk_items
 from selector.config import Config, parse_config
 from selector.decode import Batch
 from selector.draws import id_hashes, uniforms
-from selector.routing import ACCEPT, AUDIT, QUERY, ROUTES, SKIP, Decisions, Router
+from selector.routing import ACCEPT, AUDIT, QUERY, ROUTES, SKIP, Decisions, Router, policy_of
 
 CLASSES = ["ok", "scratch", "dent"]
 CONFIDENT = [0.97, 0.02, 0.01]  # accepted at the default threshold 0.9
@@ -163,17 +164,18 @@ class TestInclusionProbability:
         assert d.inclusion.tolist() == pytest.approx([0.005 + 0.995, 0.005 + 0.995])
 
     def test_gate_pass_rate_lowers_the_next_chunks_probability(self) -> None:
-        """After a 256-item chunk the gate estimate becomes g = 0.8 g + 0.2 granted / candidates, and the
-        next chunk's candidates carry pi = a + (1 - a) g (threshold controller: every candidate has p = 1)."""
+        """After a chunk the gate estimate becomes g = 0.8 g + 0.2 granted / candidates, and the next
+        chunk's candidates carry pi = a + (1 - a) g (threshold controller: every candidate has p = 1)."""
         cfg = config(rate=0.01, audit_rate=0.005, max_burst=1.0, controller="threshold")
-        ids = [f"g-{i}" for i in range(257)]
-        d = Router(cfg).decide(0, batch([UNCERTAIN] * 257, ids), np.zeros(257))
-        audit_drawn = uniforms(id_hashes(ids[:256]), cfg.budget.seed, AUDIT_STREAM) < 0.005
-        granted = int(np.count_nonzero(d.route[:256] == QUERY))
-        candidates = 256 - int(np.count_nonzero(audit_drawn))
+        chunk = chunk_items(policy_of(cfg))
+        ids = [f"g-{i}" for i in range(chunk + 1)]
+        d = Router(cfg).decide(0, batch([UNCERTAIN] * (chunk + 1), ids), np.zeros(chunk + 1))
+        audit_drawn = uniforms(id_hashes(ids[:chunk]), cfg.budget.seed, AUDIT_STREAM) < 0.005
+        granted = int(np.count_nonzero(d.route[:chunk] == QUERY))
+        candidates = chunk - int(np.count_nonzero(audit_drawn))
         assert 0 < granted < candidates  # the gate did bind
         gate = 0.8 * 1.0 + 0.2 * granted / candidates
-        assert d.inclusion[256] == pytest.approx(0.005 + 0.995 * gate)
+        assert d.inclusion[chunk] == pytest.approx(0.005 + 0.995 * gate)
 
 
 class TestDecideAndCommit:
