@@ -180,7 +180,7 @@ class TestHotReload:
         monitors: list[tuple[Monitor, threading.Thread]],
     ) -> None:
         """Raising budget.rate in config.yaml while running: later items are labeled at the new rate, the
-        partition states (item counts, pending) carry on, and an invalid edit is rejected, keeping the rate."""
+        partition states (items, pending) carry on, and an invalid edit is rejected (the rate stays)."""
         servers = broker.bootstrap_servers
         cfg = config_for(servers, unique, budget={"caps": {}})
         data = cfg.model_dump(mode="json")
