@@ -109,6 +109,8 @@ class Monitor:
         self._watcher = ConfigWatcher(config_path) if config_path is not None else None
         self._state_reader: TopicReader | None = None
         self._to_restore: list[TopicPartition] = []
+        self._resume_at: dict[TopicPartition, int] = {}
+        """records below these offsets are covered by a restored snapshot (delivered): not decided again"""
         self._labels_reader: TopicReader | None = None
         self.servers = servers
         self.clock = clock
@@ -177,6 +179,8 @@ class Monitor:
         """Forget the revoked partitions (their state was snapshotted; the new owner continues)."""
         self._to_restore = [tp for tp in self._to_restore if tp not in revoked]
         for tp in revoked:
+            self._resume_at.pop(tp, None)
+        for tp in revoked:
             self._delivered.pop(tp, None)
             self._committed.pop(tp, None)
             self.router.forget(tp.partition)
@@ -190,9 +194,9 @@ class Monitor:
         }
         self.assigned = {tp.partition for tp in assigned}
         self.router.assign(self.assigned, max(len(parts), 1))
-        if assigned:
-            consumer.pause(*assigned)  # no record is decided before its partition's state is restored
-            self._to_restore = list(assigned)
+        # restored by the loop right after this poll returns, before any record is decided (no pause/resume:
+        # kafka-python 3.0.12 may stop fetching a partition for good after a pause and a resume)
+        self._to_restore = list(assigned)
         self.stats.lag = {p: v for p, v in self.stats.lag.items() if p in self.assigned}
         log.info("assigned partitions %s of %d", sorted(self.assigned), len(parts))
 
@@ -213,7 +217,11 @@ class Monitor:
         outgoing: list[Outgoing] = []
         plans: list[tuple[TopicPartition, Decisions, list[str], int]] = []
         n_records = 0
-        for tp, records in polled.items():
+        for tp, fetched in polled.items():
+            skip_below = self._resume_at.get(tp)
+            records = fetched if skip_below is None else [r for r in fetched if r.offset >= skip_below]
+            if not records:
+                continue
             n_records += len(records)
             batch = decode_batch(
                 [r.value for r in records],
@@ -301,8 +309,8 @@ class Monitor:
         """Adopt the latest snapshot of each newly assigned partition; skip records it already covers.
 
         Snapshots are written after the outputs of their records were delivered and before the offsets are
-        committed, so a snapshot ahead of the committed offset means those records were delivered: resume at
-        the snapshot's offset instead of deciding (and spending on) them twice.
+        committed, so a snapshot ahead of the committed offset means those records were delivered: records
+        below the snapshot's offset are dropped instead of decided (and spent on) twice.
         """
         reader, consumer = self._state_reader, self._consumer
         assigned, self._to_restore = self._to_restore, []
@@ -316,14 +324,14 @@ class Monitor:
             self.router.restore(tp.partition, snap["state"])
             committed = consumer.committed(tp)
             if committed is None or snap["offset"] > committed:
-                consumer.seek(tp, snap["offset"])
+                # no seek: records this poll already fetched would come again; they are dropped instead
+                self._resume_at[tp] = snap["offset"]
             log.info(
                 "partition %d: restored state at offset %d (committed %s)",
                 tp.partition,
                 snap["offset"],
                 committed,
             )
-        consumer.resume(*assigned)
 
     def _read_labels(self, until_end: bool = False) -> None:
         """Labels that arrived clear their items from the pending set (any label, update or retraction)."""
