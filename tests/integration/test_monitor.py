@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import orjson
@@ -20,7 +18,8 @@ from connectors.metrics import serve_metrics
 from connectors.monitor import Monitor
 from connectors.simulate import prediction_records
 from selector.contracts import DLQ_HEADERS, Accepted, ToLabel
-from tests.integration.streams import config_for, produce, read_topic
+from tests.integration.conftest import RunningMonitors
+from tests.integration.streams import config_for, produce, read_topic, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -50,20 +49,6 @@ def malformed_records(n: int) -> list[tuple[bytes, bytes | None, str]]:
     return out
 
 
-def run_in_thread(monitor: Monitor) -> threading.Thread:
-    thread = threading.Thread(target=monitor.run, name="monitor", daemon=True)
-    thread.start()
-    return thread
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.1)
-
-
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     out = {}
@@ -73,19 +58,9 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-@pytest.fixture
-def stopped() -> Iterator[list[tuple[Monitor, threading.Thread]]]:
-    """Monitors registered here are stopped (drained) at the end of the test, even when it fails."""
-    running: list[tuple[Monitor, threading.Thread]] = []
-    yield running
-    for monitor, thread in running:
-        monitor.request_stop()
-        thread.join(timeout=30)
-
-
 class TestAccounting:
     def test_every_input_is_accounted_for_exactly_once_and_metrics_match_topics(
-        self, broker: EmbeddedBroker, unique: str, stopped: list[tuple[Monitor, threading.Thread]]
+        self, broker: EmbeddedBroker, unique: str, monitors: RunningMonitors
     ) -> None:
         """10,000 predictions with 220 malformed ones of 11 kinds: each id lands in exactly one of accepted,
         to-label, dead-letter, or is counted as a skip, and the /metrics counters equal the topic contents."""
@@ -101,7 +76,7 @@ class TestAccounting:
 
         monitor = Monitor(cfg, broker.bootstrap_servers)
         _server, port = serve_metrics(monitor, "127.0.0.1", 0, registry=CollectorRegistry())
-        stopped.append((monitor, run_in_thread(monitor)))
+        monitors.start(monitor)
         wait_for(
             lambda: monitor.router.stats.total + monitor.router.stats.dead_letters["decode"] >= 10_000,
             60,
@@ -140,14 +115,14 @@ class TestAccounting:
         assert metric("selector_score_count") == len(good)
 
     def test_dead_letters_keep_original_bytes_and_carry_every_header(
-        self, broker: EmbeddedBroker, unique: str, stopped: list[tuple[Monitor, threading.Thread]]
+        self, broker: EmbeddedBroker, unique: str, monitors: RunningMonitors
     ) -> None:
         """A dead letter is the original key and value, unchanged, with all x-dlq-* headers and reason."""
         cfg = config_for(broker.bootstrap_servers, unique, input={"max_record_bytes": 4096})
         bad = malformed_records(11)
         placed = produce(broker.bootstrap_servers, cfg.topics.predictions, [(k, v) for k, v, _ in bad])
         monitor = Monitor(cfg, broker.bootstrap_servers)
-        stopped.append((monitor, run_in_thread(monitor)))
+        monitors.start(monitor)
         dead = read_topic(broker.bootstrap_servers, cfg.topics.dead_letter, expect=len(bad), timeout_s=40)
         by_key = {m.key: m for m in dead}
         assert len(dead) == len(bad)
@@ -164,7 +139,7 @@ class TestAccounting:
             assert m.headers["x-dlq-exception-message"]
 
     def test_outputs_follow_the_contracts_and_are_keyed_by_id(
-        self, broker: EmbeddedBroker, unique: str, stopped: list[tuple[Monitor, threading.Thread]]
+        self, broker: EmbeddedBroker, unique: str, monitors: RunningMonitors
     ) -> None:
         """Every to-label and accepted record validates against its contract and its key is the item id."""
         cfg = config_for(broker.bootstrap_servers, unique, budget={"rate": 0.2, "audit_rate": 0.05})
@@ -174,7 +149,7 @@ class TestAccounting:
             prediction_records(np.random.default_rng(1), 500, CLASSES),
         )
         monitor = Monitor(cfg, broker.bootstrap_servers)
-        stopped.append((monitor, run_in_thread(monitor)))
+        monitors.start(monitor)
         wait_for(lambda: monitor.router.stats.total >= 500, 40, "500 decisions")
         accepted = read_topic(
             broker.bootstrap_servers, cfg.topics.accepted, expect=monitor.router.stats.items["accept"]

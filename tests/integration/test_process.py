@@ -20,7 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from connectors.broker import EmbeddedBroker, free_port
 from connectors.simulate import prediction_records
 from tests.conftest import FAST_GROUP
-from tests.integration.streams import produce, read_topic
+from tests.integration.streams import config_for, produce, read_topic
 
 pytestmark = pytest.mark.broker
 
@@ -29,25 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_config(tmp_path: Path, servers: str, unique: str, **sections: dict[str, object]) -> Path:
-    data: dict[str, dict[str, object]] = {
-        "topics": {
-            "predictions": f"predictions-{unique}",
-            "to_label": f"to-label-{unique}",
-            "accepted": f"accepted-{unique}",
-            "dead_letter": f"dead-letter-{unique}",
-        },
-        "kafka": {
-            "bootstrap_servers": servers,
-            "group_id": f"selector-{unique}",
-            "commit_interval_s": 0.2,
-            **FAST_GROUP,
-        },
-        "metrics": {"enabled": False},
-    }
-    for name, values in sections.items():
-        data[name] = {**data.get(name, {}), **values}
+    """config_for's configuration as a file, for `selector run -c`."""
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(config_for(servers, unique, **sections).model_dump(mode="json")))
     return path
 
 

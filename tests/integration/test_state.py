@@ -5,9 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,8 @@ from connectors.broker import EmbeddedBroker
 from connectors.monitor import Monitor
 from connectors.simulate import prediction_records
 from tests.conftest import FAST_GROUP
-from tests.integration.streams import config_for, create_topics, produce, read_topic
+from tests.integration.conftest import RunningMonitors
+from tests.integration.streams import config_for, create_topics, produce, read_topic, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -30,30 +29,6 @@ WANT_ALL = {
     "budget": {"rate": 1.0, "audit_rate": 0.0, "max_burst": 1000},
 }
 """Every item wants a label (nothing is accepted, the rate is 100%): only the cap can stop them."""
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.1)
-
-
-@pytest.fixture
-def monitors() -> Iterator[list[tuple[Monitor, threading.Thread]]]:
-    running: list[tuple[Monitor, threading.Thread]] = []
-    yield running
-    for monitor, thread in running:
-        monitor.request_stop()
-        thread.join(timeout=30)
-
-
-def start(monitor: Monitor, running: list[tuple[Monitor, threading.Thread]]) -> Monitor:
-    thread = threading.Thread(target=monitor.run, daemon=True)
-    thread.start()
-    running.append((monitor, thread))
-    return monitor
 
 
 def snapshot_offsets(servers: str, topic: str) -> int:
@@ -121,7 +96,7 @@ class TestRestart:
 
 class TestInstances:
     def test_two_instances_on_four_partitions_hold_every_cap_globally(
-        self, broker: EmbeddedBroker, unique: str, monitors: list[tuple[Monitor, threading.Thread]]
+        self, broker: EmbeddedBroker, unique: str, monitors: RunningMonitors
     ) -> None:
         """Each instance spends only its partitions' shares of the cap; together they never exceed it."""
         servers, cap = broker.bootstrap_servers, 40
@@ -129,8 +104,8 @@ class TestInstances:
             servers, unique, accept=WANT_ALL["accept"], budget={**WANT_ALL["budget"], "caps": {"hour": cap}}
         )
         create_topics(cfg)
-        a = start(Monitor(cfg, servers), monitors)
-        b = start(Monitor(cfg, servers), monitors)
+        a = monitors.start(Monitor(cfg, servers))
+        b = monitors.start(Monitor(cfg, servers))
         wait_for(
             lambda: bool(a.assigned) and bool(b.assigned) and not (a.assigned & b.assigned),
             60,
@@ -150,14 +125,14 @@ class TestInstances:
 
 class TestLabelDelay:
     def test_labels_clear_pending_items(
-        self, broker: EmbeddedBroker, unique: str, monitors: list[tuple[Monitor, threading.Thread]]
+        self, broker: EmbeddedBroker, unique: str, monitors: RunningMonitors
     ) -> None:
         """Items sent for labeling are pending; a label on the labels topic clears exactly its item."""
         servers = broker.bootstrap_servers
         cfg = config_for(servers, unique, budget={"rate": 0.2, "audit_rate": 0.01})
         create_topics(cfg)
         produce(servers, cfg.topics.predictions, prediction_records(np.random.default_rng(4), 1_000, CLASSES))
-        m = start(Monitor(cfg, servers), monitors)
+        m = monitors.start(Monitor(cfg, servers))
         wait_for(lambda: m.router.stats.total >= 1_000, 60, "1,000 decisions")
         sent = sorted(set(labeled_ids(servers, cfg.topics.to_label)))
         assert m.router.pending_count() == len(sent) > 20
@@ -177,7 +152,7 @@ class TestHotReload:
         broker: EmbeddedBroker,
         unique: str,
         tmp_path: Path,
-        monitors: list[tuple[Monitor, threading.Thread]],
+        monitors: RunningMonitors,
     ) -> None:
         """Raising budget.rate in config.yaml while running: later items are labeled at the new rate, the
         partition states (items, pending) carry on, and an invalid edit is rejected (the rate stays)."""
@@ -187,7 +162,7 @@ class TestHotReload:
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(data))
         create_topics(cfg)
-        m = start(Monitor(cfg, servers, config_path=path), monitors)
+        m = monitors.start(Monitor(cfg, servers, config_path=path))
         produce(
             servers,
             cfg.topics.predictions,
