@@ -108,10 +108,10 @@ class Monitor:
         self.config_path = config_path
         self._watcher = ConfigWatcher(config_path) if config_path is not None else None
         self._state_reader: TopicReader | None = None
+        self._labels_reader: TopicReader | None = None
         self._to_restore: list[TopicPartition] = []
         self._resume_at: dict[TopicPartition, int] = {}
         """records below these offsets are covered by a restored snapshot (delivered): not decided again"""
-        self._labels_reader: TopicReader | None = None
         self.servers = servers
         self.clock = clock
         self.router = Router(config)
@@ -180,7 +180,6 @@ class Monitor:
         self._to_restore = [tp for tp in self._to_restore if tp not in revoked]
         for tp in revoked:
             self._resume_at.pop(tp, None)
-        for tp in revoked:
             self._delivered.pop(tp, None)
             self._committed.pop(tp, None)
             self.router.forget(tp.partition)
