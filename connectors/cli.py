@@ -145,19 +145,28 @@ def _schema(write: str | None) -> int:
     return EXIT_OK
 
 
+EMBEDDED_GROUP_TIMEOUTS = {
+    "session_timeout_ms": 6000,
+    "heartbeat_interval_ms": 1000,
+    "max_poll_interval_ms": 10000,
+}
+"""One local process on the in-memory broker: short group timeouts make joins take ~3 s, not ~23 s."""
+
+
 @contextlib.contextmanager
-def _bootstrap(config: Config) -> Iterator[str]:
-    """The bootstrap servers to use, starting the embedded broker for ``embedded``."""
+def _bootstrap(config: Config) -> Iterator[tuple[str, Config]]:
+    """The bootstrap servers and configuration to use, starting the embedded broker for ``embedded``."""
     if config.kafka.bootstrap_servers != EMBEDDED:
-        yield config.kafka.bootstrap_servers
+        yield config.kafka.bootstrap_servers, config
         return
+    local = config.model_copy(update={"kafka": config.kafka.model_copy(update=EMBEDDED_GROUP_TIMEOUTS)})
     with EmbeddedBroker() as broker:
         log.info(
             "embedded broker: produce predictions to %s, topic %r",
             broker.bootstrap_servers,
             config.topics.predictions,
         )
-        yield broker.bootstrap_servers
+        yield broker.bootstrap_servers, local
 
 
 @contextlib.contextmanager
@@ -188,9 +197,9 @@ def _start_metrics(monitor: Monitor, config: Config) -> None:
 
 
 def _run(config: Config, duration: float | None, config_path: Path | None = None) -> int:
-    with _bootstrap(config) as servers:
-        monitor = Monitor(config, servers, config_path=config_path)
-        _start_metrics(monitor, config)
+    with _bootstrap(config) as (servers, effective):
+        monitor = Monitor(effective, servers, config_path=config_path)
+        _start_metrics(monitor, effective)
         with _stop_on_signals(monitor):
             monitor.run(duration)
     return EXIT_OK
@@ -203,9 +212,9 @@ def _demo(
 
     from connectors.simulate import LineSimulator  # noqa: PLC0415
 
-    with _bootstrap(config) as servers:
-        monitor = Monitor(config, servers, config_path=config_path)
-        _start_metrics(monitor, config)
+    with _bootstrap(config) as (servers, effective):
+        monitor = Monitor(effective, servers, config_path=config_path)
+        _start_metrics(monitor, effective)
         producer = KafkaProducer(bootstrap_servers=servers, linger_ms=20)
         line = LineSimulator(producer, config.topics.predictions, config.classes, rate)
         summary = threading.Thread(
@@ -222,6 +231,7 @@ def _demo(
             try:
                 monitor.run(duration)
             finally:
+                monitor.request_stop()  # ends the summary thread too
                 line.stop_event.set()
                 line.join(timeout=5)
                 producer.close(timeout=5)
