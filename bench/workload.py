@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from kafka import KafkaProducer
 
-from connectors.kafka_io import connect_admin, ensure_topics
+from connectors.kafka_io import prepare_topics
 from connectors.simulate import prediction_records
 from selector.config import Config, parse_config
 
@@ -56,12 +56,8 @@ def predictions(n: int, seed: int = 0, malformed_rate: float = 0.0) -> list[tupl
 
 
 def create_topics(config: Config) -> None:
-    """Create the config's topics (4 partitions each, as the monitor would)."""
-    admin = connect_admin(config, config.kafka.bootstrap_servers)
-    try:
-        ensure_topics(admin, config)
-    finally:
-        admin.close()
+    """Create the config's topics as the monitor would."""
+    prepare_topics(config, config.kafka.bootstrap_servers)
 
 
 def produce(servers: str, topics: Iterable[str], records: list[tuple[bytes, bytes]]) -> int:

@@ -116,6 +116,15 @@ def ensure_topics(admin: KafkaAdminClient, config: Config) -> list[str]:
     return missing
 
 
+def prepare_topics(config: Config, servers: str) -> list[str]:
+    """Connect (with the start-up deadline) and create the configured topics that are missing."""
+    admin = connect_admin(config, servers)
+    try:
+        return ensure_topics(admin, config)
+    finally:
+        admin.close()
+
+
 def make_consumer(config: Config, servers: str) -> KafkaConsumer:
     """The consumer of the predictions topic (subscribed later, with a rebalance listener)."""
     k = config.kafka

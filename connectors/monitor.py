@@ -26,7 +26,7 @@ import selector
 from connectors.configfile import load_config
 from connectors.delivery import Outgoing, dead_letters, deliver
 from connectors.hot_reload import ConfigWatcher, config_diff, reloadable
-from connectors.kafka_io import connect_admin, ensure_topics, make_consumer, make_producer, secrets_of
+from connectors.kafka_io import connect_admin, make_consumer, make_producer, prepare_topics, secrets_of
 from connectors.state_topic import encode_snapshot, label_ids, latest_snapshots, state_key
 from connectors.topic_reader import TopicReader
 from selector.config import Config
@@ -142,12 +142,10 @@ class Monitor:
             DeliveryError: outputs could not be delivered within ``kafka.outage_deadline_s``.
         """
         cfg = self.config
-        admin = connect_admin(cfg, self.servers)
-        try:
-            if cfg.kafka.create_topics:
-                ensure_topics(admin, cfg)
-        finally:
-            admin.close()
+        if cfg.kafka.create_topics:
+            prepare_topics(cfg, self.servers)
+        else:
+            connect_admin(cfg, self.servers).close()  # fail fast (exit 3) if the cluster is unreachable
         self._producer = make_producer(cfg, self.servers)
         self._state_reader = TopicReader(cfg, self.servers, cfg.topics.state)
         self._labels_reader = TopicReader(cfg, self.servers, cfg.topics.labels)

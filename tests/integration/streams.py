@@ -9,7 +9,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from connectors.kafka_io import connect_admin, ensure_topics
+from connectors.kafka_io import prepare_topics
 from selector.config import Config, parse_config
 from tests.conftest import FAST_GROUP
 
@@ -58,12 +58,8 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
 
 
 def create_topics(config: Config) -> None:
-    """Create the config's topics with its partition count, as the monitor would."""
-    admin = connect_admin(config, config.kafka.bootstrap_servers)
-    try:
-        ensure_topics(admin, config)
-    finally:
-        admin.close()
+    """Create the config's topics as the monitor would."""
+    prepare_topics(config, config.kafka.bootstrap_servers)
 
 
 def produce(
