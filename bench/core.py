@@ -104,7 +104,6 @@ class Pipeline:
 
     def one_pass(self) -> int:
         cfg, router, clock = self.config, self.router, self.clock
-        n_classes = len(cfg.classes)
         items = 0
         for k, (values, ts) in enumerate(self.raw):
             if self.stage == "decide":
@@ -113,9 +112,7 @@ class Pipeline:
                 batch = decode_batch(
                     values,
                     ts,
-                    n_classes=n_classes,
-                    max_record_bytes=cfg.input.max_record_bytes,
-                    prob_tolerance=cfg.input.prob_tolerance,
+                    **cfg.decode_options(),
                 )
             t = clock.batch_times(len(batch))
             decisions = router.decide(0, batch, t)
@@ -136,7 +133,7 @@ def split(values: list[bytes], batch: int) -> list[RawBatch]:
 
 
 def decode_all(raw: Sequence[RawBatch], config: Config) -> list[Batch]:
-    return [decode_batch(v, ts, n_classes=len(config.classes)) for v, ts in raw]
+    return [decode_batch(v, ts, **config.decode_options()) for v, ts in raw]
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bench import budget, core, e2e, latency, machine, memory, workload
+from bench import budget, core, e2e, latency, machine, measures, memory, workload
 from bench.markdown import count, mib, percent, signed_percent, table
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("core", "memory", "budget", "e2e", "latency")
+SECTIONS = ("core", "measures", "memory", "budget", "e2e", "latency")
 OFFERED_RATE = 10_000.0
 """Items per second offered in the latency section (the design's figure: p99 <= 100 ms at this rate)."""
 
@@ -48,16 +48,28 @@ class Plan:
     latency_rates: tuple[float, ...]
     latency_fallback: bool
     budget_items: int
+    measure_items: int
 
     @classmethod
     def full(cls) -> Plan:
         return cls(
-            200_000, (2_000, 100_000), 5, 10_000_000, 100_000, 10.0, (OFFERED_RATE, 2_000.0), True, 100_000
+            200_000,
+            (2_000, 100_000),
+            5,
+            10_000_000,
+            100_000,
+            10.0,
+            (OFFERED_RATE, 2_000.0),
+            True,
+            100_000,
+            20_000,
         )
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(100_000, (2_000, 100_000), 2, 1_000_000, 20_000, 3.0, (OFFERED_RATE,), False, 20_000)
+        return cls(
+            100_000, (2_000, 100_000), 2, 1_000_000, 20_000, 3.0, (OFFERED_RATE,), False, 20_000, 4_000
+        )
 
 
 @contextlib.contextmanager
@@ -145,6 +157,30 @@ def section_core(plan: Plan, pinned: str) -> list[core.StageResult]:
         prof = core.profile_pipeline(values, batch, stage)
         print(table(["Function", "Calls", "Share"], [[f, count(c), percent(s)] for f, c, s in prof], "lrr"))
     return results
+
+
+def section_measures(plan: Plan, pinned: str) -> None:
+    print("\n### Informativeness measures (10 classes, T = K = 10, 128-number embeddings)\n")
+    batch = 2_000
+    rows = measures.measure_rows(plan.measure_items, batch, plan.reps)
+    print(
+        f"{plan.measure_items:,} items, median of {plan.reps} passes, one thread, {pinned}. *Alone*: the "
+        "measure's function over all items at once (density against a full reservoir of 128, novelty against "
+        f"a full core-set of 256). *Decide*: `Router.decide` + `commit` in batches of {batch:,} (every "
+        "score, the scoring memory, controller and routes) at a 2% budget. *Decode + decide*: from JSON "
+        "records "
+        "that carry the fields read.\n"
+    )
+    print(
+        table(
+            ["Scoring", "Reads", "Alone, items/s", "Decide, items/s", "Decode + decide, items/s"],
+            [
+                [r.name, r.reads, count(r.alone) if r.alone else "—", count(r.decide), count(r.decode_decide)]
+                for r in rows
+            ],
+            "llrrr",
+        )
+    )
 
 
 def section_memory(plan: Plan) -> memory.MemoryResult:
@@ -502,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
         if "core" in chosen:
             with timed_section("core"):
                 results = section_core(plan, pinned)
+        if "measures" in chosen:
+            with timed_section("measures"):
+                section_measures(plan, pinned)
         if "memory" in chosen:
             with timed_section("memory"):
                 mem = section_memory(plan)

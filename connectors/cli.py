@@ -81,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ITEMS_PER_S",
         help="decide file records without 'ts' at this steady rate (default: they are invalid)",
     )
+    calibrate = with_config(
+        sub.add_parser("calibrate", help="fit the temperature that calibrates labeled predictions")
+    )
+    calibrate.add_argument(
+        "--input", metavar="FILE", required=True, help="JSON-lines predictions with 'label' ('-': stdin)"
+    )
+    calibrate.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     schema = sub.add_parser("schema", help="print the JSON Schemas of the message contracts")
     schema.add_argument("--write", metavar="DIR", help="write one <name>.schema.json per contract into DIR")
     return p
@@ -118,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report=args.report,
                 rate_per_s=args.rate,
             )
+        if args.command == "calibrate":
+            from connectors.calibrate import run_calibrate  # noqa: PLC0415 (calibrate-only module)
+
+            return run_calibrate(config, args.input, sys.stdout, as_json=args.json, err=sys.stderr)
         watched = path if path.exists() else None
         if args.command == "run":
             return _run(config, args.duration, watched)

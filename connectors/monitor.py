@@ -223,9 +223,7 @@ class Monitor:
             batch = decode_batch(
                 [r.value for r in records],
                 np.fromiter((r.timestamp for r in records), dtype=np.int64, count=len(records)),
-                n_classes=len(self.config.classes),
-                max_record_bytes=self.config.input.max_record_bytes,
-                prob_tolerance=self.config.input.prob_tolerance,
+                **self.config.decode_options(),
             )
             outgoing.extend(
                 dead_letters(

@@ -138,16 +138,13 @@ def replay(
     """
     router = Router(config)
     whatif = WhatIf(config)
-    n_classes = len(config.classes)
     records = own_ts = fallback_ts = 0
     for chunk in chunks:
         records += len(chunk.values)
         batch = decode_batch(
             chunk.values,
             np.full(len(chunk.values), _NO_TS_MS, dtype=np.int64),
-            n_classes=n_classes,
-            max_record_bytes=config.input.max_record_bytes,
-            prob_tolerance=config.input.prob_tolerance,
+            **config.decode_options(),
         )
         fallback = chunk.fallback_s[batch.position]
         has_ts = batch.ts_s >= 0

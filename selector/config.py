@@ -25,9 +25,17 @@ from pydantic import (
 )
 
 from selector.errors import ConfigError
+from selector.scores.base import FIELD_OF
 
-MEASURES = ("least_confidence", "margin", "ratio", "entropy")
-"""Names of the informativeness measures a config may choose (``scoring.measure``)."""
+MEASURES = tuple(FIELD_OF)
+"""Names of the informativeness measures a config may choose (``scoring.measure``, ``scoring.weights``)."""
+
+COMBINATION = "combination"
+"""``scoring.measure`` value that decides by the weighted combination in ``scoring.weights``."""
+
+MAX_MEMORY_BYTES = 600_000
+"""Bound on a partition's embedding memory (density reservoir plus core-set, float32), which travels in every
+state snapshot: Kafka refuses records above about 1 MB by default."""
 
 HORIZONS_S: dict[str, float] = {"minute": 60.0, "hour": 3600.0, "day": 86400.0}
 """Sliding-window lengths of the hard caps (``budget.caps``), in seconds."""
@@ -63,6 +71,12 @@ def _at_least_one(v: float) -> float:
     return v
 
 
+def _measure(v: str) -> str:
+    if v not in FIELD_OF:
+        raise ValueError(f"must be one of {', '.join(FIELD_OF)}")
+    return v
+
+
 def _port(v: int) -> int:
     if not 0 <= v <= 65535:
         raise ValueError("must be a TCP port in [0, 65535] (0 picks a free port)")
@@ -75,6 +89,7 @@ Share = Annotated[float, AfterValidator(_in_unit_half_open)]
 PositiveFloat = Annotated[float, AfterValidator(_positive)]
 PositiveInt = Annotated[int, AfterValidator(_positive)]
 Port = Annotated[int, AfterValidator(_port)]
+MeasureName = Annotated[str, AfterValidator(_measure)]
 
 
 class _Section(BaseModel):
@@ -146,12 +161,63 @@ class InputConfig(_Section):
 
     max_record_bytes: PositiveInt = 1_048_576
     prob_tolerance: Annotated[float, AfterValidator(_positive)] = 1e-3
+    embedding_dim: PositiveInt | None = None
 
 
 class ScoringConfig(_Section):
-    """Which informativeness measure decides the query route (all of them are computed and logged)."""
+    """How informative an item is: the deciding measure or combination, and its weightings."""
 
-    measure: Literal["least_confidence", "margin", "ratio", "entropy"] = "entropy"
+    measure: str = "entropy"
+    weights: dict[MeasureName, PositiveFloat] = Field(default_factory=dict)
+    detections: Literal["max", "mean", "sum"] = "max"
+    cost_aware: bool = False
+    density_beta: Annotated[float, Field(ge=0.0)] = 0.0
+    normalize_items: Annotated[int, Field(ge=64)] = 2000
+    reservoir_items: PositiveInt = 128
+    coreset_items: PositiveInt = 256
+    cold_start_labels: Annotated[int, Field(ge=0)] = 0
+
+    @field_validator("measure")
+    @classmethod
+    def _measure_known(cls, v: str) -> str:
+        if v != COMBINATION and v not in FIELD_OF:
+            raise ValueError(f"must be one of {', '.join(FIELD_OF)} or {COMBINATION}")
+        return v
+
+    @model_validator(mode="after")
+    def _combination_has_weights(self) -> ScoringConfig:
+        if self.measure == COMBINATION and not self.weights:
+            raise ValueError(
+                "'scoring.weights' must name at least one measure when 'scoring.measure' is combination"
+            )
+        if self.measure != COMBINATION and self.weights:
+            raise ValueError(
+                f"'scoring.weights' is used only when 'scoring.measure' is combination, not {self.measure!r}"
+            )
+        return self
+
+    def measures(self) -> list[str]:
+        """The measures that enter the deciding score (weights, density, cold start included)."""
+        names = list(self.weights) if self.measure == COMBINATION else [self.measure]
+        if self.density_beta > 0:
+            names.append("density")
+        if self.cold_start_labels > 0:
+            names.append("novelty")
+        return list(dict.fromkeys(names))
+
+
+class DiversityConfig(_Section):
+    """Windowed batch mode: over-select candidates, then keep one per cluster of similar items."""
+
+    mode: Literal["none", "kcenter", "kmeanspp"] = "none"
+    space: Literal["embedding", "gradient"] = "embedding"
+    oversample: Annotated[float, Field(ge=1.0)] = 4.0
+
+
+class CalibrationConfig(_Section):
+    """Temperature scaling of the probabilities, applied before auto-accept and scoring."""
+
+    temperature: PositiveFloat = 1.0
 
 
 class AcceptConfig(_Section):
@@ -159,6 +225,7 @@ class AcceptConfig(_Section):
 
     default_threshold: Probability = 0.95
     thresholds: dict[str, Probability] = Field(default_factory=dict)
+    committee_agreement: Probability = 0.0
 
 
 Horizon = Literal["minute", "hour", "day"]
@@ -227,6 +294,8 @@ class Config(_Section):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     input: InputConfig = Field(default_factory=InputConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    diversity: DiversityConfig = Field(default_factory=DiversityConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     accept: AcceptConfig = Field(default_factory=AcceptConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     pending: PendingConfig = Field(default_factory=PendingConfig)
@@ -253,6 +322,57 @@ class Config(_Section):
                     f"'{key}' names classes not in 'classes': {unknown!r} (classes: {self.classes!r})"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _embedding_known(self) -> Config:
+        users = self.embedding_users()
+        dim = self.input.embedding_dim
+        if users and dim is None:
+            raise ValueError(
+                f"'input.embedding_dim' (the length of your model's embeddings) is required by {users[0]}"
+            )
+        s = self.scoring
+        kept = (s.reservoir_items if "density" in s.measures() else 0) + (
+            s.coreset_items if "novelty" in s.measures() else 0
+        )
+        if dim is not None and kept * dim * 4 > MAX_MEMORY_BYTES:
+            raise ValueError(
+                f"'scoring.reservoir_items' + 'scoring.coreset_items' in use keep {kept} embeddings of {dim} "
+                f"numbers, {kept * dim * 4} bytes per partition snapshot, over {MAX_MEMORY_BYTES}: lower them"
+            )
+        if self.diversity.mode != "none" and self.budget.controller != "quantile":
+            raise ValueError(
+                "'diversity.mode' needs 'budget.controller' quantile (it over-selects by a quantile)"
+            )
+        return self
+
+    def embedding_users(self) -> list[str]:
+        """What in this configuration reads the ``embedding`` field, as phrases for messages."""
+        users = [f"measure {m!r} (scoring)" for m in self.scoring.measures() if FIELD_OF[m] == "embedding"]
+        if self.diversity.mode != "none":
+            users.append(f"'diversity.mode' {self.diversity.mode}")
+        return users
+
+    def decode_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`selector.decode.decode_batch` under this configuration."""
+        return {
+            "n_classes": len(self.classes),
+            "max_record_bytes": self.input.max_record_bytes,
+            "prob_tolerance": self.input.prob_tolerance,
+            "embedding_dim": self.input.embedding_dim,
+            "required": self.required_fields(),
+        }
+
+    def required_fields(self) -> dict[str, str]:
+        """Prediction fields every record must carry under this configuration, with who needs them."""
+        out: dict[str, str] = {}
+        for m in self.scoring.measures():
+            field = FIELD_OF[m]
+            if field != "probs":
+                out.setdefault(field, f"measure {m!r} (scoring)")
+        if self.diversity.mode != "none":
+            out.setdefault("embedding", f"'diversity.mode' {self.diversity.mode}")
+        return out
 
     def accept_thresholds(self) -> list[float]:
         """Accept threshold of every class, in class order."""
@@ -292,7 +412,10 @@ def parse_config(data: Mapping[str, Any] | None, source: str = "config") -> Conf
 
 
 def _describe(err: Mapping[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err["loc"])
+    parts = [str(p) for p in err["loc"]]
+    if parts[-1:] == ["[key]"]:  # a bad mapping key: name the mapping
+        parts = parts[:-2]
+    loc = ".".join(parts)
     msg = str(err["msg"]).removeprefix("Value error, ")
     value = err.get("input")
     if err["type"] == "extra_forbidden":

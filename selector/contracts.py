@@ -40,8 +40,15 @@ class Prediction(BaseModel):
     model: str | None = Field(None, description="model version")
     samples: list[list[float]] | None = Field(None, description="T x C MC-dropout probabilities")
     committee: list[list[float]] | None = Field(None, description="K x C committee member probabilities")
-    embedding: list[float] | None = None
-    predicted_loss: float | None = None
+    embedding: list[float] | None = Field(
+        None, description="the model's penultimate-layer embedding, 'input.embedding_dim' numbers"
+    )
+    predicted_loss: float | None = Field(None, ge=0, description="output of a loss-prediction module")
+    detections: list[list[float] | dict[str, Any]] | None = Field(
+        None,
+        description="per-box class probabilities: each box a list of C probabilities, or an object with "
+        "'probs' (other keys such as 'box' are ignored)",
+    )
     cost: float | None = Field(None, gt=0, description="relative labeling cost")
     segment: str | None = Field(None, description="line or camera id, for per-segment budgets")
     payload: Any = Field(None, description="opaque, passed through (image URI etc.)")

@@ -2,7 +2,14 @@
 
 Parsing JSON is necessarily one call per record; everything numeric (shape, finiteness, range, normalization,
 softmax of logits) is checked over the whole batch at once. A record that breaks a rule is returned as a
-:class:`Reject` with a reason code and a message; the valid records of the same batch are unaffected.
+:class:`Reject` with a reason code and a message; the valid records of the same batch are unaffected. The
+optional rows of probabilities (``samples``, ``committee``, ``detections``) are checked per record, and only
+in the records that carry them.
+
+Reason codes: ``empty``, ``oversize``, ``malformed_json``, ``not_an_object``, ``missing_id``, ``bad_id``,
+``missing_probs``, ``wrong_class_count``, ``missing_field`` (a field the configuration requires),
+``bad_field``, ``wrong_embedding_dim``, ``bad_samples``, ``bad_committee``, ``bad_detections``, ``bad_ts``,
+``not_numeric``, ``non_finite``, ``prob_out_of_range``, ``not_normalized``.
 
 Example:
     >>> b = decode_batch([b'{"id": "a", "probs": [0.9, 0.1]}', b'{"probs": [1, 0]}'], [0, 0], n_classes=2)
@@ -14,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
@@ -52,12 +59,26 @@ class Batch:
     hashes: UIntArray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     """CRC-32 of each id's UTF-8 bytes (computed here, in the loop that already visits every record)"""
     rejects: list[Reject] = field(default_factory=list)
+    samples: list[FloatArray | None] = field(default_factory=list)
+    """per item, (T, C) MC-dropout probabilities or None"""
+    committee: list[FloatArray | None] = field(default_factory=list)
+    """per item, (K, C) committee member probabilities or None"""
+    detections: list[FloatArray | None] = field(default_factory=list)
+    """per item, (B, C) per-box class probabilities (B may be 0), or None without a 'detections' field"""
+    predicted_loss: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """per item, NaN where absent"""
+    cost: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """per item, 1.0 where absent"""
+    vectors: FloatArray | None = None
+    """(n, d) embeddings when an embedding length is configured (NaN rows where absent), else None"""
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
 _OPTIONAL_STR = ("model", "segment")
+_NESTED = ("samples", "committee", "detections")
+"""Optional fields holding rows of class probabilities (reason codes ``bad_<field>``)."""
 _NUMBER_TYPES = {int, float}
 _MAX_ENCODABLE_DEPTH = 254
 """orjson refuses to encode deeper nesting; a record nested deeper could not be passed through to outputs."""
@@ -118,6 +139,8 @@ def decode_batch(
     n_classes: int,
     max_record_bytes: int = 1 << 20,
     prob_tolerance: float = 1e-3,
+    embedding_dim: int | None = None,
+    required: Mapping[str, str] | None = None,
 ) -> Batch:
     """Decode and validate raw JSON prediction records.
 
@@ -126,7 +149,9 @@ def decode_batch(
         kafka_ts_ms: the broker timestamp of each record, used when the record has no ``ts``.
         n_classes: the configured number of classes; ``probs``/``logits`` must have exactly this length.
         max_record_bytes: larger records are rejected unparsed (reason ``oversize``).
-        prob_tolerance: ``|sum(probs) - 1|`` must not exceed this.
+        prob_tolerance: ``|sum(probs) - 1|`` must not exceed this (also for samples, members and boxes).
+        embedding_dim: when given, every ``embedding`` must have this length; ``Batch.vectors`` holds them.
+        required: optional fields every record must carry, each with who needs it (for the message).
 
     Returns:
         The valid rows as columns plus one :class:`Reject` per invalid record.
@@ -143,6 +168,10 @@ def decode_batch(
     meta: list[Any] = []
     embedding: list[list[float] | None] = []
     hashes: list[int] = []
+    nested: dict[str, list[FloatArray | None]] = {k: [] for k in _NESTED}
+    loss: list[float] = []
+    cost: list[float] = []
+    needed = tuple((required or {}).items())
 
     for i, raw in enumerate(values):
         if raw is None:
@@ -194,9 +223,36 @@ def decode_batch(
                 )
             )
             continue
+        missing = next((f for f, _ in needed if obj.get(f) is None), None)
+        if missing is not None:
+            who = dict(needed)[missing]
+            rejects.append(Reject(i, "missing_field", f"'{missing}' is required by {who}"))
+            continue
         bad = _check_optional(obj)
         if bad is not None:
             rejects.append(Reject(i, "bad_field", bad))
+            continue
+        emb = obj.get("embedding")
+        if embedding_dim is not None and emb is not None and len(emb) != embedding_dim:
+            rejects.append(
+                Reject(
+                    i,
+                    "wrong_embedding_dim",
+                    f"'embedding' must have 'input.embedding_dim' = {embedding_dim} numbers, got {len(emb)}",
+                )
+            )
+            continue
+        arrays: dict[str, FloatArray | None] = dict.fromkeys(_NESTED)
+        problem: tuple[str, str] | None = None
+        for key in _NESTED:
+            if obj.get(key) is not None:
+                arr, why = _nested(obj[key], key, n_classes, prob_tolerance)
+                if why is not None:
+                    problem = (f"bad_{key}", why)
+                    break
+                arrays[key] = arr
+        if problem is not None:
+            rejects.append(Reject(i, *problem))
             continue
         try:
             t = _parse_ts(obj["ts"]) if obj.get("ts") is not None else kafka_ts_ms[i] / 1000.0
@@ -212,8 +268,14 @@ def decode_batch(
         segment.append(obj.get("segment"))
         payload.append(obj.get("payload"))
         meta.append(obj.get("meta"))
-        embedding.append(obj.get("embedding"))
+        embedding.append(emb)
         hashes.append(crc32(rid.encode()))
+        for key in _NESTED:
+            nested[key].append(arrays[key])
+        pl = obj.get("predicted_loss")
+        loss.append(math.nan if pl is None else float(pl))
+        c = obj.get("cost")
+        cost.append(1.0 if c is None else float(c))
 
     matrix, row_rejects = _to_matrix(rows, n_classes)
     logit_mask = np.asarray(is_logit, dtype=bool)
@@ -236,7 +298,58 @@ def decode_batch(
         embedding=_take(embedding, keep),
         hashes=np.asarray(hashes, dtype=np.uint64)[keep],
         rejects=rejects,
+        samples=_take(nested["samples"], keep),
+        committee=_take(nested["committee"], keep),
+        detections=_take(nested["detections"], keep),
+        predicted_loss=np.asarray(loss, dtype=np.float64)[keep],
+        cost=np.asarray(cost, dtype=np.float64)[keep],
+        vectors=None if embedding_dim is None else _vectors(_take(embedding, keep), embedding_dim),
     )
+
+
+def _vectors(rows: list[list[float] | None], dim: int) -> FloatArray:
+    """Stack embeddings into (n, dim), NaN rows where an item has none."""
+    if all(r is not None for r in rows):
+        return np.asarray(rows, dtype=np.float64).reshape(len(rows), dim)
+    out = np.full((len(rows), dim), np.nan)
+    for k, r in enumerate(rows):
+        if r is not None:
+            out[k] = r
+    return out
+
+
+def _nested(value: Any, key: str, n_classes: int, tol: float) -> tuple[FloatArray | None, str | None]:
+    """A list of probability rows (``detections`` boxes may also be objects with ``probs``) as a (rows, C)
+    array renormalized to sum 1, or the reason it is invalid."""
+    if not isinstance(value, list) or (not value and key != "detections"):
+        what = "a list of boxes" if key == "detections" else "a non-empty list of rows"
+        return None, f"'{key}' must be {what}, each a list of {n_classes} probabilities: {str(value)[:200]}"
+    rows = value
+    if key == "detections":
+        rows = [b.get("probs") if isinstance(b, dict) else b for b in value]
+    for r, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != n_classes:
+            got = len(row) if isinstance(row, list) else type(row).__name__
+            return None, f"'{key}' row {r} must be a list of {n_classes} probabilities, got {got}"
+        if not all(type(x) in _NUMBER_TYPES for x in row):
+            return None, f"'{key}' row {r} must hold numbers only: {str(row)[:200]}"
+    arr = np.asarray(rows, dtype=np.float64).reshape(len(rows), n_classes)
+    if not np.isfinite(arr).all():
+        r = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+        return None, f"'{key}' row {r} must be finite (no NaN or infinity)"
+    bad = ~((arr >= 0.0) & (arr <= 1.0)).all(axis=1)
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        return None, f"'{key}' row {r} must lie in [0, 1]: {arr[r].tolist()!r}"
+    sums = arr.sum(axis=1)
+    off = np.abs(sums - 1.0) > tol
+    if off.any():
+        r = int(np.flatnonzero(off)[0])
+        return (
+            None,
+            f"'{key}' row {r} must sum to 1 within 'input.prob_tolerance' {tol}: sum is {sums[r]:.6g}",
+        )
+    return arr / sums[:, None], None
 
 
 def _take(col: list[Any], keep: IntArray) -> list[Any]:
@@ -253,6 +366,11 @@ def _check_optional(obj: dict[str, Any]) -> str | None:
         isinstance(cost, bool) or not isinstance(cost, int | float) or not math.isfinite(cost) or cost <= 0
     ):
         return f"'cost' must be a finite number > 0: {cost!r}"
+    loss = obj.get("predicted_loss")
+    if loss is not None and (
+        isinstance(loss, bool) or not isinstance(loss, int | float) or not math.isfinite(loss) or loss < 0
+    ):
+        return f"'predicted_loss' must be a finite number >= 0: {loss!r}"
     emb = obj.get("embedding")
     if emb is not None and (
         not isinstance(emb, list)

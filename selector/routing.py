@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from selector.arrays import FloatArray, IntArray
+from selector.arrays import BoolArray, FloatArray, IntArray
 from selector.budget.controller import (
     AUDIT as MECH_AUDIT,
 )
@@ -30,16 +30,20 @@ from selector.budget.controller import (
     EXPLORE,
     POOL_BASE,
     Features,
+    Outcome,
     PartitionState,
     Policy,
     Pool,
+    chunk_items,
     initial_partition,
 )
 from selector.budget.controller import decide as control
-from selector.config import HORIZONS_S, MEASURES, Config, Horizon
+from selector.calibration import apply_temperature
+from selector.config import HORIZONS_S, Config, Horizon
 from selector.decode import Batch
 from selector.draws import id_hashes
-from selector.scores import compute
+from selector.scores import committee
+from selector.scoring import Inputs, Scored, Scorer, ScoringState, box_aggregate, shape_groups
 from selector.stats import RouterStats
 
 ROUTES = ("accept", "query", "audit", "skip")
@@ -61,6 +65,8 @@ class Decisions:
     """why a labeled item was chosen: audit, exploration, or its pool (uncertainty, class:..., segment:...)"""
     state: PartitionState
     """the partition's state once these decisions are committed"""
+    memory: ScoringState
+    """the partition's scoring memory once these decisions are committed"""
 
     def __len__(self) -> int:
         return len(self.route)
@@ -109,6 +115,9 @@ def policy_of(config: Config) -> Policy:
         pending_ttl_s=config.pending.ttl_s,
         dedup_distance=config.pending.dedup_distance,
         pending_max_items=config.pending.max_items,
+        diversity=config.diversity.mode,
+        diversity_space=config.diversity.space,
+        oversample=config.diversity.oversample,
     )
 
 
@@ -119,6 +128,7 @@ class Router:
         self.n_partitions = n_partitions
         self.stats = RouterStats(config.classes)
         self._states: dict[int, PartitionState] = {}
+        self._memory: dict[int, ScoringState] = {}
         self.owned: set[int] = set(range(n_partitions))
         self.configure(config)
 
@@ -132,6 +142,8 @@ class Router:
         ]
         self._mechanisms += [p.name for p in self.policy.pools]
         self._states = {p: self._restore(p, s.to_dict()) for p, s in self._states.items()}
+        self.scorer = Scorer(config)
+        self._memory = {p: self.scorer.restore(m.to_dict()) for p, m in self._memory.items()}
 
     def _limits(self, partition: int) -> dict[str, tuple[float, int]]:
         return cap_limits(self.config.budget.caps, partition, self.n_partitions)
@@ -153,17 +165,27 @@ class Router:
             found = initial_partition(self.policy, self._limits(partition))
         return found
 
+    def scoring_state(self, partition: int) -> ScoringState:
+        """The committed scoring memory of a partition (empty if never seen)."""
+        found = self._memory.get(partition)
+        return found if found is not None else self.scorer.initial()
+
     def snapshot(self, partition: int) -> dict[str, Any]:
         """Plain-data state of a partition, for the state topic."""
-        return self.state(partition).to_dict()
+        out = self.state(partition).to_dict()
+        if self.scorer.stateful:
+            out["scoring"] = self.scoring_state(partition).to_dict()
+        return out
 
     def restore(self, partition: int, snapshot: dict[str, Any]) -> None:
         """Adopt a snapshot taken by this or another instance."""
         self._states[partition] = self._restore(partition, snapshot)
+        self._memory[partition] = self.scorer.restore(snapshot.get("scoring"))
 
     def forget(self, partition: int) -> None:
         """Drop a partition's state (it was revoked; its new owner restores it from the state topic)."""
         self._states.pop(partition, None)
+        self._memory.pop(partition, None)
 
     def labels_received(self, ids: list[str]) -> None:
         """Labels arrived for these ids: they are no longer pending in any owned partition."""
@@ -193,41 +215,100 @@ class Router:
             out[pool.name] = float(np.mean(finite)) if finite else float("nan")
         return out
 
+    def inputs(self, batch: Batch) -> Inputs:
+        """The batch's columns as scoring reads them, probabilities (and boxes) calibrated."""
+        t = self.config.calibration.temperature
+        return Inputs(
+            apply_temperature(batch.probs, t),
+            batch.samples,
+            batch.committee,
+            [b if b is None or t == 1.0 else apply_temperature(b, t) for b in batch.detections],
+            batch.predicted_loss if len(batch.predicted_loss) == len(batch) else None,
+            batch.cost if len(batch.cost) == len(batch) else None,
+            batch.vectors,
+        )
+
+    def _accept(self, x: Inputs, predicted: IntArray, confidence: FloatArray) -> BoolArray:
+        """Confident enough to auto-accept: the item, each of its boxes, and its committee's agreement."""
+        accept: BoolArray = confidence >= self._thresholds[predicted]
+        if any(d is not None for d in x.detections):
+            rows, box_ok = box_aggregate(
+                x.detections,
+                lambda p: (p.max(axis=1) >= self._thresholds[p.argmax(axis=1)]).astype(np.float64),
+                "min",
+            )
+            accept[rows] &= box_ok > 0
+        need = self.config.accept.committee_agreement
+        if need > 0 and any(c is not None for c in x.committee):
+            agree = np.full(len(x), np.nan)
+            for rows_k, members in shape_groups(x.committee):
+                agree[rows_k] = committee.agreement(members, predicted[rows_k])
+            accept &= ~(agree < need)  # NaN (no committee) does not hold an item back
+        return accept
+
     def decide(self, partition: int, batch: Batch, t: FloatArray) -> Decisions:
         """Decide every row of ``batch`` at times ``t`` (seconds); mutates nothing."""
-        probs = batch.probs
-        scores = compute(probs, MEASURES)
-        score = scores[self.config.scoring.measure]
-        predicted: IntArray = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
-        confidence: FloatArray = probs.max(axis=1) if len(probs) else np.zeros(0)
-        accept = confidence >= self._thresholds[predicted]
+        x = self.inputs(batch)
+        n = len(batch)
+        predicted: IntArray = x.probs.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)
+        confidence: FloatArray = x.probs.max(axis=1) if n else np.zeros(0)
+        accept = self._accept(x, predicted, confidence)
         segment = (
             np.asarray(batch.segment, dtype=object)
             if self.config.budget.segment_shares
             else np.empty(0, dtype=object)
         )
-        features = Features(
-            score,
-            predicted,
-            segment,
-            accept,
-            batch.hashes if len(batch.hashes) == len(batch) else id_hashes(batch.ids),
-            np.asarray(t, dtype=np.float64),
-            batch.ids,
-            batch.embedding or [None] * len(batch),
-        )
-        out = control(self.policy, self.state(partition), features)
-        route = np.full(len(batch), SKIP, dtype=np.int8)
+        hashes = batch.hashes if len(batch.hashes) == n else id_hashes(batch.ids)
+        t = np.asarray(t, dtype=np.float64)
+        embeddings = batch.embedding or [None] * n
+        state, memory = self.state(partition), self.scoring_state(partition)
+        parts: list[tuple[Scored, Outcome]] = []
+        i = 0
+        while i < n or not parts:
+            # stateful scoring advances at the controller's chunk boundaries, so batch cuts change nothing
+            end = min(n, i + chunk_items(self.policy) - state.chunk_pos) if self.scorer.stateful else n
+            rows = x.rows(i, end)
+            scored = self.scorer.score(memory, rows)
+            features = Features(
+                scored.score,
+                predicted[i:end],
+                segment[i:end],
+                accept[i:end],
+                hashes[i:end],
+                t[i:end],
+                batch.ids[i:end],
+                embeddings[i:end],
+                rows.vectors,
+                rows.probs,
+            )
+            out = control(self.policy, state, features)
+            state = out.state
+            boundary = state.chunk_pos == 0
+            memory = self.scorer.advance(memory, rows, scored, out.query | out.audit, hashes[i:end], boundary)
+            parts.append((scored, out))
+            i = end
+        route = np.full(n, SKIP, dtype=np.int8)
         route[accept] = ACCEPT
-        route[out.query] = QUERY
-        route[out.audit] = AUDIT
+        query = np.concatenate([o.query for _, o in parts])
+        route[query] = QUERY
+        route[np.concatenate([o.audit for _, o in parts])] = AUDIT
         mechanisms = self._mechanisms
-        selected_by = [mechanisms[m] for m in out.mechanism.tolist()]
+        selected_by = [mechanisms[m] for _, o in parts for m in o.mechanism.tolist()]
         return Decisions(
-            route, score, scores, predicted, confidence, out.inclusion, out.threshold, selected_by, out.state
+            route,
+            np.concatenate([sc.score for sc, _ in parts]),
+            {k: np.concatenate([sc.scores[k] for sc, _ in parts]) for k in parts[0][0].scores},
+            predicted,
+            confidence,
+            np.concatenate([o.inclusion for _, o in parts]),
+            np.concatenate([o.threshold for _, o in parts]),
+            selected_by,
+            state,
+            memory,
         )
 
     def commit(self, partition: int, decisions: Decisions) -> None:
         """Apply a delivered batch's decisions: advance the partition's state and count them."""
         self._states[partition] = decisions.state
+        self._memory[partition] = decisions.memory
         self.stats.record(decisions.route, decisions.score)

@@ -23,10 +23,15 @@ feedback_items`` and ``c = max_catchup``. Candidates then pass the token gate an
 (:func:`selector.budget.token_bucket.spend`): over any stretch the labels never exceed ``r n + B``, and the
 feedback keeps the balance near ``B / 4``, so the realized rate stays at the target without bursts.
 
-Inclusion probability of an item, with ``p_k`` the selection probability of pool ``k`` and ``g`` the recent
+With ``diversity.mode`` on, every pool selects ``m = oversample`` times its share, and the pools' picks of
+each window (a chunk, or less at the end of a batch) are thinned to one uniformly drawn member per cluster of
+similar items (:func:`_diversify`), about ``1 / m`` of them.
+
+Inclusion probability of an item, with ``p_k`` the selection probability of pool ``k``, ``d`` the chance of
+surviving the diversity step (``1 / cluster size`` given the window; 1 when it is off) and ``g`` the recent
 share of candidates the gate let through (an estimate; 1 when the gate does not bind):
 
-    pi = a + (1 - a) g (1 - (1 - r e) prod_k (1 - p_k))
+    pi = a + (1 - a) g (r e + (1 - r e) (1 - prod_k (1 - p_k)) d)
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ from selector.arrays import BoolArray, FloatArray, IntArray, UIntArray
 from selector.budget.pending import Pending
 from selector.budget.quantile import INELIGIBLE, Ring, Threshold, expected_share, quantile_threshold
 from selector.budget.token_bucket import BudgetState, initial_state, spend
+from selector.diversity import assign, kcenter, kmeanspp, one_per_cluster
 from selector.draws import uniforms
+from selector.scores.gradient import gradient_embedding
 
 CHUNK = 256
 """Items between threshold updates (fewer at high rates: see :func:`chunk_items`)."""
@@ -63,6 +70,7 @@ GATE_SMOOTHING = 0.2
 # selection mechanisms, recorded per item; pool k has code POOL_BASE + k
 NONE, AUDIT, EXPLORE, POOL_BASE = 0, 1, 2, 3
 _AUDIT_STREAM, _EXPLORE_STREAM, _POOL_STREAM_BASE = 1, 2, 16
+_CLUSTERS_STREAM, _SEEDING_STREAM, _MEMBER_STREAM = 4, 5, 6
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,14 @@ class Policy:
     pending_ttl_s: float = 86400.0
     dedup_distance: float = 0.0
     pending_max_items: int = 100_000
+    diversity: Literal["none", "kcenter", "kmeanspp"] = "none"
+    diversity_space: Literal["embedding", "gradient"] = "embedding"
+    oversample: float = 1.0
+
+    @property
+    def over(self) -> float:
+        """Factor the pools over-select by, for the diversity step to thin (1 when it is none)."""
+        return self.oversample if self.diversity != "none" else 1.0
 
 
 @dataclass(frozen=True)
@@ -172,6 +188,10 @@ class Features:
     ids: list[str]
     embeddings: list[Any]
     """one list of floats or None per item"""
+    vectors: FloatArray | None = None
+    """(n, d) embeddings, for the diversity step"""
+    probs: FloatArray | None = None
+    """(n, C) probabilities, for gradient embeddings"""
 
 
 @dataclass(frozen=True)
@@ -254,6 +274,7 @@ def decide(policy: Policy, state: PartitionState, f: Features) -> Outcome:
             if sent_items:
                 dup |= sent.duplicates(cids, cembs, policy.dedup_distance, now)
             candidate[idx[dup] - i] = False
+        thin = _diversify(policy, f, i, candidate, explore_draw[seg] | audit_draw[seg])
         spent = spend(state.budget, f.t[seg], candidate, audit_draw[seg], rate=r, max_burst=policy.max_burst)
         query[seg], audit[seg] = spent.query, spent.audit
         first_pool = (
@@ -271,7 +292,7 @@ def decide(policy: Policy, state: PartitionState, f: Features) -> Outcome:
             sent_items[f.ids[j]] = (float(tm[j]) + policy.pending_ttl_s, tuple(e) if e is not None else None)
         for k, p in enumerate(policy.pools):
             pool_labels[p.name] += int(np.count_nonzero(mech == POOL_BASE + k))
-        p_candidate = 1.0 - (1.0 - explore_rate) * np.prod(1.0 - probs, axis=0)
+        p_candidate = explore_rate + (1.0 - explore_rate) * (1.0 - np.prod(1.0 - probs, axis=0)) * thin
         inclusion[seg] = a + (1.0 - a) * state.gate * p_candidate
         threshold[seg] = state.rules[policy.pools[0].name].theta
         state = _advance(
@@ -294,6 +315,39 @@ def decide(policy: Policy, state: PartitionState, f: Features) -> Outcome:
         pending = merged.expired(float(tm[-1]))
     state = replace(state, pending=pending)
     return Outcome(query, audit, mechanism, inclusion, threshold, state, pool_labels)
+
+
+def _diversify(
+    policy: Policy, f: Features, start: int, candidate: BoolArray, exempt: BoolArray
+) -> FloatArray:
+    """Windowed batch mode: the pools over-selected by ``oversample`` ``m``; of the window's pool picks
+    (``candidate`` but not ``exempt``: exploration and audits are kept as drawn), cluster them into ``k =
+    max(1, floor(picks / m + u))`` groups (k-center greedy from the highest score, or k-means++ seeding) in
+    embedding or gradient-embedding space, and keep one uniformly drawn member of each cluster. Mutates
+    ``candidate``; returns each item's chance of surviving the step given the window: ``1 / cluster size``
+    for a pick, ``1 / m`` for any other item (the expected share)."""
+    m = policy.over
+    thin = np.full(len(candidate), 1.0 / m)
+    picks = np.flatnonzero(candidate & ~exempt)
+    if m == 1.0 or not len(picks):
+        return np.ones(len(candidate)) if m == 1.0 else thin
+    rows = picks + start
+    assert f.vectors is not None, "the diversity step needs the embeddings"
+    x = f.vectors[rows]
+    if policy.diversity_space == "gradient":
+        assert f.probs is not None
+        x = gradient_embedding(f.probs[rows], x)
+    u = uniforms(f.hashes[rows[:1]], policy.seed, _CLUSTERS_STREAM)
+    k = max(1, min(len(picks), math.floor(len(picks) / m + float(u[0]))))
+    if policy.diversity == "kcenter":
+        centers = kcenter(x, k, int(np.argmax(f.score[rows])))
+    else:
+        centers = kmeanspp(x, k, uniforms(f.hashes[rows], policy.seed, _SEEDING_STREAM))
+    labels = assign(x, centers)
+    keep = one_per_cluster(labels, uniforms(f.hashes[rows], policy.seed, _MEMBER_STREAM))
+    thin[picks] = 1.0 / np.bincount(labels)[labels]
+    candidate[picks[~keep]] = False
+    return thin
 
 
 def _segment_end(
@@ -376,12 +430,13 @@ def _rules(policy: Policy, state: PartitionState) -> dict[str, Threshold]:
     common_window = state.windows[common.name].values()
     # chance that no reserved pool selects each item of the common window (windows end at the same item)
     unreserved = np.ones(len(common_window))
+    m = policy.over
     for pool in policy.pools[1:]:
         window = state.windows[pool.name].values()
-        rule = quantile_threshold(window, r * pool.share)
+        rule = quantile_threshold(window, min(1.0, r * pool.share * m))
         rules[pool.name] = rule
         reserved_expected += (
-            min(r * pool.share, expected_share(window, rule)) if not rule.cold else r * pool.share
+            min(r * pool.share, expected_share(window, rule) / m) if not rule.cold else r * pool.share
         )
         overlap = min(len(window), len(common_window))
         if overlap:
@@ -398,5 +453,5 @@ def _rules(policy: Policy, state: PartitionState) -> dict[str, Threshold]:
         # the common pool's share comes on top of what the reserved pools pick: counting the items they pick
         # again would leave the union of the pools short of the target
         weights = unreserved if len(policy.pools) > 1 else None
-        rules[common.name] = quantile_threshold(common_window, target, weights)
+        rules[common.name] = quantile_threshold(common_window, min(1.0, target * m), weights)
     return rules

@@ -48,12 +48,12 @@ class TestCheckConfig:
             ),
             (
                 "budget: {caps: {week: 5}}",
-                "'budget.caps.week.[key]': input should be 'minute', 'hour' or 'day': 'week'",
+                "'budget.caps': input should be 'minute', 'hour' or 'day': 'week'",
             ),
             (
-                "scoring: {measure: bald}",
-                "'scoring.measure': input should be 'least_confidence', 'margin', 'ratio' "
-                "or 'entropy': 'bald'",
+                "scoring: {measure: egl}",
+                "'input.embedding_dim' (the length of your model's embeddings) is required by "
+                "measure 'egl' (scoring)",
             ),
         ],
     )

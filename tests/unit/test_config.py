@@ -51,7 +51,26 @@ class TestDefaults:
         """Every name 'scoring.measure' accepts must exist in the score registry (and vice versa)."""
         assert list(MEASURES) == measure_names()
         for name in MEASURES:
-            assert parse_config({"scoring": {"measure": name}}).scoring.measure == name
+            cfg = parse_config({"scoring": {"measure": name}, "input": {"embedding_dim": 16}})
+            assert cfg.scoring.measure == name
+
+    def test_required_fields_follow_the_measures_in_use(self) -> None:
+        """Each measure in use (deciding, weighted, density, cold start, diversity) requires its field."""
+        cfg = parse_config(
+            {
+                "scoring": {"measure": "combination", "weights": {"bald": 1, "vote_entropy": 1, "margin": 1}},
+                "input": {"embedding_dim": 8},
+                "diversity": {"mode": "kcenter"},
+            }
+        )
+        assert cfg.required_fields() == {
+            "samples": "measure 'bald' (scoring)",
+            "committee": "measure 'vote_entropy' (scoring)",
+            "embedding": "'diversity.mode' kcenter",
+        }
+        assert parse_config({}).required_fields() == {}
+        cold = parse_config({"scoring": {"cold_start_labels": 10}, "input": {"embedding_dim": 8}})
+        assert cold.scoring.measures() == ["entropy", "novelty"]
 
 
 class TestValidationMessages:
@@ -67,7 +86,8 @@ class TestValidationMessages:
         """An unknown section must list the top-level keys."""
         assert problems_of({"bugdet": {}}) == [
             "'bugdet' is not a known key: {} "
-            "(valid keys: classes, topics, kafka, input, scoring, accept, budget, pending, metrics)"
+            "(valid keys: classes, topics, kafka, input, scoring, diversity, calibration, accept, budget, "
+            "pending, metrics)"
         ]
 
     def test_wrong_type_names_key_constraint_and_value(self) -> None:
@@ -168,15 +188,61 @@ class TestValidationMessages:
 
     def test_unknown_horizon_is_rejected(self) -> None:
         """Caps exist only for the horizons the ledger knows."""
-        (line,) = problems_of({"budget": {"caps": {"week": 3}}})
-        assert line.startswith("'budget.caps.week")
-        assert "'minute', 'hour' or 'day'" in line
+        assert problems_of({"budget": {"caps": {"week": 3}}}) == [
+            "'budget.caps': input should be 'minute', 'hour' or 'day': 'week'"
+        ]
 
     def test_unknown_measure_is_rejected_listing_the_choices(self) -> None:
         """A measure name outside the registry must fail, naming the valid ones."""
-        assert problems_of({"scoring": {"measure": "bald"}}) == [
-            "'scoring.measure': input should be 'least_confidence', 'margin', 'ratio' or 'entropy': 'bald'"
+        (line,) = problems_of({"scoring": {"measure": "bold"}})
+        assert line.startswith(
+            "'scoring.measure' must be one of least_confidence, margin, ratio, entropy, bald,"
+        )
+        assert line.endswith("novelty or combination: 'bold'")
+        (line,) = problems_of({"scoring": {"measure": "combination", "weights": {"bald": 1, "margn": 2}}})
+        assert line.startswith("'scoring.weights' must be one of least_confidence,")
+        assert line.endswith(": 'margn'")
+
+    def test_combination_and_weights_go_together(self) -> None:
+        """Weights without combination, or combination without weights, is a mistake worth stopping for."""
+        assert problems_of({"scoring": {"measure": "combination"}}) == [
+            "'scoring.weights' must name at least one measure when 'scoring.measure' is combination"
         ]
+        assert problems_of({"scoring": {"weights": {"bald": 1.0}}}) == [
+            "'scoring.weights' is used only when 'scoring.measure' is combination, not 'entropy'"
+        ]
+        assert problems_of({"scoring": {"measure": "combination", "weights": {"margin": 0}}}) == [
+            "'scoring.weights.margin' must be > 0: 0"
+        ]
+
+    def test_embedding_users_need_the_embedding_length(self) -> None:
+        """egl, density, novelty, cold start and diversity read embeddings: their length is required."""
+        assert problems_of({"scoring": {"measure": "egl"}}) == [
+            "'input.embedding_dim' (the length of your model's embeddings) is required by "
+            "measure 'egl' (scoring)"
+        ]
+        assert problems_of({"diversity": {"mode": "kmeanspp"}}) == [
+            "'input.embedding_dim' (the length of your model's embeddings) is required by "
+            "'diversity.mode' kmeanspp"
+        ]
+
+    def test_embedding_memory_is_bounded(self) -> None:
+        """Reservoir and core-set travel in every snapshot: too many long embeddings are refused."""
+        assert problems_of({"scoring": {"measure": "novelty"}, "input": {"embedding_dim": 1024}}) == [
+            "'scoring.reservoir_items' + 'scoring.coreset_items' in use keep 256 embeddings of 1024 numbers, "
+            "1048576 bytes per partition snapshot, over 600000: lower them"
+        ]
+        assert parse_config({"scoring": {"measure": "egl"}, "input": {"embedding_dim": 1024}})
+
+    def test_diversity_needs_the_quantile_controller(self) -> None:
+        """The diversity step thins an over-selection that only the quantile controller makes."""
+        assert problems_of(
+            {
+                "diversity": {"mode": "kcenter"},
+                "input": {"embedding_dim": 4},
+                "budget": {"controller": "threshold"},
+            }
+        ) == ["'diversity.mode' needs 'budget.controller' quantile (it over-selects by a quantile)"]
 
     def test_sasl_protocol_without_mechanism_is_rejected(self) -> None:
         """SASL without a mechanism cannot authenticate; the message must name the missing key."""
@@ -208,7 +274,8 @@ class TestValidationMessages:
         assert sorted(problems) == sorted(
             [
                 "'bogus' is not a known key: 1 "
-                "(valid keys: classes, topics, kafka, input, scoring, accept, budget, pending, metrics)",
+                "(valid keys: classes, topics, kafka, input, scoring, diversity, calibration, accept, "
+                "budget, pending, metrics)",
                 "'budget.rate' must be in (0, 1]: 2",
                 "'metrics.port' must be a TCP port in [0, 65535] (0 picks a free port): -1",
             ]

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from selector.arrays import FloatArray
 from selector.errors import SelectorError
 from selector.scores import compute, entropy, least_confidence, margin, measure_names, ratio
-from selector.scores.base import MEASURES, Measure
+from selector.scores.base import FIELD_OF, MEASURES, ONLINE, STATEFUL, Measure
 
 ALL = sorted(MEASURES.items())
 IDS = [name for name, _ in ALL]
@@ -158,5 +158,8 @@ class TestRegistry:
         )
 
     def test_measure_names_is_the_registry_in_order(self) -> None:
-        """measure_names() lists exactly the registry, in registry order."""
-        assert measure_names() == list(MEASURES)
+        """measure_names() lists every measure with its field, the probability measures first."""
+        assert measure_names() == list(FIELD_OF)
+        assert measure_names()[: len(MEASURES)] == list(MEASURES)
+        assert {FIELD_OF[m] for m in MEASURES} == {"probs"}
+        assert set(FIELD_OF) >= ONLINE | STATEFUL

@@ -1,0 +1,112 @@
+"""Measures against remembered embeddings: density (similarity to recent items) and novelty (distance to the
+items already sent for labeling), with the bounded, spread-out core-set that novelty measures against.
+
+- density (information density, Settles & Craven 2008): ``mean_j max(0, cos(x, r_j))`` over a reservoir of
+  recent embeddings; 1 when nothing is remembered yet (a neutral weight).
+- nearest distance: Euclidean distance to the nearest remembered point, raw (``+inf`` when none).
+
+:class:`CoreSet` keeps at most ``capacity`` points. When full, a new point that lies no farther from the set
+than the set's most redundant member lies from its own nearest neighbour is already covered and is skipped;
+otherwise it replaces that member. This keeps the set close to a greedy k-center cover (Sener & Savarese
+2018) in O(m d) per added point, with fixed memory.
+
+Example:
+    >>> import numpy as np
+    >>> nearest_distance(np.array([[3.0, 4.0]]), np.zeros((1, 2))).tolist()
+    [5.0]
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from selector.arrays import FloatArray
+
+Float32Array = np.ndarray[Any, np.dtype[np.float32]]
+
+
+def _unit(x: FloatArray | Float32Array) -> FloatArray:
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    out: FloatArray = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    return out
+
+
+def density(x: FloatArray, reservoir: FloatArray | Float32Array) -> FloatArray:
+    """Mean positive cosine similarity of each row to the reservoir (ones for an empty reservoir)."""
+    if len(reservoir) == 0:
+        return np.ones(len(x))
+    cos = _unit(x) @ _unit(reservoir).T
+    out: FloatArray = np.maximum(cos, 0.0).mean(axis=1)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def squared_distances(x: FloatArray | Float32Array, points: FloatArray | Float32Array) -> FloatArray:
+    """(n, m) squared Euclidean distances, by ``|a|^2 + |b|^2 - 2 a.b`` clipped at 0."""
+    a = np.asarray(x, dtype=np.float64)
+    b = np.asarray(points, dtype=np.float64)
+    d = np.einsum("ij,ij->i", a, a)[:, None] + np.einsum("ij,ij->i", b, b)[None, :] - 2.0 * (a @ b.T)
+    out: FloatArray = np.maximum(d, 0.0)
+    return out
+
+
+def nearest_distance(x: FloatArray, points: FloatArray | Float32Array) -> FloatArray:
+    """Distance of each row to its nearest point (``+inf`` when there are none)."""
+    if len(points) == 0:
+        return np.full(len(x), np.inf)
+    out: FloatArray = np.sqrt(squared_distances(x, points).min(axis=1))
+    return out
+
+
+@dataclass(frozen=True)
+class CoreSet:
+    """At most ``capacity`` spread-out embeddings (float32, so a snapshot round trip is exact). Immutable."""
+
+    points: Float32Array
+    capacity: int
+
+    @classmethod
+    def empty(cls, capacity: int, dim: int) -> CoreSet:
+        return cls(np.zeros((0, dim), dtype=np.float32), capacity)
+
+    def with_points(self, new: FloatArray | Float32Array) -> CoreSet:
+        """The set after offering the rows of ``new`` one at a time (a new object)."""
+        pts = self.points
+        new32 = np.asarray(new, dtype=np.float32)
+        room = self.capacity - len(pts)
+        if room > 0:
+            pts = np.concatenate([pts, new32[:room]])
+            new32 = new32[room:]
+        if not len(new32):
+            return CoreSet(pts, self.capacity) if pts is not self.points else self
+        pts = pts.copy()
+        d = squared_distances(pts, pts)
+        np.fill_diagonal(d, np.inf)
+        for row in new32:
+            nn = d.min(axis=1)
+            worst = int(np.argmin(nn))
+            to_set = squared_distances(row[None, :], pts)[0]
+            if to_set.min() <= nn[worst]:
+                continue  # already covered as well as the most redundant member covers its neighbour
+            # the new row takes the most redundant member's slot (order is kept oldest first below)
+            pts = np.concatenate([np.delete(pts, worst, axis=0), row[None, :]])
+            to_set = np.delete(to_set, worst)
+            d = np.delete(np.delete(d, worst, axis=0), worst, axis=1)
+            d = np.block([[d, to_set[:, None]], [to_set[None, :], np.full((1, 1), np.inf)]])
+        return CoreSet(pts, self.capacity)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dim": int(self.points.shape[1]),
+            "points": base64.b64encode(self.points.astype("<f4").tobytes()).decode(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], capacity: int) -> CoreSet:
+        dim = int(d["dim"])
+        pts = np.frombuffer(base64.b64decode(d["points"]), dtype="<f4").reshape(-1, dim)
+        return cls(pts[max(0, len(pts) - capacity) :].astype(np.float32), capacity)
