@@ -42,7 +42,7 @@ def vote_entropy(committee: FloatArray) -> FloatArray:
 def kl_consensus(committee: FloatArray) -> FloatArray:
     """Mean KL divergence of each member from the consensus (mean) prediction, normalized by ``log C``."""
     mean = committee.mean(axis=1, keepdims=True)
-    pos = committee > 0
+    pos = (committee > 0) & (mean > 0)  # a mean can underflow to 0 under a subnormal member value
     ratio = np.divide(committee, mean, out=np.ones_like(committee), where=pos)
     logs = np.log(ratio, out=np.zeros_like(committee), where=pos)
     kl = (committee * logs).sum(axis=-1).mean(axis=1)
