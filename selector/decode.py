@@ -78,6 +78,8 @@ class Batch:
 
 _OPTIONAL_STR = ("model", "segment")
 _NESTED = ("samples", "committee", "detections")
+_NO_ARRAYS: dict[str, FloatArray] = {}
+"""Shared by records without nested rows (never written to)."""
 """Optional fields holding rows of class probabilities (reason codes ``bad_<field>``)."""
 _NUMBER_TYPES = {int, float}
 _MAX_ENCODABLE_DEPTH = 254
@@ -168,9 +170,10 @@ def decode_batch(
     meta: list[Any] = []
     embedding: list[list[float] | None] = []
     hashes: list[int] = []
-    nested: dict[str, list[FloatArray | None]] = {k: [] for k in _NESTED}
-    loss: list[float] = []
-    cost: list[float] = []
+    # optional columns, sparse by row (most records carry none of them): row -> value
+    nested: dict[str, dict[int, FloatArray]] = {k: {} for k in _NESTED}
+    loss: dict[int, float] = {}
+    cost: dict[int, float] = {}
     needed = tuple((required or {}).items())
 
     for i, raw in enumerate(values):
@@ -223,11 +226,11 @@ def decode_batch(
                 )
             )
             continue
-        missing = next((f for f, _ in needed if obj.get(f) is None), None)
-        if missing is not None:
-            who = dict(needed)[missing]
-            rejects.append(Reject(i, "missing_field", f"'{missing}' is required by {who}"))
-            continue
+        if needed:
+            missing = next(((f, who) for f, who in needed if obj.get(f) is None), None)
+            if missing is not None:
+                rejects.append(Reject(i, "missing_field", f"'{missing[0]}' is required by {missing[1]}"))
+                continue
         bad = _check_optional(obj)
         if bad is not None:
             rejects.append(Reject(i, "bad_field", bad))
@@ -242,18 +245,19 @@ def decode_batch(
                 )
             )
             continue
-        arrays: dict[str, FloatArray | None] = dict.fromkeys(_NESTED)
-        problem: tuple[str, str] | None = None
-        for key in _NESTED:
-            if obj.get(key) is not None:
-                arr, why = _nested(obj[key], key, n_classes, prob_tolerance)
-                if why is not None:
-                    problem = (f"bad_{key}", why)
-                    break
-                arrays[key] = arr
-        if problem is not None:
-            rejects.append(Reject(i, *problem))
-            continue
+        arrays = _NO_ARRAYS
+        if "samples" in obj or "committee" in obj or "detections" in obj:
+            arrays, problem = {}, None
+            for key in _NESTED:
+                if obj.get(key) is not None:
+                    arr = _nested(obj[key], key, n_classes, prob_tolerance)
+                    if isinstance(arr, str):
+                        problem = (f"bad_{key}", arr)
+                        break
+                    arrays[key] = arr
+            if problem is not None:
+                rejects.append(Reject(i, *problem))
+                continue
         try:
             t = _parse_ts(obj["ts"]) if obj.get("ts") is not None else kafka_ts_ms[i] / 1000.0
         except ValueError as exc:
@@ -268,14 +272,17 @@ def decode_batch(
         segment.append(obj.get("segment"))
         payload.append(obj.get("payload"))
         meta.append(obj.get("meta"))
+        row_no = len(embedding)
         embedding.append(emb)
         hashes.append(crc32(rid.encode()))
-        for key in _NESTED:
-            nested[key].append(arrays[key])
-        pl = obj.get("predicted_loss")
-        loss.append(math.nan if pl is None else float(pl))
-        c = obj.get("cost")
-        cost.append(1.0 if c is None else float(c))
+        if arrays:
+            for key, arr in arrays.items():
+                nested[key][row_no] = arr
+        pl, c = obj.get("predicted_loss"), obj.get("cost")
+        if pl is not None:
+            loss[row_no] = float(pl)
+        if c is not None:
+            cost[row_no] = float(c)
 
     matrix, row_rejects = _to_matrix(rows, n_classes)
     logit_mask = np.asarray(is_logit, dtype=bool)
@@ -298,13 +305,26 @@ def decode_batch(
         embedding=_take(embedding, keep),
         hashes=np.asarray(hashes, dtype=np.uint64)[keep],
         rejects=rejects,
-        samples=_take(nested["samples"], keep),
-        committee=_take(nested["committee"], keep),
-        detections=_take(nested["detections"], keep),
-        predicted_loss=np.asarray(loss, dtype=np.float64)[keep],
-        cost=np.asarray(cost, dtype=np.float64)[keep],
+        samples=_sparse(nested["samples"], keep),
+        committee=_sparse(nested["committee"], keep),
+        detections=_sparse(nested["detections"], keep),
+        predicted_loss=_filled(loss, keep, math.nan),
+        cost=_filled(cost, keep, 1.0),
         vectors=None if embedding_dim is None else _vectors(_take(embedding, keep), embedding_dim),
     )
+
+
+def _sparse(values: dict[int, FloatArray], keep: IntArray) -> list[FloatArray | None]:
+    """A column of the kept rows from a row -> value mapping, None where a row has no value."""
+    return [values.get(k) for k in keep.tolist()] if values else [None] * len(keep)
+
+
+def _filled(values: dict[int, float], keep: IntArray, default: float) -> FloatArray:
+    """A float column of the kept rows from a row -> value mapping, ``default`` elsewhere."""
+    out = np.full(len(keep), default)
+    if values:
+        out[:] = [values.get(k, default) for k in keep.tolist()]
+    return out
 
 
 def _vectors(rows: list[list[float] | None], dim: int) -> FloatArray:
@@ -318,38 +338,36 @@ def _vectors(rows: list[list[float] | None], dim: int) -> FloatArray:
     return out
 
 
-def _nested(value: Any, key: str, n_classes: int, tol: float) -> tuple[FloatArray | None, str | None]:
+def _nested(value: Any, key: str, n_classes: int, tol: float) -> FloatArray | str:
     """A list of probability rows (``detections`` boxes may also be objects with ``probs``) as a (rows, C)
-    array renormalized to sum 1, or the reason it is invalid."""
+    array renormalized to sum 1, or the message saying why it is invalid."""
     if not isinstance(value, list) or (not value and key != "detections"):
         what = "a list of boxes" if key == "detections" else "a non-empty list of rows"
-        return None, f"'{key}' must be {what}, each a list of {n_classes} probabilities: {str(value)[:200]}"
+        return f"'{key}' must be {what}, each a list of {n_classes} probabilities: {str(value)[:200]}"
     rows = value
     if key == "detections":
         rows = [b.get("probs") if isinstance(b, dict) else b for b in value]
     for r, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != n_classes:
             got = len(row) if isinstance(row, list) else type(row).__name__
-            return None, f"'{key}' row {r} must be a list of {n_classes} probabilities, got {got}"
+            return f"'{key}' row {r} must be a list of {n_classes} probabilities, got {got}"
         if not all(type(x) in _NUMBER_TYPES for x in row):
-            return None, f"'{key}' row {r} must hold numbers only: {str(row)[:200]}"
-    arr = np.asarray(rows, dtype=np.float64).reshape(len(rows), n_classes)
+            return f"'{key}' row {r} must hold numbers only: {str(row)[:200]}"
+    arr: FloatArray = np.asarray(rows, dtype=np.float64).reshape(len(rows), n_classes)
     if not np.isfinite(arr).all():
         r = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        return None, f"'{key}' row {r} must be finite (no NaN or infinity)"
+        return f"'{key}' row {r} must be finite (no NaN or infinity)"
     bad = ~((arr >= 0.0) & (arr <= 1.0)).all(axis=1)
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
-        return None, f"'{key}' row {r} must lie in [0, 1]: {arr[r].tolist()!r}"
+        return f"'{key}' row {r} must lie in [0, 1]: {arr[r].tolist()!r}"
     sums = arr.sum(axis=1)
     off = np.abs(sums - 1.0) > tol
     if off.any():
         r = int(np.flatnonzero(off)[0])
-        return (
-            None,
-            f"'{key}' row {r} must sum to 1 within 'input.prob_tolerance' {tol}: sum is {sums[r]:.6g}",
-        )
-    return arr / sums[:, None], None
+        return f"'{key}' row {r} must sum to 1 within 'input.prob_tolerance' {tol}: sum is {sums[r]:.6g}"
+    out: FloatArray = arr / sums[:, None]
+    return out
 
 
 def _take(col: list[Any], keep: IntArray) -> list[Any]:
