@@ -197,8 +197,10 @@ class Carry:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        rows = self.reservoir if self.reservoir is not None else self.sent
         return {
             "values": {k: v.tolist() for k, v in self.values.items()},
+            "dim": rows.shape[1] if rows is not None else None,
             "reservoir": _encode(self.reservoir) if self.reservoir is not None else None,
             "sent": _encode(self.sent) if self.sent is not None else None,
             "n_sent": self.n_sent,
@@ -206,10 +208,12 @@ class Carry:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], dim: int) -> Carry:
+        """Restore; embeddings of another length (the configuration changed) are dropped."""
+        same = d.get("dim") == dim
         return cls(
             {k: np.asarray(v, dtype=np.float64) for k, v in d.get("values", {}).items()},
-            _decode(d["reservoir"], dim) if d.get("reservoir") and dim else None,
-            _decode(d["sent"], dim) if d.get("sent") and dim else None,
+            _decode(d["reservoir"], dim) if d.get("reservoir") and same else None,
+            _decode(d["sent"], dim) if d.get("sent") and same else None,
             int(d.get("n_sent", 0)),
         )
 
@@ -398,7 +402,13 @@ class Scorer:
                 reservoir_rows = x.vectors[keep]
             if state.coreset is not None:
                 sent_rows = x.vectors[sent]
-        carry = state.carry.plus(scored.window_values, reservoir_rows, sent_rows, int(np.count_nonzero(sent)))
+        # embeddings are kept at float32 precision, as reservoir and core-set (and snapshots) hold them
+        carry = state.carry.plus(
+            scored.window_values,
+            reservoir_rows.astype(np.float32).astype(np.float64),
+            sent_rows.astype(np.float32).astype(np.float64),
+            int(np.count_nonzero(sent)),
+        )
         if not boundary:
             return replace(state, carry=carry)
         windows = {

@@ -396,3 +396,43 @@ class TestStatefulScoringIsCutInvariantAndRestorable:
         assert orjson.dumps(router.scoring_state(0).to_dict()) == before
         router.commit(0, one)
         assert orjson.dumps(router.scoring_state(0).to_dict()) != before
+
+
+class TestReconfigure:
+    def test_a_reload_keeps_the_memory_that_still_applies(self) -> None:
+        """Switching the measure from novelty to a combination that still uses novelty keeps the core-set
+        and the items sent; a changed embedding length starts the memory afresh instead of mixing."""
+        rng = np.random.default_rng(RNG_SEED)
+        base = {"input": {"embedding_dim": 4}, "budget": {"rate": 0.5}}  # chunks of 256 items
+        c1 = cfg(scoring={"measure": "novelty"}, **base)
+        router = Router(c1)
+        n = 2 * CHUNK + 40  # a chunk is open: its carry must survive the reload too
+        vectors = rng.standard_normal((n, 4))
+        recs = [
+            {"id": f"r{k}", "probs": p, "embedding": v.tolist()}
+            for k, (p, v) in enumerate(zip(dirichlet_rows(rng, n), vectors, strict=True))
+        ]
+        router.commit(0, decide(c1, recs, router))
+        before = router.scoring_state(0)
+        assert before.coreset is not None and len(before.coreset.points) > 0
+        c2 = cfg(scoring={"measure": "combination", "weights": {"novelty": 1.0, "margin": 1.0}}, **base)
+        router.configure(c2)
+        after = router.scoring_state(0)
+        assert after.coreset is not None
+        np.testing.assert_array_equal(after.coreset.points, before.coreset.points)
+        assert after.sent == before.sent and set(after.windows) == {
+            "raw:novelty",
+            "rank:novelty",
+            "rank:margin",
+        }
+        assert before.carry.n_sent > 0 and after.carry.n_sent == before.carry.n_sent
+        np.testing.assert_array_equal(after.carry.sent, before.carry.sent)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(
+            after.windows["raw:novelty"].values(), before.windows["raw:novelty"].values()
+        )
+        router.configure(
+            cfg(scoring={"measure": "novelty"}, input={"embedding_dim": 5}, budget={"rate": 0.2})
+        )
+        fresh = router.scoring_state(0)
+        assert fresh.coreset is not None and fresh.coreset.points.shape == (0, 5)
+        assert fresh.carry.sent is None
