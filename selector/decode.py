@@ -31,7 +31,7 @@ from zlib import crc32
 import numpy as np
 import orjson
 
-from selector.arrays import FloatArray, IntArray, UIntArray
+from selector.arrays import BoolArray, FloatArray, IntArray, UIntArray
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class Batch:
 
 _OPTIONAL_STR = ("model", "segment")
 _NESTED = ("samples", "committee", "detections")
-_NO_ARRAYS: dict[str, FloatArray] = {}
+_NO_ROWS: dict[str, list[list[float]]] = {}
 """Shared by records without nested rows (never written to)."""
 """Optional fields holding rows of class probabilities (reason codes ``bad_<field>``)."""
 _NUMBER_TYPES = {int, float}
@@ -171,7 +171,7 @@ def decode_batch(
     embedding: list[list[float] | None] = []
     hashes: list[int] = []
     # optional columns, sparse by row (most records carry none of them): row -> value
-    nested: dict[str, dict[int, FloatArray]] = {k: {} for k in _NESTED}
+    nested: dict[str, dict[int, list[list[float]]]] = {k: {} for k in _NESTED}
     loss: dict[int, float] = {}
     cost: dict[int, float] = {}
     needed = tuple((required or {}).items())
@@ -245,16 +245,16 @@ def decode_batch(
                 )
             )
             continue
-        arrays = _NO_ARRAYS
+        shaped = _NO_ROWS
         if "samples" in obj or "committee" in obj or "detections" in obj:
-            arrays, problem = {}, None
+            shaped, problem = {}, None
             for key in _NESTED:
                 if obj.get(key) is not None:
-                    arr = _nested(obj[key], key, n_classes, prob_tolerance)
-                    if isinstance(arr, str):
-                        problem = (f"bad_{key}", arr)
+                    rows_of = _nested_rows(obj[key], key, n_classes)
+                    if isinstance(rows_of, str):
+                        problem = (f"bad_{key}", rows_of)
                         break
-                    arrays[key] = arr
+                    shaped[key] = rows_of
             if problem is not None:
                 rejects.append(Reject(i, *problem))
                 continue
@@ -275,9 +275,9 @@ def decode_batch(
         row_no = len(embedding)
         embedding.append(emb)
         hashes.append(crc32(rid.encode()))
-        if arrays:
-            for key, arr in arrays.items():
-                nested[key][row_no] = arr
+        if shaped:
+            for key, nested_rows in shaped.items():
+                nested[key][row_no] = nested_rows
         pl, c = obj.get("predicted_loss"), obj.get("cost")
         if pl is not None:
             loss[row_no] = float(pl)
@@ -285,6 +285,11 @@ def decode_batch(
             cost[row_no] = float(c)
 
     matrix, row_rejects = _to_matrix(rows, n_classes)
+    arrays: dict[str, dict[int, FloatArray]] = {}
+    for key in _NESTED:
+        arrays[key], errors = _stack_nested(nested[key], key, n_classes, prob_tolerance)
+        for r, message in errors.items():
+            row_rejects.setdefault(r, (f"bad_{key}", message))
     logit_mask = np.asarray(is_logit, dtype=bool)
     ok = np.ones(len(rows), dtype=bool)
     ok[list(row_rejects)] = False
@@ -305,9 +310,9 @@ def decode_batch(
         embedding=_take(embedding, keep),
         hashes=np.asarray(hashes, dtype=np.uint64)[keep],
         rejects=rejects,
-        samples=_sparse(nested["samples"], keep),
-        committee=_sparse(nested["committee"], keep),
-        detections=_sparse(nested["detections"], keep),
+        samples=_sparse(arrays["samples"], keep),
+        committee=_sparse(arrays["committee"], keep),
+        detections=_sparse(arrays["detections"], keep),
         predicted_loss=_filled(loss, keep, math.nan),
         cost=_filled(cost, keep, 1.0),
         vectors=None if embedding_dim is None else _vectors(_take(embedding, keep), embedding_dim),
@@ -338,9 +343,10 @@ def _vectors(rows: list[list[float] | None], dim: int) -> FloatArray:
     return out
 
 
-def _nested(value: Any, key: str, n_classes: int, tol: float) -> FloatArray | str:
-    """A list of probability rows (``detections`` boxes may also be objects with ``probs``) as a (rows, C)
-    array renormalized to sum 1, or the message saying why it is invalid."""
+def _nested_rows(value: Any, key: str, n_classes: int) -> list[list[float]] | str:
+    """The rows of a list of probability rows (``detections`` boxes may also be objects with ``probs``),
+    checked for shape and number types, or the message saying why it is invalid. Values are checked by
+    :func:`_stack_nested`, over the whole batch at once."""
     if not isinstance(value, list) or (not value and key != "detections"):
         what = "a list of boxes" if key == "detections" else "a non-empty list of rows"
         return f"'{key}' must be {what}, each a list of {n_classes} probabilities: {str(value)[:200]}"
@@ -351,23 +357,52 @@ def _nested(value: Any, key: str, n_classes: int, tol: float) -> FloatArray | st
         if not isinstance(row, list) or len(row) != n_classes:
             got = len(row) if isinstance(row, list) else type(row).__name__
             return f"'{key}' row {r} must be a list of {n_classes} probabilities, got {got}"
-        if not all(type(x) in _NUMBER_TYPES for x in row):
-            return f"'{key}' row {r} must hold numbers only: {str(row)[:200]}"
-    arr: FloatArray = np.asarray(rows, dtype=np.float64).reshape(len(rows), n_classes)
-    if not np.isfinite(arr).all():
-        r = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        return f"'{key}' row {r} must be finite (no NaN or infinity)"
-    bad = ~((arr >= 0.0) & (arr <= 1.0)).all(axis=1)
-    if bad.any():
-        r = int(np.flatnonzero(bad)[0])
-        return f"'{key}' row {r} must lie in [0, 1]: {arr[r].tolist()!r}"
-    sums = arr.sum(axis=1)
-    off = np.abs(sums - 1.0) > tol
-    if off.any():
-        r = int(np.flatnonzero(off)[0])
-        return f"'{key}' row {r} must sum to 1 within 'input.prob_tolerance' {tol}: sum is {sums[r]:.6g}"
-    out: FloatArray = arr / sums[:, None]
-    return out
+    if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
+        r = next(r for r, row in enumerate(rows) if not set(map(type, row)) <= _NUMBER_TYPES)
+        return f"'{key}' row {r} must hold numbers only: {str(rows[r])[:200]}"
+    return rows
+
+
+def _stack_nested(
+    raw: dict[int, list[list[float]]], key: str, n_classes: int, tol: float
+) -> tuple[dict[int, FloatArray], dict[int, str]]:
+    """Every item's rows as a (rows, C) array renormalized to sum 1, checked (finite, in [0, 1], summing to
+    1 within ``tol``) over the whole batch at once; and the message for each item that fails."""
+    if not raw:
+        return {}, {}
+    items = list(raw)
+    counts = np.fromiter((len(raw[r]) for r in items), dtype=np.int64, count=len(items))
+    flat: FloatArray = np.asarray(list(chain.from_iterable(raw[r] for r in items)), dtype=np.float64)
+    flat = flat.reshape(len(flat), n_classes)
+    finite: BoolArray = np.logical_and.reduce(np.isfinite(flat), axis=1)
+    in_range: BoolArray = np.logical_and.reduce((flat >= 0.0) & (flat <= 1.0), axis=1)
+    sums: FloatArray = flat.sum(axis=1)
+    normal: BoolArray = np.abs(sums - 1.0) <= tol
+    errors: dict[int, str] = {}
+    good_row = finite & in_range & normal
+    if not good_row.all():
+        owner = np.repeat(np.arange(len(items)), counts)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        for k in np.unique(owner[~good_row]).tolist():
+            span = slice(int(starts[k]), int(starts[k] + counts[k]))
+            errors[items[k]] = _nested_error(key, flat[span], finite[span], in_range[span], sums[span], tol)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalized = flat / sums[:, None]
+    parts = np.split(normalized, np.cumsum(counts)[:-1])
+    return {r: part for r, part in zip(items, parts, strict=True) if r not in errors}, errors
+
+
+def _nested_error(
+    key: str, rows: FloatArray, finite: BoolArray, in_range: BoolArray, sums: FloatArray, tol: float
+) -> str:
+    """The message for one item's first failing check: finiteness, then range, then normalization."""
+    if not finite.all():
+        return f"'{key}' row {int(np.argmin(finite))} must be finite (no NaN or infinity)"
+    if not in_range.all():
+        r = int(np.argmin(in_range))
+        return f"'{key}' row {r} must lie in [0, 1]: {rows[r].tolist()!r}"
+    r = int(np.argmax(np.abs(sums - 1.0) > tol))
+    return f"'{key}' row {r} must sum to 1 within 'input.prob_tolerance' {tol}: sum is {sums[r]:.6g}"
 
 
 def _take(col: list[Any], keep: IntArray) -> list[Any]:
@@ -393,7 +428,8 @@ def _check_optional(obj: dict[str, Any]) -> str | None:
     if emb is not None and (
         not isinstance(emb, list)
         or not emb
-        or not all(type(x) in _NUMBER_TYPES and math.isfinite(x) for x in emb)
+        or not set(map(type, emb)) <= _NUMBER_TYPES
+        or not all(map(math.isfinite, emb))
     ):
         return f"'embedding' must be a non-empty list of finite numbers: {str(emb)[:200]}"
     return None
