@@ -5,8 +5,11 @@ For a batch of validated predictions, in this order:
 1. **audit**: a uniform draw ``u(id) < audit_rate`` (deterministic per id), granted if the caps have room;
    it covers confident items too, so the accuracy of auto-accepted predictions can be estimated without bias.
 2. **query**: chosen by the spending controller (:mod:`selector.budget.controller`): an exploration pick,
-   or an uncertain item a pool's streaming-quantile threshold selects, granted by the token gate and caps.
-3. **accept**: ``max_c p_c >= accept_threshold[argmax_c p_c]``: published as a pseudo-label.
+   or an informative item (scored by :mod:`selector.scoring`) a pool's streaming-quantile threshold
+   selects, granted by the token gate and caps.
+3. **accept**: ``max_c p_c >= accept_threshold[argmax_c p_c]`` on the calibrated probabilities (and so for
+   every detection box, and a committee's agreement with the predicted class when one is required):
+   published as a pseudo-label.
 4. **skip**: everything else.
 
 Every decision carries its inclusion probability (see the controller). :meth:`Router.decide` never mutates;
@@ -289,8 +292,7 @@ class Router:
             i = end
         route = np.full(n, SKIP, dtype=np.int8)
         route[accept] = ACCEPT
-        query = np.concatenate([o.query for _, o in parts])
-        route[query] = QUERY
+        route[np.concatenate([o.query for _, o in parts])] = QUERY
         route[np.concatenate([o.audit for _, o in parts])] = AUDIT
         mechanisms = self._mechanisms
         selected_by = [mechanisms[m] for _, o in parts for m in o.mechanism.tolist()]

@@ -46,6 +46,13 @@ NORMALIZE_QUANTILE = 0.99
 _RESERVOIR_STREAM = 8
 """Draw stream deciding which items enter the density reservoir."""
 
+_OF_SAMPLES = {
+    "bald": bayesian.bald,
+    "predictive_entropy": bayesian.predictive_entropy,
+    "predictive_variance": bayesian.predictive_variance,
+}
+_OF_COMMITTEE = {"vote_entropy": committee.vote_entropy, "kl_consensus": committee.kl_consensus}
+
 Column = list[FloatArray | None]
 """One optional nested array per item (samples, committee or boxes)."""
 
@@ -254,7 +261,10 @@ def normalized(raw: FloatArray, window: Ring) -> FloatArray:
     known = window.values()
     known = known[np.isfinite(known)]
     if not len(known):
-        return np.where(np.isinf(raw), 1.0, raw / (1.0 + np.where(np.isinf(raw), 0.0, raw)))
+        with np.errstate(invalid="ignore"):
+            fallback: FloatArray = raw / (1.0 + raw)
+        fallback[np.isinf(raw)] = 1.0
+        return fallback
     q = float(np.quantile(known, NORMALIZE_QUANTILE))
     if q <= 0.0:
         return (raw > 0).astype(np.float64)
@@ -313,25 +323,17 @@ class Scorer:
         reservoir, coreset = fresh.reservoir, fresh.coreset
         if reservoir is not None and d.get("reservoir"):
             reservoir = Reservoir.from_dict(d["reservoir"], s.reservoir_items, self.dim)
-        if coreset is not None and d.get("coreset"):
-            restored = CoreSet.from_dict(d["coreset"], s.coreset_items)
-            if restored.points.shape[1:] == (self.dim,) or not len(restored.points):
-                coreset = restored if len(restored.points) else coreset
+        if coreset is not None and d.get("coreset") and d["coreset"]["dim"] == self.dim:
+            coreset = CoreSet.from_dict(d["coreset"], s.coreset_items)
         return ScoringState(
             windows, reservoir, coreset, int(d.get("sent", 0)), Carry.from_dict(d.get("carry", {}), self.dim)
         )
 
     def _raw(self, name: str, state: ScoringState, x: Inputs) -> FloatArray:
-        if name == "bald":
-            return per_shape(x.samples, bayesian.bald)
-        if name == "predictive_entropy":
-            return per_shape(x.samples, bayesian.predictive_entropy)
-        if name == "predictive_variance":
-            return per_shape(x.samples, bayesian.predictive_variance)
-        if name == "vote_entropy":
-            return per_shape(x.committee, committee.vote_entropy)
-        if name == "kl_consensus":
-            return per_shape(x.committee, committee.kl_consensus)
+        if name in _OF_SAMPLES:
+            return per_shape(x.samples, _OF_SAMPLES[name])
+        if name in _OF_COMMITTEE:
+            return per_shape(x.committee, _OF_COMMITTEE[name])
         if name == "predicted_loss":
             assert x.predicted_loss is not None
             return x.predicted_loss

@@ -23,15 +23,17 @@ feedback_items`` and ``c = max_catchup``. Candidates then pass the token gate an
 (:func:`selector.budget.token_bucket.spend`): over any stretch the labels never exceed ``r n + B``, and the
 feedback keeps the balance near ``B / 4``, so the realized rate stays at the target without bursts.
 
-With ``diversity.mode`` on, every pool selects ``m = oversample`` times its share, and the pools' picks of
-each window (a chunk, or less at the end of a batch) are thinned to one uniformly drawn member per cluster of
-similar items (:func:`_diversify`), about ``1 / m`` of them.
+With ``diversity.mode`` on, the common pool selects ``m = oversample`` times its share, and its picks of each
+window (a chunk, or less at the end of a batch) are thinned to one uniformly drawn member per cluster of
+similar items (:func:`_diversify`), about ``1 / m`` of them; reserved pools, exploration and audits keep
+their picks.
 
-Inclusion probability of an item, with ``p_k`` the selection probability of pool ``k``, ``d`` the chance of
-surviving the diversity step (``1 / cluster size`` given the window; 1 when it is off) and ``g`` the recent
-share of candidates the gate let through (an estimate; 1 when the gate does not bind):
+Inclusion probability of an item, with ``p_0`` the selection probability of the common pool, ``p_k`` that of
+reserved pool ``k``, ``d`` the chance of surviving the diversity step (``1 / cluster size`` given the window;
+1 when it is off) and ``g`` the recent share of candidates the gate let through (an estimate; 1 when the gate
+does not bind):
 
-    pi = a + (1 - a) g (r e + (1 - r e) (1 - prod_k (1 - p_k)) d)
+    pi = a + (1 - a) g (1 - (1 - r e) (1 - p_0 d) prod_k>0 (1 - p_k))
 """
 
 from __future__ import annotations
@@ -274,7 +276,10 @@ def decide(policy: Policy, state: PartitionState, f: Features) -> Outcome:
             if sent_items:
                 dup |= sent.duplicates(cids, cembs, policy.dedup_distance, now)
             candidate[idx[dup] - i] = False
-        thin = _diversify(policy, f, i, candidate, explore_draw[seg] | audit_draw[seg])
+        # reserved pools keep their picks (their shares are minimums), as do exploration and audits
+        thin = _diversify(
+            policy, f, i, candidate, explore_draw[seg] | audit_draw[seg] | picked[1:].any(axis=0)
+        )
         spent = spend(state.budget, f.t[seg], candidate, audit_draw[seg], rate=r, max_burst=policy.max_burst)
         query[seg], audit[seg] = spent.query, spent.audit
         first_pool = (
@@ -292,7 +297,7 @@ def decide(policy: Policy, state: PartitionState, f: Features) -> Outcome:
             sent_items[f.ids[j]] = (float(tm[j]) + policy.pending_ttl_s, tuple(e) if e is not None else None)
         for k, p in enumerate(policy.pools):
             pool_labels[p.name] += int(np.count_nonzero(mech == POOL_BASE + k))
-        p_candidate = explore_rate + (1.0 - explore_rate) * (1.0 - np.prod(1.0 - probs, axis=0)) * thin
+        p_candidate = 1.0 - (1.0 - explore_rate) * np.prod(1.0 - probs[1:], axis=0) * (1.0 - probs[0] * thin)
         inclusion[seg] = a + (1.0 - a) * state.gate * p_candidate
         threshold[seg] = state.rules[policy.pools[0].name].theta
         state = _advance(
@@ -320,10 +325,11 @@ def decide(policy: Policy, state: PartitionState, f: Features) -> Outcome:
 def _diversify(
     policy: Policy, f: Features, start: int, candidate: BoolArray, exempt: BoolArray
 ) -> FloatArray:
-    """Windowed batch mode: the pools over-selected by ``oversample`` ``m``; of the window's pool picks
-    (``candidate`` but not ``exempt``: exploration and audits are kept as drawn), cluster them into ``k =
-    max(1, floor(picks / m + u))`` groups (k-center greedy from the highest score, or k-means++ seeding) in
-    embedding or gradient-embedding space, and keep one uniformly drawn member of each cluster. Mutates
+    """Windowed batch mode: the common pool over-selected by ``oversample`` ``m``; of the window's picks
+    (``candidate`` but not ``exempt``: reserved-pool picks, exploration and audits are kept as drawn),
+    cluster them into ``k = max(1, floor(picks / m + u))`` groups (k-center greedy from the highest score, or
+    k-means++ seeding) in embedding or gradient-embedding space, and keep one uniformly drawn member of each
+    cluster. Mutates
     ``candidate``; returns each item's chance of surviving the step given the window: ``1 / cluster size``
     for a pick, ``1 / m`` for any other item (the expected share)."""
     m = policy.over
@@ -430,13 +436,12 @@ def _rules(policy: Policy, state: PartitionState) -> dict[str, Threshold]:
     common_window = state.windows[common.name].values()
     # chance that no reserved pool selects each item of the common window (windows end at the same item)
     unreserved = np.ones(len(common_window))
-    m = policy.over
     for pool in policy.pools[1:]:
         window = state.windows[pool.name].values()
-        rule = quantile_threshold(window, min(1.0, r * pool.share * m))
+        rule = quantile_threshold(window, r * pool.share)
         rules[pool.name] = rule
         reserved_expected += (
-            min(r * pool.share, expected_share(window, rule) / m) if not rule.cold else r * pool.share
+            min(r * pool.share, expected_share(window, rule)) if not rule.cold else r * pool.share
         )
         overlap = min(len(window), len(common_window))
         if overlap:
@@ -453,5 +458,5 @@ def _rules(policy: Policy, state: PartitionState) -> dict[str, Threshold]:
         # the common pool's share comes on top of what the reserved pools pick: counting the items they pick
         # again would leave the union of the pools short of the target
         weights = unreserved if len(policy.pools) > 1 else None
-        rules[common.name] = quantile_threshold(common_window, min(1.0, target * m), weights)
+        rules[common.name] = quantile_threshold(common_window, min(1.0, target * policy.over), weights)
     return rules

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from selector.arrays import BoolArray, FloatArray, IntArray
+from selector.arrays import BoolArray, FloatArray, IntArray, UIntArray
 from selector.budget.controller import _AUDIT_STREAM as AUDIT_STREAM
 from selector.budget.controller import (
     AUDIT,
@@ -36,13 +36,21 @@ from selector.budget.controller import (
     initial_partition,
 )
 from selector.budget.quantile import Threshold
-from selector.config import HORIZONS_S, BudgetConfig, Config, parse_config
+from selector.config import HORIZONS_S, BudgetConfig, Config, DiversityConfig, parse_config
 from selector.decode import Batch
 from selector.draws import id_hashes, uniforms
 from selector.routing import QUERY, ROUTES, Decisions, Router, cap_limits, policy_of
 
-CONTROLLERS: tuple[str, ...] = get_args(BudgetConfig.model_fields["controller"].annotation)
-RATE_TARGETING = frozenset({"quantile"})
+CONTROLLERS: tuple[str, ...] = (
+    *get_args(BudgetConfig.model_fields["controller"].annotation),
+    *(
+        f"quantile+{mode}"
+        for mode in get_args(DiversityConfig.model_fields["mode"].annotation)
+        if mode != "none"
+    ),
+)
+"""Every controller, and the quantile controller with each diversity mode (its windowed batch variant)."""
+RATE_TARGETING = frozenset({"quantile", "quantile+kcenter", "quantile+kmeanspp"})
 """Controllers that promise the target rate; the others promise only the caps and the token gate."""
 FIXED_THRESHOLD = frozenset({"threshold"})
 """Controllers that select by a fixed rule: their spend follows the scores, not the target."""
@@ -54,9 +62,31 @@ N = 50_000
 
 
 def setup(controller: str = "quantile", **budget: Any) -> tuple[Config, Policy, Limits]:
-    """A config with the given budget keys (no caps unless given), its policy and partition 0's cap limits."""
-    cfg = parse_config({"classes": CLASSES, "budget": {"controller": controller, "caps": {}, **budget}})
+    """A config with the given budget keys (no caps unless given), its policy and partition 0's cap limits.
+    ``quantile+<mode>`` is the quantile controller with that diversity mode on the streams' embeddings."""
+    name, _, mode = controller.partition("+")
+    cfg = parse_config(
+        {
+            "classes": CLASSES,
+            "budget": {"controller": name, "caps": {}, **budget},
+            "diversity": {"mode": mode or "none"},
+            "input": {"embedding_dim": DIM},
+        }
+    )
     return cfg, policy_of(cfg), cap_limits(cfg.budget.caps, 0, 1)
+
+
+DIM = 4
+"""Length of the embeddings every stream item carries (a function of its id), for the diversity modes."""
+
+
+def vectors_of(hashes: UIntArray) -> FloatArray:
+    """A deterministic embedding per item: uniforms of its id hash, so batch cuts do not change them."""
+    return (
+        np.stack([uniforms(hashes, 99, 100 + j) for j in range(DIM)], axis=1)
+        if len(hashes)
+        else np.zeros((0, DIM))
+    )
 
 
 @dataclass(frozen=True)
@@ -99,15 +129,17 @@ class Stream:
         return len(self.score)
 
     def features(self, a: int, b: int) -> Features:
+        hashes = id_hashes(self.ids[a:b])
         return Features(
             self.score[a:b],
             self.predicted[a:b],
             self.segment[a:b],
             self.accept[a:b],
-            id_hashes(self.ids[a:b]),
+            hashes,
             self.t[a:b],
             self.ids[a:b],
             self.embeddings[a:b],
+            vectors_of(hashes),
         )
 
 
@@ -407,8 +439,13 @@ class TestState:
         self, controller: str, seed: int, cuts: list[int]
     ) -> None:
         """Thresholds move at absolute 256-item positions, the token gate and the pending set are judged per
-        item: however the stream is cut into batches, decisions and the final state are those of one batch."""
+        item: however the stream is cut into batches, decisions and the final state are those of one batch.
+        A diversity window also ends where a batch ends, so with a diversity mode this holds for cuts at
+        chunk boundaries."""
         policy, limits = self._policy(controller)
+        if policy.diversity != "none":
+            chunk = chunk_items(policy)
+            cuts = [round(c / chunk) * chunk for c in cuts]
         s = self._busy_stream(seed)
         self._same(drive(policy, limits, s, cuts=[]), drive(policy, limits, s, cuts=cuts))
 
