@@ -19,45 +19,61 @@ from selector.arrays import BoolArray, FloatArray, IntArray
 from selector.scores.embedding import squared_distances
 
 
+def _squared_to(x: FloatArray, i: int) -> FloatArray:
+    """Squared distances of every row to row ``i``, from differences (exact ties stay ties)."""
+    diff = x - x[i]
+    out: FloatArray = np.einsum("ij,ij->i", diff, diff)
+    return out
+
+
 def kcenter(x: FloatArray, k: int, first: int) -> IntArray:
     """Farthest-first traversal from ``first``: each next center is the row farthest from those chosen
-    (ties: lowest index). Returns ``min(k, m)`` distinct indices."""
-    m = len(x)
-    k = min(k, m)
-    chosen = [first]
-    nearest = squared_distances(x, x[first : first + 1])[:, 0]
-    nearest[first] = -1.0
-    while len(chosen) < k:
+    (ties: lowest index), ``c_{i+1} = argmax_j min_{l <= i} ||x_j - x_{c_l}||``. Returns ``min(k, m)``
+    distinct indices in the order chosen."""
+    x = np.asarray(x, dtype=np.float64)
+    k = min(k, len(x))
+    chosen = np.zeros(max(k, 0), dtype=np.int64)
+    if k <= 0:
+        return chosen
+    chosen[0] = first
+    nearest = _squared_to(x, first)
+    nearest[first] = -1.0  # chosen rows stay below every distance, so argmax never repeats one
+    for i in range(1, k):
         nxt = int(np.argmax(nearest))
-        chosen.append(nxt)
-        nearest = np.minimum(nearest, squared_distances(x, x[nxt : nxt + 1])[:, 0])
-        nearest[chosen] = -1.0
-    return np.asarray(chosen, dtype=np.int64)
+        chosen[i] = nxt
+        np.minimum(nearest, _squared_to(x, nxt), out=nearest)
+        nearest[nxt] = -1.0
+    return chosen
 
 
 def kmeanspp(x: FloatArray, k: int, u: FloatArray) -> IntArray:
     """k-means++ seeding: the first center at ``floor(u[0] m)``, each next one drawn with probability
-    proportional to the squared distance to the nearest chosen center, by inverse CDF at ``u[i]``. When every
-    remaining distance is 0, the lowest index not chosen yet. Returns ``min(k, m)`` distinct indices."""
+    ``D(x)^2 / sum D^2`` (``D`` the distance to the nearest chosen center), by inverse CDF at ``u[i]``. When
+    every remaining distance is 0, the lowest index not chosen yet. Returns ``min(k, m)`` distinct indices."""
+    x = np.asarray(x, dtype=np.float64)
     m = len(x)
     k = min(k, m)
-    chosen = [min(m - 1, int(u[0] * m))]
-    nearest = squared_distances(x, x[chosen[0] : chosen[0] + 1])[:, 0]
-    nearest[chosen] = 0.0
+    chosen = np.zeros(max(k, 0), dtype=np.int64)
+    if k <= 0:
+        return chosen
+    taken = np.zeros(m, dtype=bool)
+    first = min(m - 1, int(u[0] * m))
+    chosen[0], taken[first] = first, True
+    weight = _squared_to(x, first)
+    weight[first] = 0.0
     for i in range(1, k):
-        total = float(nearest.sum())
-        if total <= 0.0:
-            rest = np.setdiff1d(np.arange(m), chosen)
-            nxt = int(rest[0])
+        cdf = np.cumsum(weight)
+        if cdf[-1] <= 0.0:
+            nxt = int(np.argmin(taken))
         else:
-            cdf = np.cumsum(nearest)
-            nxt = min(m - 1, int(np.searchsorted(cdf, u[i] * total, side="right")))
-            while nearest[nxt] == 0.0:  # rounding landed on a chosen row: the next one with weight
-                nxt = (nxt + 1) % m
-        chosen.append(nxt)
-        nearest = np.minimum(nearest, squared_distances(x, x[nxt : nxt + 1])[:, 0])
-        nearest[chosen] = 0.0
-    return np.asarray(chosen, dtype=np.int64)
+            # side="right" lands on a row with positive weight, unless u[i] * total rounded up to the total
+            nxt = int(np.searchsorted(cdf, u[i] * cdf[-1], side="right"))
+            if nxt == m:
+                nxt = int(np.flatnonzero(weight)[-1])
+        chosen[i], taken[nxt] = nxt, True
+        np.minimum(weight, _squared_to(x, nxt), out=weight)
+        weight[nxt] = 0.0
+    return chosen
 
 
 def assign(x: FloatArray, centers: IntArray) -> IntArray:

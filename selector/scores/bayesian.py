@@ -32,12 +32,14 @@ def _entropy(p: FloatArray) -> FloatArray:
 
 def predictive_entropy(samples: FloatArray) -> FloatArray:
     """Entropy of the mean prediction over samples, normalized by ``log C``."""
+    samples = np.asarray(samples, dtype=np.float64)
     out: FloatArray = _entropy(samples.mean(axis=1)) / np.log(samples.shape[-1])
     return np.clip(out, 0.0, 1.0, out=out)
 
 
 def bald(samples: FloatArray) -> FloatArray:
     """Mutual information ``H(mean) - mean H``, normalized by ``log C``: 0 when all samples agree."""
+    samples = np.asarray(samples, dtype=np.float64)
     mi = _entropy(samples.mean(axis=1)) - _entropy(samples).mean(axis=1)
     out: FloatArray = mi / np.log(samples.shape[-1])
     return np.clip(out, 0.0, 1.0, out=out)
@@ -45,6 +47,7 @@ def bald(samples: FloatArray) -> FloatArray:
 
 def predictive_variance(samples: FloatArray) -> FloatArray:
     """Total variance over samples, ``sum_c Var_t(p_tc)``, normalized by its maximum ``1 - 1/C``."""
+    samples = np.asarray(samples, dtype=np.float64)
     c = samples.shape[-1]
     out: FloatArray = samples.var(axis=1).sum(axis=-1) / (1.0 - 1.0 / c)
     return np.clip(out, 0.0, 1.0, out=out)

@@ -22,6 +22,7 @@ from selector.arrays import FloatArray, IntArray
 
 def votes(committee: FloatArray) -> FloatArray:
     """(n, C) vote shares: each member's vote split equally among its tied most probable classes."""
+    committee = np.asarray(committee, dtype=np.float64)
     top = committee == committee.max(axis=-1, keepdims=True)
     per_member = top / top.sum(axis=-1, keepdims=True)
     out: FloatArray = per_member.mean(axis=1)
@@ -41,6 +42,7 @@ def vote_entropy(committee: FloatArray) -> FloatArray:
 
 def kl_consensus(committee: FloatArray) -> FloatArray:
     """Mean KL divergence of each member from the consensus (mean) prediction, normalized by ``log C``."""
+    committee = np.asarray(committee, dtype=np.float64)
     mean = committee.mean(axis=1, keepdims=True)
     pos = (committee > 0) & (mean > 0)  # a mean can underflow to 0 under a subnormal member value
     ratio = np.divide(committee, mean, out=np.ones_like(committee), where=pos)

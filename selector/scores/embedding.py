@@ -46,9 +46,16 @@ def density(x: FloatArray, reservoir: FloatArray | Float32Array) -> FloatArray:
 
 
 def squared_distances(x: FloatArray | Float32Array, points: FloatArray | Float32Array) -> FloatArray:
-    """(n, m) squared Euclidean distances, by ``|a|^2 + |b|^2 - 2 a.b`` clipped at 0."""
+    """(n, m) squared Euclidean distances, by ``|a|^2 + |b|^2 - 2 a.b`` clipped at 0.
+
+    Both sides are first shifted by the mean of ``points``: distances do not change, but smaller norms make
+    the cancellation error of the expansion smaller.
+    """
     a = np.asarray(x, dtype=np.float64)
     b = np.asarray(points, dtype=np.float64)
+    if len(b):
+        shift = b.mean(axis=0)
+        a, b = a - shift, b - shift
     d = np.einsum("ij,ij->i", a, a)[:, None] + np.einsum("ij,ij->i", b, b)[None, :] - 2.0 * (a @ b.T)
     out: FloatArray = np.maximum(d, 0.0)
     return out
@@ -74,29 +81,20 @@ class CoreSet:
         return cls(np.zeros((0, dim), dtype=np.float32), capacity)
 
     def with_points(self, new: FloatArray | Float32Array) -> CoreSet:
-        """The set after offering the rows of ``new`` one at a time (a new object)."""
-        pts = self.points
-        new32 = np.asarray(new, dtype=np.float32)
-        room = self.capacity - len(pts)
-        if room > 0:
-            pts = np.concatenate([pts, new32[:room]])
-            new32 = new32[room:]
+        """The set after offering the rows of ``new`` one at a time, oldest first (a new object).
+
+        While there is room a row is appended. When full, with ``nn(j)`` each member's distance to its nearest
+        other member and ``j*`` the member with the smallest one (ties: the oldest), a row no farther from the
+        set than ``nn(j*)`` is skipped; otherwise ``j*`` is removed and the row appended.
+        """
+        new32 = np.asarray(new, dtype=np.float32).reshape(-1, self.points.shape[1])
         if not len(new32):
-            return CoreSet(pts, self.capacity) if pts is not self.points else self
-        pts = pts.copy()
-        d = squared_distances(pts, pts)
-        np.fill_diagonal(d, np.inf)
-        for row in new32:
-            nn = d.min(axis=1)
-            worst = int(np.argmin(nn))
-            to_set = squared_distances(row[None, :], pts)[0]
-            if to_set.min() <= nn[worst]:
-                continue  # already covered as well as the most redundant member covers its neighbour
-            # the new row takes the most redundant member's slot (order is kept oldest first below)
-            pts = np.concatenate([np.delete(pts, worst, axis=0), row[None, :]])
-            to_set = np.delete(to_set, worst)
-            d = np.delete(np.delete(d, worst, axis=0), worst, axis=1)
-            d = np.block([[d, to_set[:, None]], [to_set[None, :], np.full((1, 1), np.inf)]])
+            return self
+        kept = self.points[max(0, len(self.points) - self.capacity) :]
+        room = self.capacity - len(kept)
+        pts = np.concatenate([kept, new32[:room]])
+        if len(new32) > room:
+            pts = _offer(pts, new32[room:])
         return CoreSet(pts, self.capacity)
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,3 +108,38 @@ class CoreSet:
         dim = int(d["dim"])
         pts = np.frombuffer(base64.b64decode(d["points"]), dtype="<f4").reshape(-1, dim)
         return cls(pts[max(0, len(pts) - capacity) :].astype(np.float32), capacity)
+
+
+def _offer(members: Float32Array, rows: Float32Array) -> Float32Array:
+    """Offer ``rows`` one at a time to a full set, in O(m d) per row plus O(m) per member whose nearest
+    neighbour was the one replaced.
+
+    Members live in fixed slots (a replacement overwrites the slot) with their insertion ``age``, so the
+    order "oldest first" is restored once at the end instead of shifting arrays for every row.
+    """
+    m = len(members)
+    slots = members.astype(np.float64)
+    age = np.arange(m)
+    dist = squared_distances(slots, slots)
+    np.fill_diagonal(dist, np.inf)
+    nn = dist.min(axis=1)
+    nn_of = dist.argmin(axis=1)
+    for t, row in enumerate(rows.astype(np.float64)):
+        diff = slots - row
+        gap = np.einsum("ij,ij->i", diff, diff)
+        tied = np.flatnonzero(nn == nn.min())
+        j = int(tied[np.argmin(age[tied])])
+        if gap.min() <= nn[j]:
+            continue  # covered as well as the most redundant member covers its neighbour
+        slots[j], age[j], gap[j] = row, m + t, np.inf
+        dist[j, :] = gap
+        dist[:, j] = gap
+        stale = nn_of == j  # their nearest neighbour is gone: look again
+        closer = gap < nn
+        nn = np.where(closer, gap, nn)
+        nn_of = np.where(closer, j, nn_of)
+        nn[stale] = dist[stale].min(axis=1)
+        nn_of[stale] = dist[stale].argmin(axis=1)
+        nn[j], nn_of[j] = gap.min(), gap.argmin()
+    out: Float32Array = slots[np.argsort(age)].astype(np.float32)
+    return out

@@ -20,17 +20,21 @@ from __future__ import annotations
 import numpy as np
 
 from selector.arrays import FloatArray
+from selector.scores.embedding import Float32Array
 
 
-def egl(probs: FloatArray, embedding: FloatArray) -> FloatArray:
+def egl(probs: FloatArray, embedding: FloatArray | Float32Array) -> FloatArray:
     """Raw expected gradient length, ``>= 0``."""
+    probs = np.asarray(probs, dtype=np.float64)
     sq = np.einsum("ij,ij->i", probs, probs)
     norms = np.sqrt(np.maximum(sq[:, None] - 2.0 * probs + 1.0, 0.0))
-    out: FloatArray = np.einsum("ij,ij->i", probs, norms) * np.linalg.norm(embedding, axis=1)
+    out: FloatArray = np.einsum("ij,ij->i", probs, norms) * np.linalg.norm(
+        np.asarray(embedding, dtype=np.float64), axis=1
+    )
     return out
 
 
-def gradient_embedding(probs: FloatArray, embedding: FloatArray) -> FloatArray:
+def gradient_embedding(probs: FloatArray, embedding: FloatArray | Float32Array) -> FloatArray:
     """``(p - e_yhat) ⊗ h`` flattened to (n, C d), with ``yhat`` the predicted class."""
     g = probs.astype(np.float64, copy=True)
     g[np.arange(len(g)), probs.argmax(axis=1)] -= 1.0

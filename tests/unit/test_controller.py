@@ -51,6 +51,8 @@ CONTROLLERS: tuple[str, ...] = (
 )
 """Every controller, and the quantile controller with each diversity mode (its windowed batch variant)."""
 RATE_TARGETING = frozenset({"quantile", "quantile+kcenter", "quantile+kmeanspp"})
+CUT_INVARIANT = tuple(c for c in CONTROLLERS if "+" not in c)
+"""Controllers whose decisions do not depend on where batches end (a diversity window ends with its batch)."""
 """Controllers that promise the target rate; the others promise only the caps and the token gate."""
 FIXED_THRESHOLD = frozenset({"threshold"})
 """Controllers that select by a fixed rule: their spend follows the scores, not the target."""
@@ -401,8 +403,9 @@ class TestFixedThresholdIsNotRateTargeting:
         assert realized(drive(quantile, limits, s), N) == pytest.approx(quantile.rate, rel=0.02)
 
 
-@pytest.mark.parametrize("controller", CONTROLLERS)
-class TestState:
+class StateStreams:
+    """Busy streams and the policy the state and batch-cut checks share."""
+
     def _busy_stream(self, seed: int, n: int = 2000) -> Stream:
         """Continuous, tied and zero scores, repeated ids, near-duplicate embeddings, a class and segments."""
         rng = np.random.default_rng(seed)
@@ -431,6 +434,9 @@ class TestState:
             np.testing.assert_array_equal(getattr(one, field), getattr(two, field), err_msg=field)
         assert one.state.to_dict() == two.state.to_dict()
 
+
+@pytest.mark.parametrize("controller", CUT_INVARIANT)
+class TestBatchCuts(StateStreams):
     @settings(max_examples=25, deadline=None)
     @given(st.integers(0, 1000), st.lists(st.integers(1, 1999), max_size=8))
     @example(seed=254, cuts=[48])  # an id re-sent: its older embedding must stay in force until replaced
@@ -440,15 +446,14 @@ class TestState:
     ) -> None:
         """Thresholds move at absolute 256-item positions, the token gate and the pending set are judged per
         item: however the stream is cut into batches, decisions and the final state are those of one batch.
-        A diversity window also ends where a batch ends, so with a diversity mode this holds for cuts at
-        chunk boundaries."""
+        (Not with a diversity mode: its windows end where a batch ends.)"""
         policy, limits = self._policy(controller)
-        if policy.diversity != "none":
-            chunk = chunk_items(policy)
-            cuts = [round(c / chunk) * chunk for c in cuts]
         s = self._busy_stream(seed)
         self._same(drive(policy, limits, s, cuts=[]), drive(policy, limits, s, cuts=cuts))
 
+
+@pytest.mark.parametrize("controller", CONTROLLERS)
+class TestState(StateStreams):
     @settings(max_examples=25, deadline=None)
     @given(st.integers(0, 1000), st.lists(st.integers(1, 1999), min_size=1, max_size=8))
     def test_state_round_trip_through_json_gives_identical_decisions(
