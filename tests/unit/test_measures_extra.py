@@ -126,6 +126,15 @@ class TestStackMeasureConformance:
         np.testing.assert_allclose(measure(x[perm]), measure(x)[perm], rtol=0, atol=ATOL)
 
     @PROPERTY
+    @given(x=stacks(), data=st.data())
+    def test_order_of_samples_or_members_changes_nothing(
+        self, name: str, measure: StackMeasure, x: FloatArray, data: st.DataObject
+    ) -> None:
+        """Samples and committee members are exchangeable: reordering them within an item changes nothing."""
+        perm = data.draw(st.permutations(range(x.shape[1])))
+        np.testing.assert_allclose(measure(x[:, perm]), measure(x), rtol=0, atol=ATOL)
+
+    @PROPERTY
     @given(x=stacks())
     def test_input_is_not_modified(self, name: str, measure: StackMeasure, x: FloatArray) -> None:
         """A measure is pure: the caller's array is left as it was."""
