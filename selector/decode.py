@@ -2,9 +2,12 @@
 
 Parsing JSON is necessarily one call per record; everything numeric (shape, finiteness, range, normalization,
 softmax of logits) is checked over the whole batch at once. A record that breaks a rule is returned as a
-:class:`Reject` with a reason code and a message; the valid records of the same batch are unaffected. The
-optional rows of probabilities (``samples``, ``committee``, ``detections``) are checked per record, and only
-in the records that carry them.
+:class:`Reject` with a reason code and a message; the valid records of the same batch are unaffected.
+
+The optional columns (``samples``, ``committee``, ``detections``, ``predicted_loss``, ``cost``, ``embedding``)
+are looked at only in the records that carry one of them: a record without any costs one set test. Their
+type and shape are checked per record; the values of the nested rows of probabilities (finite, in [0, 1],
+summing to 1) are checked and renormalized over the whole batch at once, like ``probs``.
 
 Reason codes: ``empty``, ``oversize``, ``malformed_json``, ``not_an_object``, ``missing_id``, ``bad_id``,
 ``missing_probs``, ``wrong_class_count``, ``missing_field`` (a field the configuration requires),
@@ -78,9 +81,9 @@ class Batch:
 
 _OPTIONAL_STR = ("model", "segment")
 _NESTED = ("samples", "committee", "detections")
-_NO_ROWS: dict[str, list[list[float]]] = {}
-"""Shared by records without nested rows (never written to)."""
 """Optional fields holding rows of class probabilities (reason codes ``bad_<field>``)."""
+_OPTIONAL_COLUMNS = frozenset({*_NESTED, "predicted_loss", "cost", "embedding"})
+"""A record with none of these keys (and nothing required) skips every check of optional columns."""
 _NUMBER_TYPES = {int, float}
 _MAX_ENCODABLE_DEPTH = 254
 """orjson refuses to encode deeper nesting; a record nested deeper could not be passed through to outputs."""
@@ -153,7 +156,8 @@ def decode_batch(
         max_record_bytes: larger records are rejected unparsed (reason ``oversize``).
         prob_tolerance: ``|sum(probs) - 1|`` must not exceed this (also for samples, members and boxes).
         embedding_dim: when given, every ``embedding`` must have this length; ``Batch.vectors`` holds them.
-        required: optional fields every record must carry, each with who needs it (for the message).
+        required: optional fields every record must carry (absent or null: ``missing_field``), each with who
+            needs it, for the message; ``probs``/``logits`` keep their own rule (``missing_probs``).
 
     Returns:
         The valid rows as columns plus one :class:`Reject` per invalid record.
@@ -174,7 +178,8 @@ def decode_batch(
     nested: dict[str, dict[int, list[list[float]]]] = {k: {} for k in _NESTED}
     loss: dict[int, float] = {}
     cost: dict[int, float] = {}
-    needed = tuple((required or {}).items())
+    # 'probs'/'logits' keep their own rule (exactly one of them), reported as missing_probs
+    needed = tuple((f, who) for f, who in (required or {}).items() if f not in ("probs", "logits"))
 
     for i, raw in enumerate(values):
         if raw is None:
@@ -235,29 +240,14 @@ def decode_batch(
         if bad is not None:
             rejects.append(Reject(i, "bad_field", bad))
             continue
-        emb = obj.get("embedding")
-        if embedding_dim is not None and emb is not None and len(emb) != embedding_dim:
-            rejects.append(
-                Reject(
-                    i,
-                    "wrong_embedding_dim",
-                    f"'embedding' must have 'input.embedding_dim' = {embedding_dim} numbers, got {len(emb)}",
-                )
-            )
-            continue
-        shaped = _NO_ROWS
-        if "samples" in obj or "committee" in obj or "detections" in obj:
-            shaped, problem = {}, None
-            for key in _NESTED:
-                if obj.get(key) is not None:
-                    rows_of = _nested_rows(obj[key], key, n_classes)
-                    if isinstance(rows_of, str):
-                        problem = (f"bad_{key}", rows_of)
-                        break
-                    shaped[key] = rows_of
-            if problem is not None:
-                rejects.append(Reject(i, *problem))
+        # the one test a typical record pays for the optional columns (a required field is present by now)
+        extra: _Columns | None = None
+        if not _OPTIONAL_COLUMNS.isdisjoint(obj):
+            read = _read_columns(obj, n_classes, embedding_dim)
+            if isinstance(read, tuple):
+                rejects.append(Reject(i, *read))
                 continue
+            extra = read
         try:
             t = _parse_ts(obj["ts"]) if obj.get("ts") is not None else kafka_ts_ms[i] / 1000.0
         except ValueError as exc:
@@ -272,17 +262,18 @@ def decode_batch(
         segment.append(obj.get("segment"))
         payload.append(obj.get("payload"))
         meta.append(obj.get("meta"))
-        row_no = len(embedding)
-        embedding.append(emb)
         hashes.append(crc32(rid.encode()))
-        if shaped:
-            for key, nested_rows in shaped.items():
-                nested[key][row_no] = nested_rows
-        pl, c = obj.get("predicted_loss"), obj.get("cost")
-        if pl is not None:
-            loss[row_no] = float(pl)
-        if c is not None:
-            cost[row_no] = float(c)
+        if extra is None:
+            embedding.append(None)
+            continue
+        row_no = len(embedding)
+        embedding.append(extra.embedding)
+        for key, nested_rows in extra.nested.items():
+            nested[key][row_no] = nested_rows
+        if extra.predicted_loss is not None:
+            loss[row_no] = extra.predicted_loss
+        if extra.cost is not None:
+            cost[row_no] = extra.cost
 
     matrix, row_rejects = _to_matrix(rows, n_classes)
     arrays: dict[str, dict[int, FloatArray]] = {}
@@ -355,6 +346,10 @@ def _nested_rows(value: Any, key: str, n_classes: int) -> list[list[float]] | st
         rows = [b.get("probs") if isinstance(b, dict) else b for b in value]
     for r, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != n_classes:
+            if row is None and key == "detections":
+                return (
+                    f"'detections' row {r} is an object without 'probs' (the box's {n_classes} probabilities)"
+                )
             got = len(row) if isinstance(row, list) else type(row).__name__
             return f"'{key}' row {r} must be a list of {n_classes} probabilities, got {got}"
     if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
@@ -410,20 +405,43 @@ def _take(col: list[Any], keep: IntArray) -> list[Any]:
 
 
 def _check_optional(obj: dict[str, Any]) -> str | None:
+    """The message for a non-string ``model`` or ``segment``, else None."""
     for key in _OPTIONAL_STR:
         v = obj.get(key)
         if v is not None and not isinstance(v, str):
             return f"'{key}' must be a string: {v!r}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """The optional columns of one record that carries any, checked for type and shape."""
+
+    embedding: list[float] | None
+    nested: dict[str, list[list[float]]]
+    predicted_loss: float | None
+    cost: float | None
+
+
+def _read_columns(
+    obj: dict[str, Any], n_classes: int, embedding_dim: int | None
+) -> _Columns | tuple[str, str]:
+    """The optional columns of a record, or the (reason, message) of the first that is invalid.
+
+    Checks, in order: ``cost``, ``predicted_loss``, ``embedding`` (``bad_field``), the embedding's length
+    (``wrong_embedding_dim``), then the shape and number types of ``samples``, ``committee`` and
+    ``detections`` (``bad_<field>``); their values are checked by :func:`_stack_nested`.
+    """
     cost = obj.get("cost")
     if cost is not None and (
         isinstance(cost, bool) or not isinstance(cost, int | float) or not math.isfinite(cost) or cost <= 0
     ):
-        return f"'cost' must be a finite number > 0: {cost!r}"
+        return "bad_field", f"'cost' must be a finite number > 0: {cost!r}"
     loss = obj.get("predicted_loss")
     if loss is not None and (
         isinstance(loss, bool) or not isinstance(loss, int | float) or not math.isfinite(loss) or loss < 0
     ):
-        return f"'predicted_loss' must be a finite number >= 0: {loss!r}"
+        return "bad_field", f"'predicted_loss' must be a finite number >= 0: {loss!r}"
     emb = obj.get("embedding")
     if emb is not None and (
         not isinstance(emb, list)
@@ -431,8 +449,26 @@ def _check_optional(obj: dict[str, Any]) -> str | None:
         or not set(map(type, emb)) <= _NUMBER_TYPES
         or not all(map(math.isfinite, emb))
     ):
-        return f"'embedding' must be a non-empty list of finite numbers: {str(emb)[:200]}"
-    return None
+        return "bad_field", f"'embedding' must be a non-empty list of finite numbers: {str(emb)[:200]}"
+    if embedding_dim is not None and emb is not None and len(emb) != embedding_dim:
+        return (
+            "wrong_embedding_dim",
+            f"'embedding' must have 'input.embedding_dim' = {embedding_dim} numbers, got {len(emb)}",
+        )
+    nested: dict[str, list[list[float]]] = {}
+    for key in _NESTED:
+        value = obj.get(key)
+        if value is not None:
+            rows_of = _nested_rows(value, key, n_classes)
+            if isinstance(rows_of, str):
+                return f"bad_{key}", rows_of
+            nested[key] = rows_of
+    return _Columns(
+        emb,
+        nested,
+        None if loss is None else float(loss),
+        None if cost is None else float(cost),
+    )
 
 
 def _to_matrix(rows: list[Any], n_classes: int) -> tuple[FloatArray, dict[int, tuple[str, str]]]:

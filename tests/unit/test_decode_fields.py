@@ -69,7 +69,7 @@ class TestNestedRows:
             (
                 "detections",
                 [{"box": [1, 2]}],
-                "'detections' row 0 must be a list of 3 probabilities, got NoneType",
+                "'detections' row 0 is an object without 'probs' (the box's 3 probabilities)",
             ),
         ],
     )
@@ -138,6 +138,20 @@ class TestRequired:
         message = "'samples' is required by measure 'bald' (scoring)"
         assert rejects(b) == [(0, "missing_field", message), (1, "missing_field", message)]
         assert b.ids == ["c"]
+
+    def test_required_probs_keeps_the_one_of_probs_or_logits_rule(self) -> None:
+        """Requiring 'probs' accepts a record with 'logits' instead; one with neither is missing_probs."""
+        b = dec({"id": "a", "logits": [1, 2, 3]}, {"id": "b"}, required={"probs": "somebody"})
+        assert b.ids == ["a"]
+        assert [(r.position, r.reason) for r in b.rejects] == [(1, "missing_probs")]
+
+    def test_record_with_only_cost_takes_the_checked_path(self) -> None:
+        """A record whose only optional column is 'cost' is still validated (reason bad_field) and stored."""
+        b = dec(
+            {"id": "a", "probs": OK, "cost": 0}, {"id": "b", "probs": OK, "cost": 2}, {"id": "c", "probs": OK}
+        )
+        assert rejects(b) == [(0, "bad_field", "'cost' must be a finite number > 0: 0")]
+        assert b.cost.tolist() == [2.0, 1.0]
 
 
 ROWS = st.lists(st.floats(0.01, 1.0), min_size=C, max_size=C).map(lambda w: [x / sum(w) for x in w])
