@@ -1,0 +1,119 @@
+"""Honest estimates from labeled decisions, each with a confidence interval.
+
+Items are sent for labeling with a known inclusion probability ``pi_i`` (recorded with every decision), so
+the labeled items are a probability sample of the stream and weighting each by ``1 / pi_i`` undoes the
+selection: queries favour uncertain items, where the model is wrong more often, and an unweighted accuracy of
+the labeled items would be far too low.
+
+- :func:`wilson`: a proportion from a simple random sample (audits of auto-accepted items: every accepted
+  item had the same audit probability), with the Wilson score interval (Wilson 1927), which keeps its
+  coverage near 0 and 1 where the normal interval collapses.
+- :func:`weighted_mean`: the Hajek estimator ``sum_i w_i y_i / sum_i w_i`` with ``w_i = 1 / pi_i`` over the
+  labeled items (Horvitz & Thompson 1952; Hajek 1971), with the linearization variance for Poisson sampling
+  (independent inclusion draws, as our per-item draws are):
+  ``var = sum_i (1 - pi_i) w_i^2 (y_i - mean)^2 / (sum_i w_i)^2``, and a normal interval clipped to [0, 1].
+  Accuracy is the weighted mean of ``correct``; the recall of class ``c`` is the weighted mean of ``correct``
+  over the items whose label is ``c``; the defect rate is the weighted mean of ``label is a defect``.
+
+Example:
+    >>> import numpy as np
+    >>> round(wilson(8, 10).low, 3), round(wilson(8, 10).high, 3)
+    (0.49, 0.943)
+    >>> e = weighted_mean(np.array([1.0, 0.0, 1.0]), np.array([1.0, 0.5, 0.25]))
+    >>> round(e.estimate, 4)
+    0.7143
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from selector.arrays import BoolArray, FloatArray, IntArray
+from selector.errors import SelectorError
+
+Z_95 = 1.959963984540054
+"""Standard normal quantile of a two-sided 95% interval."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with its confidence interval and the number of labeled items behind it."""
+
+    estimate: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def empty(cls) -> Interval:
+        """Nothing labeled yet: no estimate (NaN), the whole unit interval."""
+        return cls(math.nan, 0.0, 1.0, 0)
+
+
+def wilson(successes: int, n: int, z: float = Z_95) -> Interval:
+    """Wilson score interval of a binomial proportion."""
+    if not 0 <= successes <= n:
+        raise SelectorError(f"need 0 <= successes <= n, got {successes} of {n}")
+    if n == 0:
+        return Interval.empty()
+    p = successes / n
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n)
+
+
+def weighted_mean(y: FloatArray, pi: FloatArray, z: float = Z_95) -> Interval:
+    """Inverse-probability-weighted (Hajek) mean of ``y`` over labeled items with inclusion ``pi``.
+
+    Raises:
+        SelectorError: if a ``pi`` is outside (0, 1] or the lengths differ.
+    """
+    if len(y) != len(pi):
+        raise SelectorError(f"y and pi differ in length: {len(y)} != {len(pi)}")
+    if len(y) == 0:
+        return Interval.empty()
+    if not ((pi > 0) & (pi <= 1)).all():
+        raise SelectorError("inclusion probabilities must lie in (0, 1]")
+    w = 1.0 / pi
+    total = float(w.sum())
+    mean = float(np.dot(w, y) / total)
+    var = float(np.sum((1.0 - pi) * w * w * (y - mean) ** 2)) / (total * total)
+    half = z * math.sqrt(max(var, 0.0))
+    return Interval(mean, max(0.0, mean - half), min(1.0, mean + half), len(y))
+
+
+@dataclass(frozen=True)
+class ModelEstimates:
+    """The deployed model's quality, estimated from every labeled decision."""
+
+    accuracy: Interval
+    recall: dict[str, Interval]
+    defect_rate: Interval
+
+
+def model_estimates(
+    label: IntArray,
+    predicted: IntArray,
+    pi: FloatArray,
+    classes: list[str],
+    defects: BoolArray,
+    z: float = Z_95,
+) -> ModelEstimates:
+    """Accuracy, per-class recall and defect rate from labeled decisions.
+
+    Args:
+        label: the human label of each labeled item (class index).
+        predicted: the model's predicted class for it.
+        pi: its inclusion probability at decision time.
+        classes: class names, for the recall keys.
+        defects: which classes count as defects (per class).
+    """
+    correct = (label == predicted).astype(np.float64)
+    recall = {name: weighted_mean(correct[label == c], pi[label == c], z) for c, name in enumerate(classes)}
+    return ModelEstimates(
+        weighted_mean(correct, pi, z), recall, weighted_mean(defects[label].astype(np.float64), pi, z)
+    )
