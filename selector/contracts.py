@@ -81,6 +81,9 @@ class ToLabel(BaseModel):
     priority: float = Field(ge=0, le=1, description="higher is more urgent for the labelers")
     predicted: str = Field(description="predicted class name")
     probs: list[float]
+    embedding: list[float] | None = Field(
+        description="the prediction's embedding, passed through (retraining and the label join use it)"
+    )
     segment: str | None
     payload: Any
     meta: Any

@@ -54,6 +54,7 @@ def encode_outputs(
             "priority": score,
             "predicted": classes[decisions.predicted[i]],
             "probs": batch.probs[i].tolist(),
+            "embedding": batch.embedding[i] if batch.embedding else None,
             "segment": batch.segment[i],
             "payload": batch.payload[i],
             "meta": batch.meta[i],

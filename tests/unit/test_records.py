@@ -85,7 +85,8 @@ class TestEncodeOutputs:
         ]
 
     def test_to_label_fields_carry_the_decision(self) -> None:
-        """A query record carries route, scores, threshold, selector, inclusion, prediction and pass-through.
+        """A query record carries route, scores, threshold, selector, inclusion, prediction, the pass-through
+        fields and the embedding.
 
         The threshold controller selects every item at or above 'budget.query_threshold' (0.4 here) and the
         token gate has room, so the item was certain to be sent: probability 1.
@@ -98,6 +99,7 @@ class TestEncodeOutputs:
                 "segment": "line-1",
                 "payload": {"uri": "s3://b/x1.png"},
                 "meta": [1],
+                "embedding": [0.5, -1.25, 3.0],
             }
         )
         config = cfg(audit_rate=0.0, controller="threshold")
@@ -113,6 +115,7 @@ class TestEncodeOutputs:
         assert rec.query_probability == 1.0
         assert rec.predicted == "ok"
         assert rec.probs == batch.probs[0].tolist()
+        assert rec.embedding == [0.5, -1.25, 3.0]  # passed through for retraining
         assert (rec.segment, rec.model, rec.payload, rec.meta) == (
             "line-1",
             "v7",
