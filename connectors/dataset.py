@@ -1,0 +1,161 @@
+"""The dataset store: decisions sent for labeling, every label message, and the labeled examples they make.
+
+An embedded SQLite file (``dataset.path``), append-only: a decision is stored once per item id (at-least-once
+delivery may repeat it; the first one stands), and every label message is appended as it came. The examples
+are derived on read: each item's votes (:class:`selector.labels.LabelBook`) resolved by quorum majority,
+joined to the decision that asked for the label, with its inclusion probability and the importance weight
+``1 / pi`` that unbiased estimates and weighted retraining use.
+
+Example:
+    >>> store = DatasetStore(":memory:")
+    >>> store.add_decisions([{"id": "a", "route": "query", "predicted": "ok", "probs": [0.6, 0.4],
+    ...     "embedding": None, "query_probability": 0.5, "model": "v1", "decided_at": "t"}])
+    1
+    >>> store.add_labels([LabelEvent("a", "dent", "ann", 1.0), LabelEvent("zzz", "ok", "ann", 1.0)])
+    ['zzz']
+    >>> [(e.id, e.label, e.weight) for e in store.examples(quorum=1)]
+    [('a', 'dent', 2.0)]
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from selector.labels import LabelBook, LabelEvent
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    id TEXT PRIMARY KEY,
+    route TEXT NOT NULL,
+    predicted TEXT NOT NULL,
+    probs TEXT NOT NULL,
+    embedding TEXT,
+    inclusion REAL NOT NULL,
+    model TEXT,
+    decided_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS label_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    label TEXT,
+    annotator TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS label_events_id ON label_events (id);
+"""
+
+
+@dataclass(frozen=True)
+class Example:
+    """A labeled item: the resolved human label and what the model saw and said when it was decided."""
+
+    id: str
+    label: str
+    votes: int
+    agreement: float
+    route: str
+    predicted: str
+    probs: list[float]
+    embedding: list[float] | None
+    inclusion: float
+    weight: float
+    model: str | None
+    decided_at: str
+
+
+class DatasetStore:
+    """Decisions and label messages in one SQLite file (``":memory:"`` for a throwaway store)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False)
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add_decisions(self, records: Iterable[dict[str, Any]]) -> int:
+        """Store to-label records (as dicts); an id already stored keeps its first decision. Returns how many
+        were new."""
+        rows = [
+            (
+                r["id"],
+                r["route"],
+                r["predicted"],
+                orjson.dumps(r["probs"]).decode(),
+                orjson.dumps(r["embedding"]).decode() if r.get("embedding") is not None else None,
+                float(r["query_probability"]),
+                r.get("model"),
+                r["decided_at"],
+            )
+            for r in records
+        ]
+        with self._db:
+            before = self._db.total_changes
+            self._db.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            return self._db.total_changes - before
+
+    def add_labels(self, events: Iterable[LabelEvent]) -> list[str]:
+        """Append label messages of known items; returns the ids of messages for items never sent for
+        labeling (not stored: the caller dead-letters them)."""
+        events = list(events)
+        known = self._known({e.id for e in events})
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO label_events (id, label, annotator, ts) VALUES (?, ?, ?, ?)",
+                [(e.id, e.label, e.annotator, e.ts) for e in events if e.id in known],
+            )
+        return [e.id for e in events if e.id not in known]
+
+    def _known(self, ids: set[str]) -> set[str]:
+        found: set[str] = set()
+        items = sorted(ids)
+        for k in range(0, len(items), 500):
+            part = items[k : k + 500]
+            marks = ",".join("?" * len(part))
+            found |= {r[0] for r in self._db.execute(f"SELECT id FROM decisions WHERE id IN ({marks})", part)}
+        return found
+
+    def book(self) -> LabelBook:
+        """Every stored label message, applied in arrival order."""
+        rows = self._db.execute("SELECT id, label, annotator, ts FROM label_events ORDER BY seq")
+        return LabelBook().with_events(LabelEvent(*r) for r in rows)
+
+    def examples(self, quorum: int = 1) -> Iterator[Example]:
+        """The labeled examples: items whose votes resolve under ``quorum``, with their decisions."""
+        book = self.book()
+        for row in self._db.execute("SELECT * FROM decisions ORDER BY decided_at, id"):
+            rid, route, predicted, probs, embedding, inclusion, model, decided_at = row
+            if rid not in book.votes:
+                continue
+            r = book.resolve(rid, quorum)
+            if r.label is None:
+                continue
+            yield Example(
+                rid,
+                r.label,
+                r.votes,
+                r.agreement,
+                route,
+                predicted,
+                orjson.loads(probs),
+                orjson.loads(embedding) if embedding is not None else None,
+                inclusion,
+                1.0 / inclusion,
+                model,
+                decided_at,
+            )
+
+    def export_jsonl(self, path: str | Path, quorum: int = 1) -> int:
+        """Write the examples as JSON lines; returns how many."""
+        n = 0
+        with open(path, "wb") as f:
+            for e in self.examples(quorum):
+                f.write(orjson.dumps(asdict(e)) + b"\n")
+                n += 1
+        return n

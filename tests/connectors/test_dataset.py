@@ -1,0 +1,116 @@
+"""The dataset store on a real SQLite file: decisions stored once, label messages appended and joined, unknown
+ids refused, quorum resolution, export, and an unbiased accuracy estimate from the stored examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from connectors.dataset import DatasetStore
+from selector import __version__
+from selector.config import parse_config
+from selector.decode import decode_batch
+from selector.estimates import weighted_mean
+from selector.labels import LabelEvent
+from selector.records import encode_outputs
+from selector.routing import Router
+
+CLASSES = ["ok", "scratch", "dent", "crack"]
+
+
+def decision(rid: str, pi: float = 0.5, embedding: list[float] | None = None) -> dict[str, object]:
+    return {
+        "id": rid,
+        "route": "query",
+        "predicted": "ok",
+        "probs": [0.7, 0.1, 0.1, 0.1],
+        "embedding": embedding,
+        "query_probability": pi,
+        "model": "v1",
+        "decided_at": f"2026-11-24T00:00:{rid[-2:]}Z",
+    }
+
+
+class TestStore:
+    def test_decisions_are_stored_once_and_survive_reopening(self, tmp_path: Path) -> None:
+        """A repeated id keeps its first decision; a reopened file holds everything."""
+        path = tmp_path / "dataset.sqlite"
+        store = DatasetStore(path)
+        assert store.add_decisions([decision("i-01", 0.5), decision("i-02")]) == 2
+        assert store.add_decisions([decision("i-01", 0.9)]) == 0
+        store.add_labels([LabelEvent("i-01", "dent", "ann", 1.0)])
+        store.close()
+        again = DatasetStore(path)
+        (example,) = list(again.examples())
+        assert (example.id, example.label, example.inclusion, example.weight) == ("i-01", "dent", 0.5, 2.0)
+        assert example.probs == [0.7, 0.1, 0.1, 0.1] and example.model == "v1"
+
+    def test_labels_for_unknown_items_are_refused_and_returned(self, tmp_path: Path) -> None:
+        """Messages for ids never sent for labeling are not stored; their ids come back for dead-lettering."""
+        store = DatasetStore(tmp_path / "d.sqlite")
+        store.add_decisions([decision("i-01")])
+        unknown = store.add_labels(
+            [
+                LabelEvent("i-01", "ok", "a", 1.0),
+                LabelEvent("x-99", "ok", "a", 1.0),
+                LabelEvent("x-98", None, "a", 2),
+            ]
+        )
+        assert unknown == ["x-99", "x-98"]
+        assert set(store.book().votes) == {"i-01"}
+
+    def test_quorum_updates_retractions_and_duplicates(self, tmp_path: Path) -> None:
+        """quorum 2: one vote is not an example; a second agreeing vote makes one; a retraction undoes it; a
+        duplicated message changes nothing."""
+        store = DatasetStore(tmp_path / "d.sqlite")
+        store.add_decisions([decision("i-01", embedding=[1.0, 2.0])])
+        store.add_labels([LabelEvent("i-01", "dent", "a", 1.0)])
+        assert list(store.examples(quorum=2)) == []
+        store.add_labels([LabelEvent("i-01", "dent", "b", 2.0), LabelEvent("i-01", "dent", "b", 2.0)])
+        (e,) = list(store.examples(quorum=2))
+        assert (e.label, e.votes, e.agreement, e.embedding) == ("dent", 2, 1.0, [1.0, 2.0])
+        store.add_labels([LabelEvent("i-01", None, "b", 3.0)])
+        assert list(store.examples(quorum=2)) == []
+
+    def test_export_writes_one_json_line_per_example(self, tmp_path: Path) -> None:
+        """The export holds exactly the examples, with their weights."""
+        store = DatasetStore(tmp_path / "d.sqlite")
+        store.add_decisions([decision(f"i-{k:02d}", pi=0.25) for k in range(5)])
+        store.add_labels([LabelEvent(f"i-{k:02d}", "ok", "a", 1.0) for k in range(3)])
+        out = tmp_path / "examples.jsonl"
+        assert store.export_jsonl(out) == 3
+        rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+        assert [r["id"] for r in rows] == ["i-00", "i-01", "i-02"]
+        assert {r["weight"] for r in rows} == {4.0}
+
+
+def test_examples_from_the_routers_records_estimate_accuracy_without_bias(tmp_path: Path) -> None:
+    """The Router decides 20,000 predictions; its to-label records go into the store and a simulated
+    annotator labels every one of them with the truth; the store's examples, weighted by 1 / pi, estimate
+    the accuracy of the whole stream within their interval; the unweighted labeled accuracy is far off."""
+    rng = np.random.default_rng(5)
+    n = 20_000
+    label = rng.choice(4, size=n, p=[0.95, 0.02, 0.02, 0.01])
+    logits = rng.normal(0, 1, (n, 4))
+    logits[np.arange(n), label] += rng.uniform(0.5, 6.0, n)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    config = parse_config({"classes": CLASSES, "budget": {"rate": 0.05, "audit_rate": 0.01, "caps": {}}})
+    values = [orjson.dumps({"id": f"p-{i}", "probs": probs[i].tolist()}) for i in range(n)]
+    batch = decode_batch(values, [0] * n, **config.decode_options())
+    decisions = Router(config).decide(0, batch, np.arange(n) * 0.01)
+    info = {"version": __version__, "config_hash": config.config_hash()}
+    out = encode_outputs(batch, decisions, CLASSES, "2026-11-24T00:00:00Z", info)
+    store = DatasetStore(tmp_path / "d.sqlite")
+    records = [orjson.loads(v) for _, v in out.to_label]
+    assert store.add_decisions(records) == len(records) > 500
+    truth_of = {f"p-{i}": CLASSES[label[i]] for i in range(n)}
+    assert store.add_labels(LabelEvent(r["id"], truth_of[r["id"]], "sim", 1.0) for r in records) == []
+    examples = list(store.examples())
+    assert len(examples) == len(records)
+    correct = np.array([float(e.label == e.predicted) for e in examples])
+    estimate = weighted_mean(correct, np.array([e.inclusion for e in examples]))
+    truth = float(np.mean(label == probs.argmax(axis=1)))
+    assert estimate.low <= truth <= estimate.high
+    assert abs(float(correct.mean()) - truth) > 0.1  # the labeled items alone are no estimate at all
