@@ -34,7 +34,8 @@ from zlib import crc32
 import numpy as np
 import orjson
 
-from selector.arrays import BoolArray, FloatArray, IntArray, UIntArray
+from selector import fields
+from selector.arrays import FloatArray, IntArray, UIntArray
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,8 @@ class Batch:
 
 
 _OPTIONAL_STR = ("model", "segment")
-_NESTED = ("samples", "committee", "detections")
-"""Optional fields holding rows of class probabilities (reason codes ``bad_<field>``)."""
-_OPTIONAL_COLUMNS = frozenset({*_NESTED, "predicted_loss", "cost", "embedding"})
+_OPTIONAL_COLUMNS = frozenset({*fields.NESTED, "predicted_loss", "cost", "embedding"})
 """A record with none of these keys (and nothing required) skips every check of optional columns."""
-_NUMBER_TYPES = {int, float}
 _MAX_ENCODABLE_DEPTH = 254
 """orjson refuses to encode deeper nesting; a record nested deeper could not be passed through to outputs."""
 
@@ -175,7 +173,7 @@ def decode_batch(
     embedding: list[list[float] | None] = []
     hashes: list[int] = []
     # optional columns, sparse by row (most records carry none of them): row -> value
-    nested: dict[str, dict[int, list[list[float]]]] = {k: {} for k in _NESTED}
+    nested: dict[str, dict[int, list[list[float]]]] = {k: {} for k in fields.NESTED}
     loss: dict[int, float] = {}
     cost: dict[int, float] = {}
     # 'probs'/'logits' keep their own rule (exactly one of them), reported as missing_probs
@@ -241,9 +239,9 @@ def decode_batch(
             rejects.append(Reject(i, "bad_field", bad))
             continue
         # the one test a typical record pays for the optional columns (a required field is present by now)
-        extra: _Columns | None = None
+        extra: fields.Columns | None = None
         if not _OPTIONAL_COLUMNS.isdisjoint(obj):
-            read = _read_columns(obj, n_classes, embedding_dim)
+            read = fields.read_columns(obj, n_classes, embedding_dim)
             if isinstance(read, tuple):
                 rejects.append(Reject(i, *read))
                 continue
@@ -277,8 +275,8 @@ def decode_batch(
 
     matrix, row_rejects = _to_matrix(rows, n_classes)
     arrays: dict[str, dict[int, FloatArray]] = {}
-    for key in _NESTED:
-        arrays[key], errors = _stack_nested(nested[key], key, n_classes, prob_tolerance)
+    for key in fields.NESTED:
+        arrays[key], errors = fields.stack_nested(nested[key], key, n_classes, prob_tolerance)
         for r, message in errors.items():
             row_rejects.setdefault(r, (f"bad_{key}", message))
     logit_mask = np.asarray(is_logit, dtype=bool)
@@ -301,103 +299,13 @@ def decode_batch(
         embedding=_take(embedding, keep),
         hashes=np.asarray(hashes, dtype=np.uint64)[keep],
         rejects=rejects,
-        samples=_sparse(arrays["samples"], keep),
-        committee=_sparse(arrays["committee"], keep),
-        detections=_sparse(arrays["detections"], keep),
-        predicted_loss=_filled(loss, keep, math.nan),
-        cost=_filled(cost, keep, 1.0),
-        vectors=None if embedding_dim is None else _vectors(_take(embedding, keep), embedding_dim),
+        samples=fields.sparse(arrays["samples"], keep),
+        committee=fields.sparse(arrays["committee"], keep),
+        detections=fields.sparse(arrays["detections"], keep),
+        predicted_loss=fields.filled(loss, keep, math.nan),
+        cost=fields.filled(cost, keep, 1.0),
+        vectors=None if embedding_dim is None else fields.vectors(_take(embedding, keep), embedding_dim),
     )
-
-
-def _sparse(values: dict[int, FloatArray], keep: IntArray) -> list[FloatArray | None]:
-    """A column of the kept rows from a row -> value mapping, None where a row has no value."""
-    return [values.get(k) for k in keep.tolist()] if values else [None] * len(keep)
-
-
-def _filled(values: dict[int, float], keep: IntArray, default: float) -> FloatArray:
-    """A float column of the kept rows from a row -> value mapping, ``default`` elsewhere."""
-    out = np.full(len(keep), default)
-    if values:
-        out[:] = [values.get(k, default) for k in keep.tolist()]
-    return out
-
-
-def _vectors(rows: list[list[float] | None], dim: int) -> FloatArray:
-    """Stack embeddings into (n, dim), NaN rows where an item has none."""
-    if all(r is not None for r in rows):
-        return np.asarray(rows, dtype=np.float64).reshape(len(rows), dim)
-    out = np.full((len(rows), dim), np.nan)
-    for k, r in enumerate(rows):
-        if r is not None:
-            out[k] = r
-    return out
-
-
-def _nested_rows(value: Any, key: str, n_classes: int) -> list[list[float]] | str:
-    """The rows of a list of probability rows (``detections`` boxes may also be objects with ``probs``),
-    checked for shape and number types, or the message saying why it is invalid. Values are checked by
-    :func:`_stack_nested`, over the whole batch at once."""
-    if not isinstance(value, list) or (not value and key != "detections"):
-        what = "a list of boxes" if key == "detections" else "a non-empty list of rows"
-        return f"'{key}' must be {what}, each a list of {n_classes} probabilities: {str(value)[:200]}"
-    rows = value
-    if key == "detections":
-        rows = [b.get("probs") if isinstance(b, dict) else b for b in value]
-    for r, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != n_classes:
-            if row is None and key == "detections":
-                return (
-                    f"'detections' row {r} is an object without 'probs' (the box's {n_classes} probabilities)"
-                )
-            got = len(row) if isinstance(row, list) else type(row).__name__
-            return f"'{key}' row {r} must be a list of {n_classes} probabilities, got {got}"
-    if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
-        r = next(r for r, row in enumerate(rows) if not set(map(type, row)) <= _NUMBER_TYPES)
-        return f"'{key}' row {r} must hold numbers only: {str(rows[r])[:200]}"
-    return rows
-
-
-def _stack_nested(
-    raw: dict[int, list[list[float]]], key: str, n_classes: int, tol: float
-) -> tuple[dict[int, FloatArray], dict[int, str]]:
-    """Every item's rows as a (rows, C) array renormalized to sum 1, checked (finite, in [0, 1], summing to
-    1 within ``tol``) over the whole batch at once; and the message for each item that fails."""
-    if not raw:
-        return {}, {}
-    items = list(raw)
-    counts = np.fromiter((len(raw[r]) for r in items), dtype=np.int64, count=len(items))
-    flat: FloatArray = np.asarray(list(chain.from_iterable(raw[r] for r in items)), dtype=np.float64)
-    flat = flat.reshape(len(flat), n_classes)
-    finite: BoolArray = np.logical_and.reduce(np.isfinite(flat), axis=1)
-    in_range: BoolArray = np.logical_and.reduce((flat >= 0.0) & (flat <= 1.0), axis=1)
-    sums: FloatArray = flat.sum(axis=1)
-    normal: BoolArray = np.abs(sums - 1.0) <= tol
-    errors: dict[int, str] = {}
-    good_row = finite & in_range & normal
-    if not good_row.all():
-        owner = np.repeat(np.arange(len(items)), counts)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        for k in np.unique(owner[~good_row]).tolist():
-            span = slice(int(starts[k]), int(starts[k] + counts[k]))
-            errors[items[k]] = _nested_error(key, flat[span], finite[span], in_range[span], sums[span], tol)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        normalized = flat / sums[:, None]
-    parts = np.split(normalized, np.cumsum(counts)[:-1])
-    return {r: part for r, part in zip(items, parts, strict=True) if r not in errors}, errors
-
-
-def _nested_error(
-    key: str, rows: FloatArray, finite: BoolArray, in_range: BoolArray, sums: FloatArray, tol: float
-) -> str:
-    """The message for one item's first failing check: finiteness, then range, then normalization."""
-    if not finite.all():
-        return f"'{key}' row {int(np.argmin(finite))} must be finite (no NaN or infinity)"
-    if not in_range.all():
-        r = int(np.argmin(in_range))
-        return f"'{key}' row {r} must lie in [0, 1]: {rows[r].tolist()!r}"
-    r = int(np.argmax(np.abs(sums - 1.0) > tol))
-    return f"'{key}' row {r} must sum to 1 within 'input.prob_tolerance' {tol}: sum is {sums[r]:.6g}"
 
 
 def _take(col: list[Any], keep: IntArray) -> list[Any]:
@@ -413,71 +321,13 @@ def _check_optional(obj: dict[str, Any]) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class _Columns:
-    """The optional columns of one record that carries any, checked for type and shape."""
-
-    embedding: list[float] | None
-    nested: dict[str, list[list[float]]]
-    predicted_loss: float | None
-    cost: float | None
-
-
-def _read_columns(
-    obj: dict[str, Any], n_classes: int, embedding_dim: int | None
-) -> _Columns | tuple[str, str]:
-    """The optional columns of a record, or the (reason, message) of the first that is invalid.
-
-    Checks, in order: ``cost``, ``predicted_loss``, ``embedding`` (``bad_field``), the embedding's length
-    (``wrong_embedding_dim``), then the shape and number types of ``samples``, ``committee`` and
-    ``detections`` (``bad_<field>``); their values are checked by :func:`_stack_nested`.
-    """
-    cost = obj.get("cost")
-    if cost is not None and (
-        isinstance(cost, bool) or not isinstance(cost, int | float) or not math.isfinite(cost) or cost <= 0
-    ):
-        return "bad_field", f"'cost' must be a finite number > 0: {cost!r}"
-    loss = obj.get("predicted_loss")
-    if loss is not None and (
-        isinstance(loss, bool) or not isinstance(loss, int | float) or not math.isfinite(loss) or loss < 0
-    ):
-        return "bad_field", f"'predicted_loss' must be a finite number >= 0: {loss!r}"
-    emb = obj.get("embedding")
-    if emb is not None and (
-        not isinstance(emb, list)
-        or not emb
-        or not set(map(type, emb)) <= _NUMBER_TYPES
-        or not all(map(math.isfinite, emb))
-    ):
-        return "bad_field", f"'embedding' must be a non-empty list of finite numbers: {str(emb)[:200]}"
-    if embedding_dim is not None and emb is not None and len(emb) != embedding_dim:
-        return (
-            "wrong_embedding_dim",
-            f"'embedding' must have 'input.embedding_dim' = {embedding_dim} numbers, got {len(emb)}",
-        )
-    nested: dict[str, list[list[float]]] = {}
-    for key in _NESTED:
-        value = obj.get(key)
-        if value is not None:
-            rows_of = _nested_rows(value, key, n_classes)
-            if isinstance(rows_of, str):
-                return f"bad_{key}", rows_of
-            nested[key] = rows_of
-    return _Columns(
-        emb,
-        nested,
-        None if loss is None else float(loss),
-        None if cost is None else float(cost),
-    )
-
-
 def _to_matrix(rows: list[Any], n_classes: int) -> tuple[FloatArray, dict[int, tuple[str, str]]]:
     """Stack rows into an (n, C) float matrix; rows with non-numbers are reported and zero-filled."""
     rejects: dict[int, tuple[str, str]] = {}
     if not rows:
         return np.zeros((0, n_classes), dtype=np.float64), rejects
     # numpy would also convert true, "0.5", null and nested lists: only all-number batches take the fast path
-    if set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
+    if set(map(type, chain.from_iterable(rows))) <= fields.NUMBER_TYPES:
         return np.asarray(rows, dtype=np.float64), rejects
     out = np.zeros((len(rows), n_classes), dtype=np.float64)
     for r, row in enumerate(rows):
