@@ -20,14 +20,15 @@ Example:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+from kafka.consumer.fetcher import ConsumerRecord
 
-from selector.labels import LabelBook, LabelEvent
+from selector.labels import LabelBook, LabelEvent, parse_label
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -48,6 +49,12 @@ CREATE TABLE IF NOT EXISTS label_events (
     ts REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS label_events_id ON label_events (id);
+CREATE TABLE IF NOT EXISTS positions (
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
 """
 
 
@@ -69,6 +76,18 @@ class Example:
     decided_at: str
 
 
+@dataclass(frozen=True)
+class Ingested:
+    """What one :meth:`DatasetStore.ingest` stored, and the label messages it could not use."""
+
+    decisions: int
+    labels: int
+    unknown: list[ConsumerRecord]
+    """label messages for items never sent for labeling (dead-letter them: reason ``unknown_id``)"""
+    invalid: list[tuple[ConsumerRecord, str, str]]
+    """label messages that are not valid: (record, reason, message)"""
+
+
 class DatasetStore:
     """Decisions and label messages in one SQLite file (``":memory:"`` for a throwaway store)."""
 
@@ -82,6 +101,10 @@ class DatasetStore:
     def add_decisions(self, records: Iterable[dict[str, Any]]) -> int:
         """Store to-label records (as dicts); an id already stored keeps its first decision. Returns how many
         were new."""
+        with self._db:
+            return self._insert_decisions(records)
+
+    def _insert_decisions(self, records: Iterable[dict[str, Any]]) -> int:
         rows = [
             (
                 r["id"],
@@ -95,10 +118,63 @@ class DatasetStore:
             )
             for r in records
         ]
+        before = self._db.total_changes
+        self._db.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return self._db.total_changes - before
+
+    def positions(self, topic: str) -> dict[int, int]:
+        """The next offset to read per partition of ``topic`` (what is below was ingested)."""
+        rows = self._db.execute("SELECT partition, next_offset FROM positions WHERE topic = ?", (topic,))
+        return dict(rows.fetchall())
+
+    def ingest(
+        self, to_label: Sequence[ConsumerRecord], labels: Sequence[ConsumerRecord], classes: Sequence[str]
+    ) -> Ingested:
+        """Store to-label records and label messages, and the positions after them, in one transaction:
+        records below a stored position were ingested before and are skipped, so re-reading a topic after a
+        restart stores nothing twice. Decisions go first, so a label in the same call finds its item."""
+        fresh_decisions = self._unread(to_label)
+        fresh_labels = self._unread(labels)
+        events: list[LabelEvent] = []
+        sources: list[ConsumerRecord] = []
+        invalid: list[tuple[ConsumerRecord, str, str]] = []
+        for rec in fresh_labels:
+            parsed = parse_label(rec.value, classes, rec.timestamp / 1000.0)
+            if isinstance(parsed, LabelEvent):
+                events.append(parsed)
+                sources.append(rec)
+            else:
+                invalid.append((rec, *parsed))
         with self._db:
-            before = self._db.total_changes
-            self._db.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            return self._db.total_changes - before
+            added = self._insert_decisions(
+                orjson.loads(r.value) for r in fresh_decisions if r.value is not None
+            )
+            known = self._known({e.id for e in events})
+            self._db.executemany(
+                "INSERT INTO label_events (id, label, annotator, ts) VALUES (?, ?, ?, ?)",
+                [(e.id, e.label, e.annotator, e.ts) for e in events if e.id in known],
+            )
+            ends: dict[tuple[str, int], int] = {}
+            for r in [*to_label, *labels]:
+                key = (r.topic, r.partition)
+                ends[key] = max(ends.get(key, 0), r.offset + 1)
+            self._db.executemany(
+                "INSERT INTO positions VALUES (?, ?, ?) ON CONFLICT (topic, partition) "
+                "DO UPDATE SET next_offset = max(next_offset, excluded.next_offset)",
+                [(t, p, o) for (t, p), o in ends.items()],
+            )
+        unknown = [rec for rec, e in zip(sources, events, strict=True) if e.id not in known]
+        return Ingested(added, len(events) - len(unknown), unknown, invalid)
+
+    def _unread(self, records: Sequence[ConsumerRecord]) -> list[ConsumerRecord]:
+        cache: dict[str, dict[int, int]] = {}
+        out = []
+        for r in records:
+            if r.topic not in cache:
+                cache[r.topic] = self.positions(r.topic)
+            if r.offset >= cache[r.topic].get(r.partition, 0):
+                out.append(r)
+        return out
 
     def add_labels(self, events: Iterable[LabelEvent]) -> list[str]:
         """Append label messages of known items; returns the ids of messages for items never sent for
@@ -120,6 +196,12 @@ class DatasetStore:
             marks = ",".join("?" * len(part))
             found |= {r[0] for r in self._db.execute(f"SELECT id FROM decisions WHERE id IN ({marks})", part)}
         return found
+
+    def counts(self) -> dict[str, int]:
+        """How many decisions and label messages are stored."""
+        decisions = self._db.execute("SELECT count(*) FROM decisions").fetchone()[0]
+        messages = self._db.execute("SELECT count(*) FROM label_events").fetchone()[0]
+        return {"decisions": int(decisions), "label_messages": int(messages)}
 
     def book(self) -> LabelBook:
         """Every stored label message, applied in arrival order."""

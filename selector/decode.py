@@ -116,7 +116,7 @@ def _check_encodable(obj: Any) -> None:
         raise ValueError(f"cannot be passed through to outputs: {exc}") from None
 
 
-def _parse_ts(value: Any) -> float:
+def parse_ts(value: Any) -> float:
     """Seconds since the epoch from RFC 3339 text or epoch milliseconds; raises ValueError otherwise."""
     if isinstance(value, bool):
         raise ValueError(f"'ts' must be RFC 3339 text or epoch milliseconds: {value!r}")
@@ -247,7 +247,7 @@ def decode_batch(
                 continue
             extra = read
         try:
-            t = _parse_ts(obj["ts"]) if obj.get("ts") is not None else kafka_ts_ms[i] / 1000.0
+            t = parse_ts(obj["ts"]) if obj.get("ts") is not None else kafka_ts_ms[i] / 1000.0
         except ValueError as exc:
             rejects.append(Reject(i, "bad_ts", str(exc)))
             continue

@@ -20,8 +20,12 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+import orjson
+
+from selector.decode import parse_ts
 
 
 @dataclass(frozen=True)
@@ -101,3 +105,34 @@ def pairwise_agreement(book: LabelBook) -> tuple[float, int]:
         pairs += n * (n - 1) // 2
         agreeing += sum(c * (c - 1) // 2 for c in Counter(labels).values())
     return (agreeing / pairs if pairs else float("nan")), items
+
+
+def parse_label(raw: bytes | None, classes: Sequence[str], kafka_ts_s: float) -> LabelEvent | tuple[str, str]:
+    """A label message as a :class:`LabelEvent`, or the (reason, message) why it is invalid.
+
+    ``id`` (non-empty string) is required; ``label`` is a class name or null (a retraction); ``annotator``
+    defaults to ``"unknown"``; ``ts`` is RFC 3339 or epoch milliseconds, else the Kafka timestamp.
+    """
+    try:
+        obj = orjson.loads(raw) if raw is not None else None
+    except orjson.JSONDecodeError as exc:
+        return "malformed_json", f"not valid JSON: {exc}"
+    if not isinstance(obj, dict):
+        return "not_an_object", f"a label must be a JSON object, got {type(obj).__name__}"
+    rid = obj.get("id")
+    if not isinstance(rid, str) or not rid:
+        return "bad_id", f"'id' must be a non-empty string: {rid!r}"
+    label = obj.get("label")
+    if label is not None and label not in classes:
+        return (
+            "unknown_label",
+            f"'label' must be one of the configured classes {list(classes)!r} or null: {label!r}",
+        )
+    annotator = obj.get("annotator", "unknown")
+    if not isinstance(annotator, str) or not annotator:
+        return "bad_annotator", f"'annotator' must be a non-empty string: {annotator!r}"
+    try:
+        ts = parse_ts(obj["ts"]) if obj.get("ts") is not None else kafka_ts_s
+    except ValueError as exc:
+        return "bad_ts", str(exc)
+    return LabelEvent(rid, label, annotator, ts)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from kafka.consumer.fetcher import ConsumerRecord
 
 from connectors.dataset import DatasetStore
 from selector import __version__
@@ -114,3 +115,52 @@ def test_examples_from_the_routers_records_estimate_accuracy_without_bias(tmp_pa
     truth = float(np.mean(label == probs.argmax(axis=1)))
     assert estimate.low <= truth <= estimate.high
     assert abs(float(correct.mean()) - truth) > 0.1  # the labeled items alone are no estimate at all
+
+
+def record(topic: str, partition: int, offset: int, value: object) -> ConsumerRecord:
+    raw = value if isinstance(value, bytes) or value is None else orjson.dumps(value)
+    return ConsumerRecord(topic, partition, -1, offset, 1_700_000_000_000, 0, None, raw, [], None, -1, -1, -1)
+
+
+class TestIngest:
+    def test_one_call_stores_decisions_then_labels_and_sorts_out_the_rest(self, tmp_path: Path) -> None:
+        """A label whose to-label record arrives in the same call is joined; a label for an unknown id comes
+        back as unknown; invalid messages come back with their reasons; the positions follow the offsets."""
+        store = DatasetStore(tmp_path / "d.sqlite")
+        to_label = [record("to-label", 0, 7, decision("i-01")), record("to-label", 1, 3, decision("i-02"))]
+        labels = [
+            record("labels", 0, 0, {"id": "i-01", "label": "dent", "annotator": "a"}),
+            record("labels", 0, 1, {"id": "x-99", "label": "ok"}),
+            record("labels", 1, 0, {"id": "i-02", "label": "rust"}),
+            record("labels", 1, 1, b"{not json"),
+            record("labels", 1, 2, {"id": "i-02", "label": None, "annotator": "b", "ts": "yesterday"}),
+        ]
+        done = store.ingest(to_label, labels, CLASSES)
+        assert (done.decisions, done.labels) == (2, 1)
+        assert [orjson.loads(r.value)["id"] for r in done.unknown] == ["x-99"]
+        assert [(r.offset, reason) for r, reason, _ in done.invalid] == [
+            (0, "unknown_label"),
+            (1, "malformed_json"),
+            (2, "bad_ts"),
+        ]
+        assert store.positions("to-label") == {0: 8, 1: 4}
+        assert store.positions("labels") == {0: 2, 1: 3}
+        (example,) = list(store.examples())
+        assert (example.id, example.label) == ("i-01", "dent")
+        assert store.book().votes["i-01"]["a"][1] == 1_700_000_000.0  # no ts: the Kafka timestamp
+
+    def test_reading_the_topics_again_after_a_restart_stores_nothing_twice(self, tmp_path: Path) -> None:
+        """The same records ingested again (a restarted reader starts over) are skipped by their offsets;
+        new ones after them are taken."""
+        path = tmp_path / "d.sqlite"
+        to_label = [record("to-label", 0, k, decision(f"i-{k:02d}")) for k in range(3)]
+        labels = [
+            record("labels", 0, k, {"id": f"i-{k:02d}", "label": "ok", "annotator": "a"}) for k in range(3)
+        ]
+        DatasetStore(path).ingest(to_label, labels, CLASSES)
+        again = DatasetStore(path)
+        more = [record("labels", 0, 3, {"id": "i-00", "label": "dent", "annotator": "b", "ts": 5})]
+        done = again.ingest(to_label, [*labels, more[0]], CLASSES)
+        assert (done.decisions, done.labels, done.unknown, done.invalid) == (0, 1, [], [])
+        assert again.counts() == {"decisions": 3, "label_messages": 4}
+        assert again.positions("labels") == {0: 4}

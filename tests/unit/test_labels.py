@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 
+import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from selector.labels import LabelBook, LabelEvent, Resolution, pairwise_agreement
+from selector.labels import LabelBook, LabelEvent, Resolution, pairwise_agreement, parse_label
 
 
 def book(*events: tuple[str, str | None, str, float]) -> LabelBook:
@@ -90,3 +92,31 @@ class TestAgreement:
     def test_no_item_with_two_votes_has_no_agreement(self) -> None:
         value, items = pairwise_agreement(book(("a", "ok", "x", 1)))
         assert math.isnan(value) and items == 0
+
+
+class TestParseLabel:
+    CLASSES = ("ok", "dent")
+
+    def test_a_valid_message_with_and_without_optional_fields(self) -> None:
+        """ts in RFC 3339 or epoch ms, else the Kafka time; annotator defaults to "unknown"; null retracts."""
+        full = orjson.dumps({"id": "a", "label": "dent", "annotator": "x", "ts": "2026-11-24T00:00:00Z"})
+        assert parse_label(full, self.CLASSES, 5.0) == LabelEvent("a", "dent", "x", 1_795_478_400.0)
+        bare = orjson.dumps({"id": "a", "label": None})
+        assert parse_label(bare, self.CLASSES, 5.0) == LabelEvent("a", None, "unknown", 5.0)
+        assert parse_label(orjson.dumps({"id": "a", "label": "ok", "ts": 2000}), self.CLASSES, 0).ts == 2.0
+
+    @pytest.mark.parametrize(
+        ("raw", "reason"),
+        [
+            (b"{", "malformed_json"),
+            (None, "not_an_object"),
+            (b"[1]", "not_an_object"),
+            (b'{"label": "ok"}', "bad_id"),
+            (b'{"id": "a", "label": "rust"}', "unknown_label"),
+            (b'{"id": "a", "label": "ok", "annotator": 3}', "bad_annotator"),
+            (b'{"id": "a", "label": "ok", "ts": "soon"}', "bad_ts"),
+        ],
+    )
+    def test_invalid_messages_name_their_reason(self, raw: bytes | None, reason: str) -> None:
+        result = parse_label(raw, self.CLASSES, 0.0)
+        assert isinstance(result, tuple) and result[0] == reason and result[1]
