@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         "--input", metavar="FILE", required=True, help="JSON-lines predictions with 'label' ('-': stdin)"
     )
     calibrate.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
+    labels = with_config(
+        sub.add_parser(
+            "labels", help="ingest decisions and labels into the dataset store (one per deployment)"
+        )
+    )
+    labels.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     schema = sub.add_parser("schema", help="print the JSON Schemas of the message contracts")
     schema.add_argument("--write", metavar="DIR", help="write one <name>.schema.json per contract into DIR")
     return p
@@ -129,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from connectors.calibrate import run_calibrate  # noqa: PLC0415 (calibrate-only module)
 
             return run_calibrate(config, args.input, sys.stdout, as_json=args.json, err=sys.stderr)
+        if args.command == "labels":
+            return _labels(config, args.duration)
         watched = path if path.exists() else None
         if args.command == "run":
             return _run(config, args.duration, watched)
@@ -200,6 +208,31 @@ def _stop_on_signals(monitor: Monitor) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _labels(config: Config, duration: float | None) -> int:
+    if config.kafka.bootstrap_servers == EMBEDDED:
+        log.error(
+            "selector labels reads the topics of a running cluster: set kafka.bootstrap_servers "
+            "(an embedded broker lives and dies inside one 'selector run')"
+        )
+        return EXIT_CONFIG
+    from connectors.label_loop import LabelLoop  # noqa: PLC0415 (labels-only module)
+
+    loop = LabelLoop(config, config.kafka.bootstrap_servers)
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: stopping after this round", signal.Signals(signum).name)
+        loop.request_stop()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        loop.run(duration)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        loop.store.close()
+    return EXIT_OK
 
 
 def _start_metrics(monitor: Monitor, config: Config) -> None:

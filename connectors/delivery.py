@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from kafka import KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
@@ -21,30 +21,35 @@ Headers = list[tuple[str, bytes]]
 Outgoing = tuple[str, bytes | None, bytes | None, Headers | None]  # topic, key, value, headers
 
 
+def dead_letter(
+    topic: str, rec: ConsumerRecord, stage: str, reason: str, message: str, failed_at: str, secrets: list[str]
+) -> Outgoing:
+    """A dead letter: the record's original key and value, and the ``x-dlq-*`` headers."""
+    headers: Headers = [
+        ("x-dlq-original-topic", rec.topic.encode()),
+        ("x-dlq-original-partition", str(rec.partition).encode()),
+        ("x-dlq-original-offset", str(rec.offset).encode()),
+        ("x-dlq-stage", stage.encode()),
+        ("x-dlq-reason", reason.encode()),
+        ("x-dlq-exception-message", redact(message, secrets)[:2000].encode()),
+        ("x-dlq-failed-at", failed_at.encode()),
+        ("x-dlq-app-version", selector.__version__.encode()),
+    ]
+    return (topic, rec.key, rec.value, headers)
+
+
 def dead_letters(
     topic: str,
-    source: TopicPartition,
     records: list[ConsumerRecord],
     rejects: list[Reject],
     failed_at: str,
     secrets: list[str],
 ) -> list[Outgoing]:
-    """One dead letter per rejected record: its original key and value, and the ``x-dlq-*`` headers."""
-    out: list[Outgoing] = []
-    for rej in rejects:
-        rec = records[rej.position]
-        headers: Headers = [
-            ("x-dlq-original-topic", source.topic.encode()),
-            ("x-dlq-original-partition", str(source.partition).encode()),
-            ("x-dlq-original-offset", str(rec.offset).encode()),
-            ("x-dlq-stage", b"decode"),
-            ("x-dlq-reason", rej.reason.encode()),
-            ("x-dlq-exception-message", redact(rej.message, secrets)[:2000].encode()),
-            ("x-dlq-failed-at", failed_at.encode()),
-            ("x-dlq-app-version", selector.__version__.encode()),
-        ]
-        out.append((topic, rec.key, rec.value, headers))
-    return out
+    """One dead letter per record the decoder rejected (stage ``decode``)."""
+    return [
+        dead_letter(topic, records[r.position], "decode", r.reason, r.message, failed_at, secrets)
+        for r in rejects
+    ]
 
 
 def deliver(

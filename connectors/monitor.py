@@ -227,7 +227,7 @@ class Monitor:
             )
             outgoing.extend(
                 dead_letters(
-                    self.config.topics.dead_letter, tp, records, batch.rejects, decided_at, self._secrets
+                    self.config.topics.dead_letter, records, batch.rejects, decided_at, self._secrets
                 )
             )
             decisions = self.router.decide(tp.partition, batch, np.full(len(batch), now))

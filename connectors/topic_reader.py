@@ -18,8 +18,10 @@ from selector.config import Config
 class TopicReader:
     """A group-less consumer assigned to every partition of one topic."""
 
-    def __init__(self, config: Config, servers: str, topic: str) -> None:
+    def __init__(self, config: Config, servers: str, topic: str, start: dict[int, int] | None = None) -> None:
+        """``start``: the offset to begin at per partition (the beginning for a partition not in it)."""
         self.topic = topic
+        self._start = start or {}
         self._consumer = KafkaConsumer(
             bootstrap_servers=servers, group_id=None, enable_auto_commit=False, **security_kwargs(config)
         )
@@ -31,8 +33,11 @@ class TopicReader:
         if tps != self._tps:
             new = [tp for tp in tps if tp not in self._tps]
             self._consumer.assign(tps)
-            if new:
-                self._consumer.seek_to_beginning(*new)
+            for tp in new:
+                if tp.partition in self._start:
+                    self._consumer.seek(tp, self._start[tp.partition])
+                else:
+                    self._consumer.seek_to_beginning(tp)
             self._tps = tps
         return tps
 

@@ -278,6 +278,13 @@ class PendingConfig(_Section):
     max_items: PositiveInt = 100_000
 
 
+class DatasetConfig(_Section):
+    """The label loop (``selector labels``): where decisions and labels are stored, and how votes resolve."""
+
+    path: str = "selector-dataset.sqlite"
+    quorum: PositiveInt = 1
+
+
 class MetricsConfig(_Section):
     """The Prometheus endpoint."""
 
@@ -299,6 +306,7 @@ class Config(_Section):
     accept: AcceptConfig = Field(default_factory=AcceptConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     pending: PendingConfig = Field(default_factory=PendingConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @field_validator("classes")

@@ -1,0 +1,103 @@
+"""`selector labels`: the label loop's ingestion, one process per deployment.
+
+It reads the to-label topic (the decisions that asked for labels) and the labels topic (what annotators
+answered) without a consumer group, from where the dataset store says it stopped, and ingests both into the
+store in one transaction per round (:meth:`connectors.dataset.DatasetStore.ingest`), so a restart neither
+loses nor repeats a message. A label for an item never sent for labeling, or an invalid label message, goes
+to the dead-letter topic (stage ``labels``) with its original bytes and a reason; nothing is dropped.
+
+One process, not one per monitor instance: every instance's decisions must meet every annotator's labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from kafka import KafkaProducer
+
+from connectors.dataset import DatasetStore, Ingested
+from connectors.delivery import Outgoing, dead_letter, deliver
+from connectors.kafka_io import redact, secrets_of, security_kwargs
+from connectors.monitor import rfc3339
+from connectors.topic_reader import TopicReader
+from selector.config import Config
+
+log = logging.getLogger(__name__)
+
+
+class LabelLoop:
+    """Ingest to-label and label messages into the dataset store until :meth:`request_stop`."""
+
+    def __init__(self, config: Config, servers: str, store: DatasetStore | None = None) -> None:
+        self.config = config
+        self.servers = servers
+        self.store = store if store is not None else DatasetStore(config.dataset.path)
+        self._stop = threading.Event()
+        self.totals = {"decisions": 0, "labels": 0, "unknown": 0, "invalid": 0}
+        self.rounds = 0
+        """completed ingestion rounds (each reads both topics to their current end)"""
+        self._secrets = secrets_of(config)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def run(self, duration_s: float | None = None, poll_s: float = 0.5) -> None:
+        """Ingest round after round until stopped (or ``duration_s`` passed)."""
+        cfg = self.config
+        topics = cfg.topics
+        to_label = TopicReader(cfg, self.servers, topics.to_label, self.store.positions(topics.to_label))
+        labels = TopicReader(cfg, self.servers, topics.labels, self.store.positions(topics.labels))
+        producer = KafkaProducer(bootstrap_servers=self.servers, acks="all", **security_kwargs(cfg))
+        ends = None if duration_s is None else time.monotonic() + duration_s
+        try:
+            while not self._stop.is_set() and (ends is None or time.monotonic() < ends):
+                # decisions first: a label read in the same round finds the item it answers
+                done = self.store.ingest(
+                    to_label.read_new(until_end=True, timeout_s=5.0),
+                    labels.read_new(until_end=True, timeout_s=5.0),
+                    cfg.classes,
+                )
+                self._dead_letter(producer, done)
+                self._count(done)
+                self.rounds += 1
+                self._stop.wait(poll_s)
+        finally:
+            for reader in (to_label, labels):
+                reader.close()
+            producer.close()
+
+    def _dead_letter(self, producer: KafkaProducer, done: Ingested) -> None:
+        if not done.unknown and not done.invalid:
+            return
+        at = rfc3339(time.time())
+        topic = self.config.topics.dead_letter
+        outgoing: list[Outgoing] = [
+            dead_letter(topic, rec, "labels", "unknown_id", "no decision sent this id for labeling", at, [])
+            for rec in done.unknown
+        ]
+        outgoing += [
+            dead_letter(topic, rec, "labels", reason, message, at, self._secrets)
+            for rec, reason, message in done.invalid
+        ]
+        deliver(
+            producer,
+            outgoing,
+            self.config.kafka.outage_deadline_s,
+            lambda exc: f"dead letters of the label loop undeliverable: {redact(str(exc), self._secrets)}",
+        )
+
+    def _count(self, done: Ingested) -> None:
+        self.totals["decisions"] += done.decisions
+        self.totals["labels"] += done.labels
+        self.totals["unknown"] += len(done.unknown)
+        self.totals["invalid"] += len(done.invalid)
+        if done.decisions or done.labels or done.unknown or done.invalid:
+            log.info(
+                "ingested %d decisions and %d labels; dead-lettered %d unknown and %d invalid label messages",
+                done.decisions,
+                done.labels,
+                len(done.unknown),
+                len(done.invalid),
+            )

@@ -1,0 +1,100 @@
+"""`selector labels` on the real broker: decisions and labels ingested into the dataset store, unknown and
+invalid label messages dead-lettered with their reasons, and a restart that stores nothing twice."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+
+from connectors.broker import EmbeddedBroker
+from connectors.cli import main
+from connectors.dataset import DatasetStore
+from connectors.label_loop import LabelLoop
+from tests.integration.streams import config_for, create_topics, produce, read_topic, wait_for
+
+pytestmark = pytest.mark.broker
+
+CLASSES = ["ok", "scratch", "dent", "crack"]
+
+
+def to_label(rid: str, pi: float) -> bytes:
+    return orjson.dumps(
+        {
+            "id": rid,
+            "route": "query",
+            "predicted": "ok",
+            "probs": [0.4, 0.3, 0.2, 0.1],
+            "embedding": None,
+            "query_probability": pi,
+            "model": "v1",
+            "decided_at": "2026-11-24T00:00:00Z",
+        }
+    )
+
+
+def run_for_a_while(loop: LabelLoop, until: object) -> None:
+    thread = threading.Thread(target=loop.run, kwargs={"poll_s": 0.2}, daemon=True)
+    thread.start()
+    try:
+        wait_for(until, 30, "the label loop to ingest")  # type: ignore[arg-type]
+    finally:
+        loop.request_stop()
+        thread.join(timeout=30)
+
+
+def test_labels_are_joined_dead_lettered_and_never_stored_twice(
+    broker: EmbeddedBroker, unique: str, tmp_path: Path
+) -> None:
+    """40 decisions and 45 label messages (40 valid, 3 for unknown ids, 2 invalid): the store holds 40
+    examples, the dead-letter topic the 5 others with stage 'labels' and their reasons; a second loop over
+    the same topics adds nothing."""
+    servers = broker.bootstrap_servers
+    cfg = config_for(servers, unique, dataset={"path": str(tmp_path / "d.sqlite")})
+    create_topics(cfg)
+    produce(servers, cfg.topics.to_label, [(f"i-{k}".encode(), to_label(f"i-{k}", 0.25)) for k in range(40)])
+    good = [
+        (f"i-{k}".encode(), orjson.dumps({"id": f"i-{k}", "label": "dent", "annotator": "a"}))
+        for k in range(40)
+    ]
+    unknown = [(f"u-{k}".encode(), orjson.dumps({"id": f"u-{k}", "label": "ok"})) for k in range(3)]
+    invalid = [(b"bad-1", b"{not json"), (b"bad-2", orjson.dumps({"id": "i-1", "label": "rust"}))]
+    produce(servers, cfg.topics.labels, good + unknown + invalid)
+
+    store = DatasetStore(cfg.dataset.path)
+    first = LabelLoop(cfg, servers, store)
+    run_for_a_while(first, lambda: first.totals["labels"] >= 40 and first.totals["unknown"] >= 3)
+    assert first.totals == {"decisions": 40, "labels": 40, "unknown": 3, "invalid": 2}
+    examples = list(store.examples())
+    assert (
+        len(examples) == 40
+        and {e.label for e in examples} == {"dent"}
+        and {e.weight for e in examples} == {4.0}
+    )
+
+    dead = read_topic(servers, cfg.topics.dead_letter, expect=5)
+    reasons = sorted((m.key.decode(), m.headers["x-dlq-reason"].decode()) for m in dead)
+    assert reasons == [
+        ("bad-1", "malformed_json"),
+        ("bad-2", "unknown_label"),
+        ("u-0", "unknown_id"),
+        ("u-1", "unknown_id"),
+        ("u-2", "unknown_id"),
+    ]
+    assert {m.headers["x-dlq-stage"] for m in dead} == {b"labels"}
+    assert all(m.value in {v for _, v in unknown + invalid} for m in dead)
+
+    counts = store.counts()
+    again = LabelLoop(cfg, servers, store)
+    run_for_a_while(again, lambda: again.rounds >= 2)  # both topics read to their end, twice
+    assert again.totals == {"decisions": 0, "labels": 0, "unknown": 0, "invalid": 0}
+    assert store.counts() == counts == {"decisions": 40, "label_messages": 40}
+
+
+def test_the_command_refuses_the_embedded_broker(tmp_path: Path) -> None:
+    """An embedded broker lives inside one process: `selector labels` needs a cluster, and says so."""
+    config = tmp_path / "config.yaml"
+    config.write_text("kafka: {bootstrap_servers: embedded}\n")
+    assert main(["labels", "-c", str(config), "--duration", "1"]) == 2
