@@ -80,7 +80,7 @@ def weighted_mean(y: FloatArray, pi: FloatArray, z: float = Z_95) -> Interval:
         raise SelectorError("inclusion probabilities must lie in (0, 1]")
     w = 1.0 / pi
     total = float(w.sum())
-    mean = float(np.dot(w, y) / total)
+    mean = min(1.0, max(0.0, float(np.dot(w, y) / total)))  # rounding may step just past [0, 1]
     var = float(np.sum((1.0 - pi) * w * w * (y - mean) ** 2)) / (total * total)
     half = z * math.sqrt(max(var, 0.0))
     return Interval(mean, max(0.0, mean - half), min(1.0, mean + half), len(y))
