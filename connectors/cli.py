@@ -94,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
         )
     )
     labels.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    dataset = sub.add_parser("dataset", help="the labeled examples of the dataset store")
+    dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True)
+    export = with_config(dataset_sub.add_parser("export", help="write the labeled examples as JSON lines"))
+    export.add_argument("--output", metavar="FILE", required=True, help="JSON-lines file to write")
+    export.add_argument(
+        "--quorum", type=int, default=None, help="votes an item needs (default: dataset.quorum)"
+    )
     schema = sub.add_parser("schema", help="print the JSON Schemas of the message contracts")
     schema.add_argument("--write", metavar="DIR", help="write one <name>.schema.json per contract into DIR")
     return p
@@ -137,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_calibrate(config, args.input, sys.stdout, as_json=args.json, err=sys.stderr)
         if args.command == "labels":
             return _labels(config, args.duration)
+        if args.command == "dataset":
+            return _export(config, args.output, args.quorum)
         watched = path if path.exists() else None
         if args.command == "run":
             return _run(config, args.duration, watched)
@@ -208,6 +217,21 @@ def _stop_on_signals(monitor: Monitor) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _export(config: Config, output: str, quorum: int | None) -> int:
+    from connectors.dataset import DatasetStore  # noqa: PLC0415 (dataset-only module)
+
+    if not Path(config.dataset.path).exists():
+        log.error("no dataset store at %s (dataset.path): run 'selector labels' first", config.dataset.path)
+        return EXIT_ERROR
+    store = DatasetStore(config.dataset.path)
+    try:
+        n = store.export_jsonl(output, quorum or config.dataset.quorum)
+    finally:
+        store.close()
+    print(f"selector dataset export: {n} labeled examples written to {output}")
+    return EXIT_OK
 
 
 def _labels(config: Config, duration: float | None) -> int:

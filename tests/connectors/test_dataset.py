@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 
+from connectors.cli import main
 from connectors.dataset import DatasetStore
 from selector import __version__
 from selector.config import parse_config
@@ -164,3 +166,33 @@ class TestIngest:
         assert (done.decisions, done.labels, done.unknown, done.invalid) == (0, 1, [], [])
         assert again.counts() == {"decisions": 3, "label_messages": 4}
         assert again.positions("labels") == {0: 4}
+
+
+class TestExportCommand:
+    def test_selector_dataset_export_writes_the_examples(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`selector dataset export` writes every example resolved under dataset.quorum (or --quorum)."""
+        db = tmp_path / "d.sqlite"
+        store = DatasetStore(db)
+        store.add_decisions([decision("i-01"), decision("i-02")])
+        store.add_labels([LabelEvent("i-01", "dent", "a", 1.0), LabelEvent("i-02", "ok", "a", 1.0)])
+        store.add_labels([LabelEvent("i-02", "ok", "b", 1.0)])
+        store.close()
+        config = tmp_path / "config.yaml"
+        config.write_text(f"classes: {CLASSES}\ndataset: {{path: '{db}', quorum: 1}}\n")
+        out = tmp_path / "examples.jsonl"
+        assert main(["dataset", "export", "-c", str(config), "--output", str(out)]) == 0
+        assert [orjson.loads(line)["id"] for line in out.read_bytes().splitlines()] == ["i-01", "i-02"]
+        assert "2 labeled examples written" in capsys.readouterr().out
+        assert main(["dataset", "export", "-c", str(config), "--output", str(out), "--quorum", "2"]) == 0
+        assert [orjson.loads(line)["id"] for line in out.read_bytes().splitlines()] == ["i-02"]
+
+    def test_a_missing_store_is_an_error_that_says_what_to_run(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Exporting before any ingestion fails with exit 1 and names the command that creates the store."""
+        config = tmp_path / "config.yaml"
+        config.write_text(f"dataset: {{path: '{tmp_path / 'none.sqlite'}'}}\n")
+        assert main(["dataset", "export", "-c", str(config), "--output", str(tmp_path / "x.jsonl")]) == 1
+        assert "run 'selector labels' first" in caplog.text
