@@ -20,6 +20,7 @@ from selector.scores.bayesian import bald, predictive_entropy, predictive_varian
 from selector.scores.committee import agreement, kl_consensus, vote_entropy
 from selector.scores.embedding import CoreSet, Float32Array, density, nearest_distance
 from selector.scores.gradient import egl, gradient_embedding
+from tests.unit.strategies import prob_rows
 
 PROPERTY = settings(max_examples=60, deadline=None)
 ATOL = 1e-12
@@ -33,24 +34,6 @@ STACK_MEASURES: list[tuple[str, StackMeasure]] = [
     ("kl_consensus", kl_consensus),
 ]
 STACK_IDS = [name for name, _ in STACK_MEASURES]
-
-
-@st.composite
-def prob_rows(draw: st.DrawFn, n_classes: int) -> list[float]:
-    """A probability vector: normalized weights, with exact one-hot, uniform and sparse rows mixed in."""
-    kind = draw(st.sampled_from(["weights", "weights", "one_hot", "uniform", "sparse"]))
-    if kind == "one_hot":
-        row = [0.0] * n_classes
-        row[draw(st.integers(0, n_classes - 1))] = 1.0
-        return row
-    if kind == "uniform":
-        return [1.0 / n_classes] * n_classes
-    elements = st.floats(0, 1) if kind == "weights" else st.sampled_from([0.0, 0.0, 1e-300, 1.0, 3.0])
-    weights = draw(st.lists(elements, min_size=n_classes, max_size=n_classes))
-    total = math.fsum(weights)
-    if total == 0 or not math.isfinite(total):
-        return [1.0 / n_classes] * n_classes
-    return [w / total for w in weights]
 
 
 @st.composite

@@ -17,28 +17,11 @@ from selector.arrays import FloatArray
 from selector.errors import SelectorError
 from selector.scores import compute, entropy, least_confidence, margin, measure_names, ratio
 from selector.scores.base import FIELD_OF, MEASURES, ONLINE, STATEFUL, Measure
+from tests.unit.strategies import prob_rows
 
 ALL = sorted(MEASURES.items())
 IDS = [name for name, _ in ALL]
 PROPERTY = settings(max_examples=60, deadline=None)
-
-
-@st.composite
-def prob_rows(draw: st.DrawFn, n_classes: int) -> list[float]:
-    """A probability vector: Dirichlet-like, with exact one-hot and uniform rows mixed in."""
-    kind = draw(st.sampled_from(["weights", "weights", "one_hot", "uniform", "sparse"]))
-    if kind == "one_hot":
-        row = [0.0] * n_classes
-        row[draw(st.integers(0, n_classes - 1))] = 1.0
-        return row
-    if kind == "uniform":
-        return [1.0 / n_classes] * n_classes
-    elements = st.floats(0, 1) if kind == "weights" else st.sampled_from([0.0, 0.0, 1e-300, 1.0, 3.0])
-    weights = draw(st.lists(elements, min_size=n_classes, max_size=n_classes))
-    total = math.fsum(weights)
-    if total == 0 or not math.isfinite(total):
-        return [1.0 / n_classes] * n_classes
-    return [w / total for w in weights]
 
 
 @st.composite
