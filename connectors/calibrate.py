@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import IO, Any, TextIO
 import numpy as np
 import orjson
 
+from connectors.recorded import numbered_lines
 from selector.arrays import FloatArray, IntArray
 from selector.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE, CalibrationReport, calibrate, logits_of
 from selector.config import Config
@@ -80,7 +80,7 @@ def read_labeled(stream: IO[bytes], config: Config) -> LabeledPredictions:
         if len(examples) < EXAMPLES:
             examples.append(Skip(line, reason, message))
 
-    for values, lines in _chunks(stream):
+    for values, lines in numbered_lines(stream, CHUNK_LINES):
         records += len(values)
         batch = decode_batch(
             values,
@@ -174,22 +174,6 @@ def run_calibrate(
     else:
         out.write(_text(report, data, source))
     return EXIT_OK
-
-
-def _chunks(stream: IO[bytes]) -> Iterator[tuple[list[bytes | None], list[int]]]:
-    """Non-blank lines in chunks of ``CHUNK_LINES``, with their line numbers."""
-    values: list[bytes | None] = []
-    lines: list[int] = []
-    for number, line in enumerate(stream, start=1):
-        if not line.strip():
-            continue
-        values.append(line.rstrip(b"\r\n"))
-        lines.append(number)
-        if len(values) == CHUNK_LINES:
-            yield values, lines
-            values, lines = [], []
-    if values:
-        yield values, lines
 
 
 def _parse(raw: bytes | None) -> dict[str, Any]:

@@ -49,6 +49,13 @@ def jsonl_chunks(
     stream: IO[bytes], *, rate_per_s: float | None = None, chunk_records: int = CHUNK_RECORDS
 ) -> Iterator[Chunk]:
     """Chunks of a JSON-lines stream; blank lines are skipped (their numbers still count)."""
+    for values, lines in numbered_lines(stream, chunk_records):
+        yield _line_chunk(values, lines, rate_per_s)
+
+
+def numbered_lines(stream: IO[bytes], size: int) -> Iterator[tuple[list[bytes | None], list[int]]]:
+    """The non-blank lines of a stream, without line ends, in chunks of ``size``, each with its line number
+    (blank lines are skipped, their numbers still count)."""
     values: list[bytes | None] = []
     lines: list[int] = []
     for number, line in enumerate(stream, start=1):
@@ -56,11 +63,11 @@ def jsonl_chunks(
             continue
         values.append(line.rstrip(b"\r\n"))
         lines.append(number)
-        if len(values) == chunk_records:
-            yield _line_chunk(values, lines, rate_per_s)
+        if len(values) == size:
+            yield values, lines
             values, lines = [], []
     if values:
-        yield _line_chunk(values, lines, rate_per_s)
+        yield values, lines
 
 
 def _line_chunk(values: list[bytes | None], lines: list[int], rate_per_s: float | None) -> Chunk:
