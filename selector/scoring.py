@@ -25,7 +25,6 @@ of the chunk's start, wherever the batches were cut. Everything has a fixed size
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -38,7 +37,7 @@ from selector.config import COMBINATION, Config
 from selector.draws import uniforms
 from selector.scores import bayesian, committee, embedding, gradient
 from selector.scores.base import MEASURES, ONLINE
-from selector.scores.embedding import CoreSet
+from selector.scores.embedding import CoreSet, decode_rows, encode_rows
 
 NORMALIZE_QUANTILE = 0.99
 """Raw measures are divided by this quantile of their recent values (and capped at 1)."""
@@ -160,7 +159,7 @@ class Reservoir:
         ordered = np.concatenate([self.buf[self.pos : self.filled], self.buf[: self.pos]])
         return {
             "dim": self.buf.shape[1],
-            "values": base64.b64encode(ordered.astype("<f4").tobytes()).decode(),
+            "values": encode_rows(ordered),
         }
 
     @classmethod
@@ -168,16 +167,7 @@ class Reservoir:
         fresh = cls.empty(size, dim)
         if int(d.get("dim", -1)) != dim:
             return fresh  # the embedding length changed: the old memory does not apply
-        rows = np.frombuffer(base64.b64decode(d["values"]), dtype="<f4").reshape(-1, dim)
-        return fresh.extended(rows.astype(np.float64))
-
-
-def _encode(rows: FloatArray) -> str:
-    return base64.b64encode(np.asarray(rows, dtype="<f4").tobytes()).decode()
-
-
-def _decode(text: str, dim: int) -> FloatArray:
-    return np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(-1, dim).astype(np.float64)
+        return fresh.extended(decode_rows(d["values"], dim).astype(np.float64))
 
 
 @dataclass(frozen=True)
@@ -208,8 +198,8 @@ class Carry:
         return {
             "values": {k: v.tolist() for k, v in self.values.items()},
             "dim": rows.shape[1] if rows is not None else None,
-            "reservoir": _encode(self.reservoir) if self.reservoir is not None else None,
-            "sent": _encode(self.sent) if self.sent is not None else None,
+            "reservoir": encode_rows(self.reservoir) if self.reservoir is not None else None,
+            "sent": encode_rows(self.sent) if self.sent is not None else None,
             "n_sent": self.n_sent,
         }
 
@@ -219,8 +209,8 @@ class Carry:
         same = d.get("dim") == dim
         return cls(
             {k: np.asarray(v, dtype=np.float64) for k, v in d.get("values", {}).items()},
-            _decode(d["reservoir"], dim) if d.get("reservoir") and same else None,
-            _decode(d["sent"], dim) if d.get("sent") and same else None,
+            decode_rows(d["reservoir"], dim).astype(np.float64) if d.get("reservoir") and same else None,
+            decode_rows(d["sent"], dim).astype(np.float64) if d.get("sent") and same else None,
             int(d.get("n_sent", 0)),
         )
 

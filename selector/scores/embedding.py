@@ -98,16 +98,23 @@ class CoreSet:
         return CoreSet(pts, self.capacity)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "dim": int(self.points.shape[1]),
-            "points": base64.b64encode(self.points.astype("<f4").tobytes()).decode(),
-        }
+        return {"dim": int(self.points.shape[1]), "points": encode_rows(self.points)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], capacity: int) -> CoreSet:
-        dim = int(d["dim"])
-        pts = np.frombuffer(base64.b64decode(d["points"]), dtype="<f4").reshape(-1, dim)
-        return cls(pts[max(0, len(pts) - capacity) :].astype(np.float32), capacity)
+        pts = decode_rows(d["points"], int(d["dim"]))
+        return cls(pts[max(0, len(pts) - capacity) :], capacity)
+
+
+def encode_rows(rows: FloatArray | Float32Array) -> str:
+    """Rows of embeddings as base64 of little-endian float32 (exact for float32 rows), for snapshots."""
+    return base64.b64encode(np.asarray(rows, dtype="<f4").tobytes()).decode()
+
+
+def decode_rows(text: str, dim: int) -> Float32Array:
+    """The (m, dim) float32 rows :func:`encode_rows` wrote."""
+    out: Float32Array = np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(-1, dim).astype(np.float32)
+    return out
 
 
 def _offer(members: Float32Array, rows: Float32Array) -> Float32Array:
