@@ -333,11 +333,11 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _embedding_known(self) -> Config:
-        users = self.embedding_users()
+        user = self.required_fields().get("embedding")
         dim = self.input.embedding_dim
-        if users and dim is None:
+        if user is not None and dim is None:
             raise ValueError(
-                f"'input.embedding_dim' (the length of your model's embeddings) is required by {users[0]}"
+                f"'input.embedding_dim' (the length of your model's embeddings) is required by {user}"
             )
         s = self.scoring
         kept = (s.reservoir_items if "density" in s.measures() else 0) + (
@@ -353,13 +353,6 @@ class Config(_Section):
                 "'diversity.mode' needs 'budget.controller' quantile (it over-selects by a quantile)"
             )
         return self
-
-    def embedding_users(self) -> list[str]:
-        """What in this configuration reads the ``embedding`` field, as phrases for messages."""
-        users = [f"measure {m!r} (scoring)" for m in self.scoring.measures() if FIELD_OF[m] == "embedding"]
-        if self.diversity.mode != "none":
-            users.append(f"'diversity.mode' {self.diversity.mode}")
-        return users
 
     def decode_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`selector.decode.decode_batch` under this configuration."""
