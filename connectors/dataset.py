@@ -149,11 +149,7 @@ class DatasetStore:
             added = self._insert_decisions(
                 orjson.loads(r.value) for r in fresh_decisions if r.value is not None
             )
-            known = self._known({e.id for e in events})
-            self._db.executemany(
-                "INSERT INTO label_events (id, label, annotator, ts) VALUES (?, ?, ?, ?)",
-                [(e.id, e.label, e.annotator, e.ts) for e in events if e.id in known],
-            )
+            known = self._insert_labels(events)
             ends: dict[tuple[str, int], int] = {}
             for r in [*to_label, *labels]:
                 key = (r.topic, r.partition)
@@ -180,13 +176,19 @@ class DatasetStore:
         """Append label messages of known items; returns the ids of messages for items never sent for
         labeling (not stored: the caller dead-letters them)."""
         events = list(events)
-        known = self._known({e.id for e in events})
         with self._db:
-            self._db.executemany(
-                "INSERT INTO label_events (id, label, annotator, ts) VALUES (?, ?, ?, ?)",
-                [(e.id, e.label, e.annotator, e.ts) for e in events if e.id in known],
-            )
+            known = self._insert_labels(events)
         return [e.id for e in events if e.id not in known]
+
+    def _insert_labels(self, events: list[LabelEvent]) -> set[str]:
+        """Append the events of items with a stored decision (inside the caller's transaction); returns
+        those items' ids."""
+        known = self._known({e.id for e in events})
+        self._db.executemany(
+            "INSERT INTO label_events (id, label, annotator, ts) VALUES (?, ?, ?, ?)",
+            [(e.id, e.label, e.annotator, e.ts) for e in events if e.id in known],
+        )
+        return known
 
     def _known(self, ids: set[str]) -> set[str]:
         found: set[str] = set()
