@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -128,11 +128,19 @@ class DatasetStore:
         return dict(rows.fetchall())
 
     def ingest(
-        self, to_label: Sequence[ConsumerRecord], labels: Sequence[ConsumerRecord], classes: Sequence[str]
+        self,
+        to_label: Sequence[ConsumerRecord],
+        labels: Sequence[ConsumerRecord],
+        classes: Sequence[str],
+        before_commit: Callable[[Ingested], None] | None = None,
     ) -> Ingested:
         """Store to-label records and label messages, and the positions after them, in one transaction:
         records below a stored position were ingested before and are skipped, so re-reading a topic after a
-        restart stores nothing twice. Decisions go first, so a label in the same call finds its item."""
+        restart stores nothing twice. Decisions go first, so a label in the same call finds its item.
+
+        ``before_commit`` sees the result before the transaction commits (the label loop delivers its dead
+        letters there); if it raises, nothing is stored and the positions stay, so those messages are read
+        and judged again."""
         fresh_decisions = self._unread(to_label)
         fresh_labels = self._unread(labels)
         events: list[LabelEvent] = []
@@ -159,8 +167,11 @@ class DatasetStore:
                 "DO UPDATE SET next_offset = max(next_offset, excluded.next_offset)",
                 [(t, p, o) for (t, p), o in ends.items()],
             )
-        unknown = [rec for rec, e in zip(sources, events, strict=True) if e.id not in known]
-        return Ingested(added, len(events) - len(unknown), unknown, invalid)
+            unknown = [rec for rec, e in zip(sources, events, strict=True) if e.id not in known]
+            done = Ingested(added, len(events) - len(unknown), unknown, invalid)
+            if before_commit is not None:
+                before_commit(done)
+        return done
 
     def _unread(self, records: Sequence[ConsumerRecord]) -> list[ConsumerRecord]:
         cache: dict[str, dict[int, int]] = {}

@@ -53,13 +53,14 @@ class LabelLoop:
         ends = None if duration_s is None else time.monotonic() + duration_s
         try:
             while not self._stop.is_set() and (ends is None or time.monotonic() < ends):
-                # decisions first: a label read in the same round finds the item it answers
+                # decisions first: a label read in the same round finds the item it answers; dead letters
+                # are confirmed before the round's positions commit, so a crash loses none of them
                 done = self.store.ingest(
                     to_label.read_new(until_end=True, timeout_s=5.0),
                     labels.read_new(until_end=True, timeout_s=5.0),
                     cfg.classes,
+                    before_commit=lambda result: self._dead_letter(producer, result),
                 )
-                self._dead_letter(producer, done)
                 self._count(done)
                 self.rounds += 1
                 self._stop.wait(poll_s)

@@ -11,7 +11,7 @@ import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 
 from connectors.cli import main
-from connectors.dataset import DatasetStore
+from connectors.dataset import DatasetStore, Ingested
 from selector import __version__
 from selector.config import parse_config
 from selector.decode import decode_batch
@@ -166,6 +166,24 @@ class TestIngest:
         assert (done.decisions, done.labels, done.unknown, done.invalid) == (0, 1, [], [])
         assert again.counts() == {"decisions": 3, "label_messages": 4}
         assert again.positions("labels") == {0: 4}
+
+    def test_a_failing_before_commit_stores_nothing(self, tmp_path: Path) -> None:
+        """If the dead letters cannot be delivered, the round rolls back: no decision, no label message and
+        no position is stored, so the same records are judged again on the next read."""
+        store = DatasetStore(tmp_path / "d.sqlite")
+        to_label = [record("to-label", 0, 0, decision("i-01"))]
+        labels = [record("labels", 0, 0, {"id": "x-99", "label": "ok"})]
+
+        def undeliverable(done: Ingested) -> None:
+            assert [orjson.loads(r.value)["id"] for r in done.unknown] == ["x-99"]
+            raise RuntimeError("dead-letter topic unreachable")
+
+        with pytest.raises(RuntimeError, match="unreachable"):
+            store.ingest(to_label, labels, CLASSES, before_commit=undeliverable)
+        assert store.counts() == {"decisions": 0, "label_messages": 0}
+        assert store.positions("to-label") == {} and store.positions("labels") == {}
+        done = store.ingest(to_label, labels, CLASSES)
+        assert (done.decisions, len(done.unknown)) == (1, 1)
 
 
 class TestExportCommand:
