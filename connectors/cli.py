@@ -24,6 +24,7 @@ import yaml
 import selector
 from connectors.broker import EMBEDDED, EmbeddedBroker
 from connectors.configfile import load_config
+from connectors.dataset import DatasetStore
 from connectors.metrics import serve_metrics
 from connectors.monitor import Monitor
 from selector.config import Config
@@ -94,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
         )
     )
     labels.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    status = with_config(
+        sub.add_parser("status", help="labels, estimated model quality and agreement from the dataset store")
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     dataset = sub.add_parser("dataset", help="the labeled examples of the dataset store")
     dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True)
     export = with_config(dataset_sub.add_parser("export", help="write the labeled examples as JSON lines"))
@@ -146,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _labels(config, args.duration)
         if args.command == "dataset":
             return _export(config, args.output, args.quorum)
+        if args.command == "status":
+            return _status(config, as_json=args.json)
         watched = path if path.exists() else None
         if args.command == "run":
             return _run(config, args.duration, watched)
@@ -219,18 +226,37 @@ def _stop_on_signals(monitor: Monitor) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _export(config: Config, output: str, quorum: int | None) -> int:
-    from connectors.dataset import DatasetStore  # noqa: PLC0415 (dataset-only module)
-
+@contextlib.contextmanager
+def _existing_store(config: Config) -> Iterator[DatasetStore | None]:
+    """The dataset store, or None (logged) when ``selector labels`` never created it."""
     if not Path(config.dataset.path).exists():
         log.error("no dataset store at %s (dataset.path): run 'selector labels' first", config.dataset.path)
-        return EXIT_ERROR
+        yield None
+        return
     store = DatasetStore(config.dataset.path)
     try:
-        n = store.export_jsonl(output, quorum or config.dataset.quorum)
+        yield store
     finally:
         store.close()
+
+
+def _export(config: Config, output: str, quorum: int | None) -> int:
+    with _existing_store(config) as store:
+        if store is None:
+            return EXIT_ERROR
+        n = store.export_jsonl(output, quorum or config.dataset.quorum)
     print(f"selector dataset export: {n} labeled examples written to {output}")
+    return EXIT_OK
+
+
+def _status(config: Config, *, as_json: bool) -> int:
+    from connectors.status import label_status, render  # noqa: PLC0415 (status-only module)
+
+    with _existing_store(config) as store:
+        if store is None:
+            return EXIT_ERROR
+        status = label_status(store, config)
+    print(json.dumps(status.as_dict(), indent=2) if as_json else render(status))
     return EXIT_OK
 
 
@@ -244,6 +270,8 @@ def _labels(config: Config, duration: float | None) -> int:
     from connectors.label_loop import LabelLoop  # noqa: PLC0415 (labels-only module)
 
     loop = LabelLoop(config, config.kafka.bootstrap_servers)
+    if config.metrics.enabled:
+        serve_metrics(loop, config.metrics.host, config.metrics.labels_port)
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s: stopping after this round", signal.Signals(signum).name)

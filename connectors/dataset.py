@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from kafka.consumer.fetcher import ConsumerRecord
 
+from selector.decode import parse_ts
 from selector.labels import LabelBook, LabelEvent, parse_label
 
 _SCHEMA = """
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     embedding TEXT,
     inclusion REAL NOT NULL,
     model TEXT,
-    decided_at TEXT NOT NULL
+    decided_at TEXT NOT NULL,
+    accept_eligible INTEGER
 );
 CREATE TABLE IF NOT EXISTS label_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -74,6 +76,8 @@ class Example:
     weight: float
     model: str | None
     decided_at: str
+    accept_eligible: bool | None
+    """met the auto-accept rule when decided (None: decided before the rule was recorded)"""
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class Ingested:
     """label messages for items never sent for labeling (dead-letter them: reason ``unknown_id``)"""
     invalid: list[tuple[ConsumerRecord, str, str]]
     """label messages that are not valid: (record, reason, message)"""
+    latencies: list[float]
+    """seconds from each stored vote's decision to its label message"""
 
 
 class DatasetStore:
@@ -94,6 +100,9 @@ class DatasetStore:
     def __init__(self, path: str | Path) -> None:
         self._db = sqlite3.connect(str(path), check_same_thread=False)
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
+        if "accept_eligible" not in columns:  # a store written before the column existed
+            self._db.execute("ALTER TABLE decisions ADD COLUMN accept_eligible INTEGER")
 
     def close(self) -> None:
         self._db.close()
@@ -115,11 +124,12 @@ class DatasetStore:
                 float(r["query_probability"]),
                 r.get("model"),
                 r["decided_at"],
+                r.get("accept_eligible"),
             )
             for r in records
         ]
         before = self._db.total_changes
-        self._db.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self._db.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         return self._db.total_changes - before
 
     def positions(self, topic: str) -> dict[int, int]:
@@ -158,6 +168,9 @@ class DatasetStore:
                 orjson.loads(r.value) for r in fresh_decisions if r.value is not None
             )
             known = self._insert_labels(events)
+            latencies = [
+                e.ts - parse_ts(known[e.id]) for e in events if e.id in known and e.label is not None
+            ]
             ends: dict[tuple[str, int], int] = {}
             for r in [*to_label, *labels]:
                 key = (r.topic, r.partition)
@@ -168,7 +181,7 @@ class DatasetStore:
                 [(t, p, o) for (t, p), o in ends.items()],
             )
             unknown = [rec for rec, e in zip(sources, events, strict=True) if e.id not in known]
-            done = Ingested(added, len(events) - len(unknown), unknown, invalid)
+            done = Ingested(added, len(events) - len(unknown), unknown, invalid, latencies)
             if before_commit is not None:
                 before_commit(done)
         return done
@@ -191,9 +204,9 @@ class DatasetStore:
             known = self._insert_labels(events)
         return [e.id for e in events if e.id not in known]
 
-    def _insert_labels(self, events: list[LabelEvent]) -> set[str]:
+    def _insert_labels(self, events: list[LabelEvent]) -> dict[str, str]:
         """Append the events of items with a stored decision (inside the caller's transaction); returns
-        those items' ids."""
+        those items' decision times."""
         known = self._known({e.id for e in events})
         self._db.executemany(
             "INSERT INTO label_events (id, label, annotator, ts) VALUES (?, ?, ?, ?)",
@@ -201,13 +214,14 @@ class DatasetStore:
         )
         return known
 
-    def _known(self, ids: set[str]) -> set[str]:
-        found: set[str] = set()
+    def _known(self, ids: set[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
         items = sorted(ids)
         for k in range(0, len(items), 500):
             part = items[k : k + 500]
             marks = ",".join("?" * len(part))
-            found |= {r[0] for r in self._db.execute(f"SELECT id FROM decisions WHERE id IN ({marks})", part)}
+            rows = self._db.execute(f"SELECT id, decided_at FROM decisions WHERE id IN ({marks})", part)
+            found.update(rows.fetchall())
         return found
 
     def counts(self) -> dict[str, int]:
@@ -221,11 +235,12 @@ class DatasetStore:
         rows = self._db.execute("SELECT id, label, annotator, ts FROM label_events ORDER BY seq")
         return LabelBook().with_events(LabelEvent(*r) for r in rows)
 
-    def examples(self, quorum: int = 1) -> Iterator[Example]:
-        """The labeled examples: items whose votes resolve under ``quorum``, with their decisions."""
-        book = self.book()
+    def examples(self, quorum: int = 1, book: LabelBook | None = None) -> Iterator[Example]:
+        """The labeled examples: items whose votes resolve under ``quorum``, with their decisions (``book``:
+        the store's votes, when the caller read them already)."""
+        book = book if book is not None else self.book()
         for row in self._db.execute("SELECT * FROM decisions ORDER BY decided_at, id"):
-            rid, route, predicted, probs, embedding, inclusion, model, decided_at = row
+            rid, route, predicted, probs, embedding, inclusion, model, decided_at, eligible = row
             if rid not in book.votes:
                 continue
             r = book.resolve(rid, quorum)
@@ -244,6 +259,7 @@ class DatasetStore:
                 1.0 / inclusion,
                 model,
                 decided_at,
+                None if eligible is None else bool(eligible),
             )
 
     def export_jsonl(self, path: str | Path, quorum: int = 1) -> int:

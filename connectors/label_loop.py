@@ -15,22 +15,34 @@ import logging
 import threading
 import time
 
+import numpy as np
 from kafka import KafkaProducer
 
 from connectors.dataset import DatasetStore, Ingested
 from connectors.delivery import Outgoing, dead_letter, deliver
 from connectors.kafka_io import redact, secrets_of, security_kwargs
 from connectors.monitor import rfc3339
+from connectors.status import LabelStatus, label_status
 from connectors.topic_reader import TopicReader
 from selector.config import Config
 
 log = logging.getLogger(__name__)
 
+LATENCY_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0, 86400.0,
+                   172800.0, 345600.0, 604800.0)  # fmt: skip
+"""Upper bounds (seconds) of the label latency histogram: one minute to one week."""
+
 
 class LabelLoop:
     """Ingest to-label and label messages into the dataset store until :meth:`request_stop`."""
 
-    def __init__(self, config: Config, servers: str, store: DatasetStore | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        servers: str,
+        store: DatasetStore | None = None,
+        status_interval_s: float = 5.0,
+    ) -> None:
         self.config = config
         self.servers = servers
         self.store = store if store is not None else DatasetStore(config.dataset.path)
@@ -38,6 +50,17 @@ class LabelLoop:
         self.totals = {"decisions": 0, "labels": 0, "unknown": 0, "invalid": 0}
         self.rounds = 0
         """completed ingestion rounds (each reads both topics to their current end)"""
+        self.latency_counts = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
+        """label latencies per bucket of LATENCY_BUCKETS (the last: above the largest bound)"""
+        self.latency_sum = 0.0
+        self.last_round = 0.0
+        """wall-clock time the last round completed"""
+        self.status: LabelStatus = label_status(self.store, config)
+        """the store's counts and estimates, recomputed after rounds that stored something, at most every
+        ``status_interval_s`` (each recomputation reads the whole store)"""
+        self.status_interval_s = status_interval_s
+        self._status_at = time.monotonic()
+        self._stale = False
         self._secrets = secrets_of(config)
 
     def request_stop(self) -> None:
@@ -63,11 +86,18 @@ class LabelLoop:
                 )
                 self._count(done)
                 self.rounds += 1
+                self.last_round = time.time()
                 self._stop.wait(poll_s)
         finally:
             for reader in (to_label, labels):
                 reader.close()
             producer.close()
+
+    def refresh_status(self) -> None:
+        """Recompute :attr:`status` from the store now."""
+        self.status = label_status(self.store, self.config)
+        self._status_at = time.monotonic()
+        self._stale = False
 
     def _dead_letter(self, producer: KafkaProducer, done: Ingested) -> None:
         if not done.unknown and not done.invalid:
@@ -94,6 +124,15 @@ class LabelLoop:
         self.totals["labels"] += done.labels
         self.totals["unknown"] += len(done.unknown)
         self.totals["invalid"] += len(done.invalid)
+        if done.latencies:
+            lat = np.asarray(done.latencies, dtype=np.float64)
+            self.latency_counts += np.bincount(
+                np.searchsorted(LATENCY_BUCKETS, lat, side="left"), minlength=len(LATENCY_BUCKETS) + 1
+            )
+            self.latency_sum += float(lat.sum())
+        self._stale |= bool(done.decisions or done.labels)
+        if self._stale and time.monotonic() - self._status_at >= self.status_interval_s:
+            self.refresh_status()
         if done.decisions or done.labels or done.unknown or done.invalid:
             log.info(
                 "ingested %d decisions and %d labels; dead-lettered %d unknown and %d invalid label messages",

@@ -7,15 +7,18 @@ No module-level metrics: the collector is registered into an injected registry, 
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 import selector
+from connectors.label_loop import LATENCY_BUCKETS, LabelLoop
 from connectors.monitor import BATCH_SECONDS_BUCKETS, Monitor
+from selector.estimates import Interval
 from selector.stats import ROUTE_NAMES, SCORE_BUCKETS
 
 log = logging.getLogger(__name__)
@@ -26,11 +29,13 @@ DEAD_LETTER_STAGES = ("decode",)
 def _histogram(
     name: str, doc: str, bounds: tuple[float, ...], counts: Any, total: float
 ) -> HistogramMetricFamily:
+    """``counts`` per bucket; one more count than bounds is the overflow above the last bound."""
+    counts = [int(c) for c in counts]
     cumulative, buckets = 0, []
-    for bound, c in zip(bounds, counts, strict=True):
-        cumulative += int(c)
+    for bound, c in zip(bounds, counts[: len(bounds)], strict=True):
+        cumulative += c
         buckets.append((repr(float(bound)), cumulative))
-    buckets.append(("+Inf", cumulative))
+    buckets.append(("+Inf", sum(counts)))
     return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=total)
 
 
@@ -120,21 +125,107 @@ class SelectorCollector:
             "Wall-clock time of the poll loop's last completed iteration.",
             value=ms.last_progress,
         )
-        info = GaugeMetricFamily(
-            "selector_build_info",
-            "Version and config hash of this instance.",
-            labels=["version", "config_hash"],
+        yield _build_info(m.selector_info["config_hash"])
+
+
+def _intervals(name: str, doc: str, label: str | None, intervals: Mapping[str, Interval]) -> Iterator[Metric]:
+    """An estimate and its 95% interval as three gauges: ``name``, ``name`` with _low and _high before the
+    unit suffix (NaN while nothing is labeled), and the labels behind it."""
+    stem = name.removesuffix("_ratio")
+    labels = [label] if label else []
+    families = [
+        GaugeMetricFamily(f"{stem}_ratio", doc, labels=labels),
+        GaugeMetricFamily(f"{stem}_low_ratio", f"{doc} Lower end of its 95% interval.", labels=labels),
+        GaugeMetricFamily(f"{stem}_high_ratio", f"{doc} Upper end of its 95% interval.", labels=labels),
+        GaugeMetricFamily(f"{stem}_labels", f"{doc} Labeled items behind it.", labels=labels),
+    ]
+    for key, i in intervals.items():
+        values = (i.estimate, i.low, i.high, float(i.n))
+        for family, value in zip(families, values, strict=True):
+            family.add_metric([key] if label else [], value)
+    yield from families
+
+
+def _build_info(config_hash: str) -> GaugeMetricFamily:
+    info = GaugeMetricFamily(
+        "selector_build_info", "Version and config hash of this instance.", labels=["version", "config_hash"]
+    )
+    info.add_metric([selector.__version__, config_hash], 1.0)
+    return info
+
+
+class LabelLoopCollector:
+    """Exports a :class:`~connectors.label_loop.LabelLoop`'s ingestion, label latency and estimates."""
+
+    def __init__(self, loop: LabelLoop) -> None:
+        self.loop = loop
+
+    def collect(self) -> Iterator[Metric]:
+        loop = self.loop
+        st = loop.status
+        messages = CounterMetricFamily(
+            "selector_label_messages", "Label messages read, by outcome.", labels=["outcome"]
         )
-        info.add_metric([selector.__version__, m.selector_info["config_hash"]], 1.0)
-        yield info
+        for outcome, key in (("stored", "labels"), ("unknown_id", "unknown"), ("invalid", "invalid")):
+            messages.add_metric([outcome], loop.totals[key])
+        yield messages
+        yield CounterMetricFamily(
+            "selector_decisions_ingested",
+            "Decisions read from the to-label topic and stored (first per item).",
+            value=loop.totals["decisions"],
+        )
+        yield _histogram(
+            "selector_label_latency_seconds",
+            "Time from the decision that asked for a label to each vote's label message.",
+            LATENCY_BUCKETS,
+            loop.latency_counts,
+            loop.latency_sum,
+        )
+        items = GaugeMetricFamily(
+            "selector_labeled_items",
+            "Items with votes: resolved (quorum and a strict majority) or awaiting.",
+            labels=["state"],
+        )
+        items.add_metric(["resolved"], st.labeled)
+        items.add_metric(["unresolved"], st.unresolved)
+        yield items
+        yield from _intervals(
+            "selector_estimated_accuracy_ratio",
+            "Estimated accuracy of the deployed model: overall (IPW over labeled decisions) or of "
+            "auto-accepted predictions (audits).",
+            "scope",
+            st.accuracy,
+        )
+        yield from _intervals(
+            "selector_estimated_recall_ratio", "Estimated recall of each class (IPW).", "class", st.recall
+        )
+        yield from _intervals(
+            "selector_estimated_defect_rate_ratio",
+            "Estimated share of defects in the stream (IPW).",
+            None,
+            {"": st.defect_rate},
+        )
+        yield GaugeMetricFamily(
+            "selector_annotator_agreement_ratio",
+            "Chance that two annotators of the same item agree (NaN until an item has two votes).",
+            value=math.nan if st.agreement is None else st.agreement,
+        )
+        yield GaugeMetricFamily(
+            "selector_last_progress_timestamp_seconds",
+            "Wall-clock time of the label loop's last completed round.",
+            value=loop.last_round,
+        )
+        yield _build_info(loop.config.config_hash())
 
 
 def serve_metrics(
-    monitor: Monitor, host: str, port: int, registry: CollectorRegistry | None = None
+    monitor: Monitor | LabelLoop, host: str, port: int, registry: CollectorRegistry | None = None
 ) -> tuple[Any, int]:
-    """Start the ``/metrics`` endpoint in a daemon thread; returns the server and the port it bound."""
+    """Start the ``/metrics`` endpoint of a monitor or a label loop in a daemon thread; returns the server
+    and the port it bound."""
     registry = registry or CollectorRegistry()
-    registry.register(SelectorCollector(monitor))
+    collector = SelectorCollector(monitor) if isinstance(monitor, Monitor) else LabelLoopCollector(monitor)
+    registry.register(collector)
     server, _thread = start_http_server(port, addr=host, registry=registry)
     bound = int(server.server_port)
     log.info("metrics on http://%s:%d/metrics", host, bound)

@@ -105,6 +105,9 @@ class TopicsConfig(_Section):
     dead_letter: str = "dead-letter"
     labels: str = "labels"
     state: str = "selector-state"
+    features: str = "features"
+    models: str = "models"
+    retrain: str = "retrain-requests"
 
 
 class KafkaConfig(_Section):
@@ -283,14 +286,46 @@ class DatasetConfig(_Section):
 
     path: str = "selector-dataset.sqlite"
     quorum: PositiveInt = 1
+    defect_classes: list[str] | None = None
+
+
+class RetrainConfig(_Section):
+    """When the label loop asks for a retrain, and the built-in trainer that may answer."""
+
+    every_labels: PositiveInt | None = 500
+    schedule_s: PositiveFloat | None = None
+    audit_error_above: Probability | None = None
+    audit_min_labels: PositiveInt = 30
+    drift: bool = False
+    drift_delta: Annotated[float, Field(ge=0.0)] = 0.005
+    drift_threshold: PositiveFloat = 50.0
+    min_interval_s: Annotated[float, Field(ge=0.0)] = 3600.0
+    builtin: bool = False
+    registry: str = "selector-models"
+    members: PositiveInt = 5
+    hidden: PositiveInt = 64
+    epochs: PositiveInt = 150
+    holdout_share: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    min_examples: PositiveInt = 50
+    min_improvement: Annotated[float, Field(ge=0.0)] = 0.0
+    seed: int = 0
+
+
+class ServeConfig(_Section):
+    """The inference connector (``selector serve-model``)."""
+
+    batch_size: PositiveInt = 256
+    max_wait_ms: PositiveInt = 50
 
 
 class MetricsConfig(_Section):
-    """The Prometheus endpoint."""
+    """The Prometheus endpoints: the monitor's, the label loop's and the inference connector's."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: Port = 9464
+    labels_port: Port = 9465
+    serve_port: Port = 9466
 
 
 class Config(_Section):
@@ -307,6 +342,8 @@ class Config(_Section):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     pending: PendingConfig = Field(default_factory=PendingConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @field_validator("classes")
@@ -323,6 +360,7 @@ class Config(_Section):
         for key, names in (
             ("accept.thresholds", self.accept.thresholds),
             ("budget.class_shares", self.budget.class_shares),
+            ("dataset.defect_classes", self.dataset.defect_classes or []),
         ):
             unknown = sorted(set(names) - set(self.classes))
             if unknown:
@@ -374,6 +412,11 @@ class Config(_Section):
         if self.diversity.mode != "none":
             out.setdefault("embedding", f"'diversity.mode' {self.diversity.mode}")
         return out
+
+    def defects(self) -> list[bool]:
+        """Whether each class counts as a defect (``dataset.defect_classes``; default: all but the first)."""
+        named = self.dataset.defect_classes
+        return [c in named if named is not None else k > 0 for k, c in enumerate(self.classes)]
 
     def accept_thresholds(self) -> list[float]:
         """Accept threshold of every class, in class order."""

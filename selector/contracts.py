@@ -80,6 +80,9 @@ class ToLabel(BaseModel):
     query_probability: float = Field(gt=0, le=1, description="inclusion probability of this decision")
     priority: float = Field(ge=0, le=1, description="higher is more urgent for the labelers")
     predicted: str = Field(description="predicted class name")
+    accept_eligible: bool = Field(
+        description="met the auto-accept rule: an audit of such an item rates auto-accepted predictions"
+    )
     probs: list[float]
     embedding: list[float] | None = Field(
         description="the prediction's embedding, passed through (retraining and the label join use it)"

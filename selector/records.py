@@ -53,6 +53,7 @@ def encode_outputs(
             "query_probability": float(decisions.inclusion[i]),
             "priority": score,
             "predicted": classes[decisions.predicted[i]],
+            "accept_eligible": bool(decisions.eligible[i]),
             "probs": batch.probs[i].tolist(),
             "embedding": batch.embedding[i] if batch.embedding else None,
             "segment": batch.segment[i],

@@ -62,6 +62,8 @@ class Decisions:
     scores: dict[str, FloatArray]
     predicted: IntArray
     confidence: FloatArray
+    eligible: BoolArray
+    """met the auto-accept rule (accepted unless chosen for labeling; audits of these rate auto-accept)"""
     inclusion: FloatArray
     threshold: FloatArray
     selected_by: list[str | None]
@@ -302,6 +304,7 @@ class Router:
             {k: np.concatenate([sc.scores[k] for sc, _ in parts]) for k in parts[0][0].scores},
             predicted,
             confidence,
+            accept,
             np.concatenate([o.inclusion for _, o in parts]),
             np.concatenate([o.threshold for _, o in parts]),
             selected_by,

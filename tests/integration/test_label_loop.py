@@ -67,6 +67,7 @@ def test_labels_are_joined_dead_lettered_and_never_stored_twice(
     first = LabelLoop(cfg, servers, store)
     run_for_a_while(first, lambda: first.totals["labels"] >= 40 and first.totals["unknown"] >= 3)
     assert first.totals == {"decisions": 40, "labels": 40, "unknown": 3, "invalid": 2}
+    assert int(first.latency_counts.sum()) == 40 and first.latency_sum > 0  # one latency per stored vote
     examples = list(store.examples())
     assert (
         len(examples) == 40

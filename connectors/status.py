@@ -1,0 +1,126 @@
+"""What the label loop knows: counts, the deployed model's estimated quality, annotator agreement.
+
+Computed from the dataset store (and the model registry when there is one); read by ``selector status`` and
+exported as metrics by the label loop. Estimates follow :mod:`selector.estimates`:
+
+- **overall** accuracy, per-class recall and the defect rate: inverse-probability weighted (Hajek) over every
+  labeled decision, queries and audits alike, each weighted by ``1 / pi``;
+- **auto_accept** accuracy: the audited items that met the auto-accept rule are a simple random sample of the
+  auto-accepted ones (every item has the same audit probability), so their share of correct predictions with
+  its Wilson interval estimates the accuracy of what was auto-accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from connectors.dataset import DatasetStore
+from selector.config import Config
+from selector.estimates import Interval, model_estimates, wilson
+from selector.labels import pairwise_agreement
+
+
+@dataclass(frozen=True)
+class LabelStatus:
+    """A snapshot of the dataset store's labels and the estimates they support."""
+
+    decisions: int
+    label_messages: int
+    labeled: int
+    """items whose votes resolved (quorum met, a strict majority)"""
+    unresolved: int
+    """items with votes that do not resolve yet"""
+    audits: int
+    """resolved audits of items that met the auto-accept rule"""
+    accuracy: dict[str, Interval]
+    """by scope: overall (weighted) and auto_accept (audits)"""
+    recall: dict[str, Interval]
+    defect_rate: Interval
+    agreement: float | None
+    """chance that two annotators of the same item agree (None: no item has two votes)"""
+    agreement_items: int
+    """items with two votes or more"""
+    models: dict[str, int]
+    """labeled examples per model version that decided them"""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: intervals as {estimate, low, high, n}, NaN as None."""
+        plain: dict[str, Any] = _plain(asdict(self))
+        return plain
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def label_status(store: DatasetStore, config: Config) -> LabelStatus:
+    """Counts and estimates of the store under ``config`` (classes, quorum, defect classes)."""
+    book = store.book()
+    examples = list(store.examples(config.dataset.quorum, book))
+    index = {c: k for k, c in enumerate(config.classes)}
+    known = [e for e in examples if e.label in index and e.predicted in index]
+    label = np.array([index[e.label] for e in known], dtype=np.int64)
+    predicted = np.array([index[e.predicted] for e in known], dtype=np.int64)
+    pi = np.array([e.inclusion for e in known], dtype=np.float64)
+    est = model_estimates(label, predicted, pi, config.classes, np.array(config.defects()))
+    audited = [e for e in known if e.route == "audit" and e.accept_eligible]
+    agreement, multi = pairwise_agreement(book)
+    counts = store.counts()
+    models: dict[str, int] = {}
+    for e in known:
+        models[e.model or "unknown"] = models.get(e.model or "unknown", 0) + 1
+    return LabelStatus(
+        decisions=counts["decisions"],
+        label_messages=counts["label_messages"],
+        labeled=len(examples),
+        unresolved=len(book.votes) - len(examples),
+        audits=len(audited),
+        accuracy={
+            "overall": est.accuracy,
+            "auto_accept": wilson(sum(e.label == e.predicted for e in audited), len(audited)),
+        },
+        recall=est.recall,
+        defect_rate=est.defect_rate,
+        agreement=agreement if multi else None,
+        agreement_items=multi,
+        models=models,
+    )
+
+
+def _interval(i: Interval) -> str:
+    if i.n == 0:
+        return "no labels yet"
+    return f"{i.estimate:6.1%}  [{i.low:6.1%}, {i.high:6.1%}]  from {i.n} labels"
+
+
+def render(status: LabelStatus) -> str:
+    """The status as an aligned text report."""
+    lines = [
+        f"decisions sent for labeling  {status.decisions}",
+        f"label messages               {status.label_messages}",
+        f"labeled items                {status.labeled} resolved, {status.unresolved} awaiting quorum",
+        "",
+        "estimates (95% intervals)",
+        f"  accuracy, overall (IPW)    {_interval(status.accuracy['overall'])}",
+        f"  accuracy, auto-accepted    {_interval(status.accuracy['auto_accept'])}",
+        f"  defect rate (IPW)          {_interval(status.defect_rate)}",
+    ]
+    lines += [f"  recall {name:<19} {_interval(i)}" for name, i in status.recall.items()]
+    agreement = (
+        "no item has two votes yet"
+        if status.agreement is None
+        else f"{status.agreement:.1%} over {status.agreement_items} items with several votes"
+    )
+    lines += ["", f"annotator agreement          {agreement}"]
+    if status.models:
+        shown = ", ".join(f"{m}: {n}" for m, n in sorted(status.models.items()))
+        lines.append(f"labeled items by model       {shown}")
+    return "\n".join(lines)
