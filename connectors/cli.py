@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 import yaml
 
@@ -95,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
         )
     )
     labels.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    serve = with_config(
+        sub.add_parser("serve-model", help="score the features topic with the registry's model (ONNX)")
+    )
+    serve.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     status = with_config(
         sub.add_parser("status", help="labels, estimated model quality and agreement from the dataset store")
     )
@@ -149,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_calibrate(config, args.input, sys.stdout, as_json=args.json, err=sys.stderr)
         if args.command == "labels":
             return _labels(config, args.duration)
+        if args.command == "serve-model":
+            return _serve_model(config, args.duration)
         if args.command == "dataset":
             return _export(config, args.output, args.quorum)
         if args.command == "status":
@@ -260,18 +267,24 @@ def _status(config: Config, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _labels(config: Config, duration: float | None) -> int:
-    if config.kafka.bootstrap_servers == EMBEDDED:
-        log.error(
-            "selector labels reads the topics of a running cluster: set kafka.bootstrap_servers "
-            "(an embedded broker lives and dies inside one 'selector run')"
-        )
-        return EXIT_CONFIG
-    from connectors.label_loop import LabelLoop  # noqa: PLC0415 (labels-only module)
+def _needs_cluster(config: Config, command: str) -> bool:
+    if config.kafka.bootstrap_servers != EMBEDDED:
+        return True
+    log.error(
+        "selector %s works with the topics of a running cluster: set kafka.bootstrap_servers "
+        "(an embedded broker lives and dies inside one 'selector run' or 'selector demo')",
+        command,
+    )
+    return False
 
-    loop = LabelLoop(config, config.kafka.bootstrap_servers)
-    if config.metrics.enabled:
-        serve_metrics(loop, config.metrics.host, config.metrics.labels_port)
+
+class _Stoppable(Protocol):
+    def request_stop(self) -> None: ...
+
+
+@contextlib.contextmanager
+def _stop_after_round(loop: _Stoppable) -> Iterator[None]:
+    """SIGTERM and SIGINT ask a loop to stop once the round in hand is done."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s: stopping after this round", signal.Signals(signum).name)
@@ -279,11 +292,38 @@ def _labels(config: Config, duration: float | None) -> int:
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        loop.run(duration)
+        yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-        loop.store.close()
+
+
+def _labels(config: Config, duration: float | None) -> int:
+    if not _needs_cluster(config, "labels"):
+        return EXIT_CONFIG
+    from connectors.label_loop import LabelLoop  # noqa: PLC0415 (labels-only module)
+
+    loop = LabelLoop(config, config.kafka.bootstrap_servers)
+    if config.metrics.enabled:
+        serve_metrics(loop, config.metrics.host, config.metrics.labels_port)
+    with _stop_after_round(loop):
+        try:
+            loop.run(duration)
+        finally:
+            loop.store.close()
+    return EXIT_OK
+
+
+def _serve_model(config: Config, duration: float | None) -> int:
+    if not _needs_cluster(config, "serve-model"):
+        return EXIT_CONFIG
+    from connectors.serving import ModelServer, ServeCollector  # noqa: PLC0415 (needs onnxruntime)
+
+    server = ModelServer(config, config.kafka.bootstrap_servers)
+    if config.metrics.enabled:
+        serve_metrics(ServeCollector(server), config.metrics.host, config.metrics.serve_port)
+    with _stop_after_round(server):
+        server.run(duration)
     return EXIT_OK
 
 

@@ -94,7 +94,9 @@ def connect_admin(
 def ensure_topics(admin: KafkaAdminClient, config: Config) -> list[str]:
     """Create the configured topics that do not exist yet; returns the names created."""
     t = config.topics
-    wanted = [t.predictions, t.to_label, t.accepted, t.dead_letter, t.labels, t.state]
+    wanted = [t.predictions, t.to_label, t.accepted, t.dead_letter, t.labels, t.state, t.features]
+    single = {t.state, t.models, t.retrain}  # ordered event streams: one partition
+    wanted += [t.models, t.retrain]
     existing = set(admin.list_topics())
     missing = [name for name in dict.fromkeys(wanted) if name not in existing]
     if not missing:
@@ -104,7 +106,7 @@ def ensure_topics(admin: KafkaAdminClient, config: Config) -> list[str]:
     new = [
         NewTopic(
             name,
-            1 if name == t.state else k.topic_partitions,
+            1 if name in single else k.topic_partitions,
             k.replication_factor,
             topic_configs=compacted if name == t.state else {},
         )
@@ -125,12 +127,13 @@ def prepare_topics(config: Config, servers: str) -> list[str]:
         admin.close()
 
 
-def make_consumer(config: Config, servers: str) -> KafkaConsumer:
-    """The consumer of the predictions topic (subscribed later, with a rebalance listener)."""
+def make_consumer(config: Config, servers: str, group_id: str | None = None) -> KafkaConsumer:
+    """The consumer of the predictions topic (subscribed later, with a rebalance listener), or of another
+    topic under ``group_id``."""
     k = config.kafka
     return KafkaConsumer(
         bootstrap_servers=servers,
-        group_id=k.group_id,
+        group_id=group_id or k.group_id,
         enable_auto_commit=False,
         auto_offset_reset=k.auto_offset_reset,
         session_timeout_ms=k.session_timeout_ms,

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_STAGES = ("decode",)
 
 
-def _histogram(
+def histogram(
     name: str, doc: str, bounds: tuple[float, ...], counts: Any, total: float
 ) -> HistogramMetricFamily:
     """``counts`` per bucket; one more count than bounds is the overflow above the last bound."""
@@ -83,7 +83,7 @@ class SelectorCollector:
             thr.add_metric([name, "accept"], value)
             thr.add_metric([name, "query"], live.get(f"class:{name}", live["uncertainty"]))
         yield thr
-        yield _histogram(
+        yield histogram(
             "selector_score",
             "Informativeness of decided items (the configured measure), on [0, 1].",
             SCORE_BUCKETS,
@@ -91,7 +91,7 @@ class SelectorCollector:
             rs.score_sum,
         )
         ms = m.stats
-        yield _histogram(
+        yield histogram(
             "selector_batch_seconds",
             "Time to decide, deliver and commit one polled batch.",
             BATCH_SECONDS_BUCKETS,
@@ -125,7 +125,7 @@ class SelectorCollector:
             "Wall-clock time of the poll loop's last completed iteration.",
             value=ms.last_progress,
         )
-        yield _build_info(m.selector_info["config_hash"])
+        yield build_info(m.selector_info["config_hash"])
 
 
 def _intervals(name: str, doc: str, label: str | None, intervals: Mapping[str, Interval]) -> Iterator[Metric]:
@@ -146,7 +146,7 @@ def _intervals(name: str, doc: str, label: str | None, intervals: Mapping[str, I
     yield from families
 
 
-def _build_info(config_hash: str) -> GaugeMetricFamily:
+def build_info(config_hash: str) -> GaugeMetricFamily:
     info = GaugeMetricFamily(
         "selector_build_info", "Version and config hash of this instance.", labels=["version", "config_hash"]
     )
@@ -174,7 +174,7 @@ class LabelLoopCollector:
             "Decisions read from the to-label topic and stored (first per item).",
             value=loop.totals["decisions"],
         )
-        yield _histogram(
+        yield histogram(
             "selector_label_latency_seconds",
             "Time from the decision that asked for a label to each vote's label message.",
             LATENCY_BUCKETS,
@@ -215,17 +215,24 @@ class LabelLoopCollector:
             "Wall-clock time of the label loop's last completed round.",
             value=loop.last_round,
         )
-        yield _build_info(loop.config.config_hash())
+        yield build_info(loop.config.config_hash())
+
+
+class Collector(Protocol):
+    def collect(self) -> Iterator[Metric]: ...
 
 
 def serve_metrics(
-    monitor: Monitor | LabelLoop, host: str, port: int, registry: CollectorRegistry | None = None
+    source: Monitor | LabelLoop | Collector, host: str, port: int, registry: CollectorRegistry | None = None
 ) -> tuple[Any, int]:
-    """Start the ``/metrics`` endpoint of a monitor or a label loop in a daemon thread; returns the server
-    and the port it bound."""
+    """Start the ``/metrics`` endpoint of a monitor, a label loop or any collector in a daemon thread;
+    returns the server and the port it bound."""
     registry = registry or CollectorRegistry()
-    collector = SelectorCollector(monitor) if isinstance(monitor, Monitor) else LabelLoopCollector(monitor)
-    registry.register(collector)
+    if isinstance(source, Monitor):
+        source = SelectorCollector(source)
+    elif isinstance(source, LabelLoop):
+        source = LabelLoopCollector(source)
+    registry.register(source)
     server, _thread = start_http_server(port, addr=host, registry=registry)
     bound = int(server.server_port)
     log.info("metrics on http://%s:%d/metrics", host, bound)
