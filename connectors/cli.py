@@ -106,8 +106,16 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     dataset = sub.add_parser("dataset", help="the labeled examples of the dataset store")
     dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True)
-    export = with_config(dataset_sub.add_parser("export", help="write the labeled examples as JSON lines"))
-    export.add_argument("--output", metavar="FILE", required=True, help="JSON-lines file to write")
+    export = with_config(
+        dataset_sub.add_parser("export", help="write the labeled examples as JSON lines or Parquet")
+    )
+    export.add_argument("--output", metavar="FILE", required=True, help="file to write")
+    export.add_argument(
+        "--format",
+        choices=["jsonl", "parquet"],
+        default=None,
+        help="file format (default: parquet for a .parquet file, else JSON lines)",
+    )
     export.add_argument(
         "--quorum", type=int, default=None, help="votes an item needs (default: dataset.quorum)"
     )
@@ -157,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve-model":
             return _serve_model(config, args.duration)
         if args.command == "dataset":
-            return _export(config, args.output, args.quorum)
+            fmt = args.format or ("parquet" if args.output.endswith(".parquet") else "jsonl")
+            return _export(config, args.output, args.quorum, fmt)
         if args.command == "status":
             return _status(config, as_json=args.json)
         watched = path if path.exists() else None
@@ -247,11 +256,12 @@ def _existing_store(config: Config) -> Iterator[DatasetStore | None]:
         store.close()
 
 
-def _export(config: Config, output: str, quorum: int | None) -> int:
+def _export(config: Config, output: str, quorum: int | None, fmt: str) -> int:
     with _existing_store(config) as store:
         if store is None:
             return EXIT_ERROR
-        n = store.export_jsonl(output, quorum or config.dataset.quorum)
+        write = store.export_parquet if fmt == "parquet" else store.export_jsonl
+        n = write(output, quorum or config.dataset.quorum)
     print(f"selector dataset export: {n} labeled examples written to {output}")
     return EXIT_OK
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import orjson
 from kafka.consumer.fetcher import ConsumerRecord
 
 from selector.decode import parse_ts
+from selector.errors import SelectorError
 from selector.labels import LabelBook, LabelEvent, parse_label
 
 _SCHEMA = """
@@ -270,3 +271,25 @@ class DatasetStore:
                 f.write(orjson.dumps(asdict(e)) + b"\n")
                 n += 1
         return n
+
+    def export_parquet(self, path: str | Path, quorum: int = 1) -> int:
+        """Write the examples as one Parquet file (needs pyarrow: ``pip install 'selector[parquet]'``);
+        returns how many. Embeddings and probabilities are list columns; an absent embedding is null."""
+        try:
+            import pyarrow as pa  # noqa: PLC0415 (optional dependency)
+            import pyarrow.parquet as pq  # noqa: PLC0415
+        except ImportError as exc:
+            raise SelectorError("Parquet export needs pyarrow: pip install 'selector[parquet]'") from exc
+        rows = [asdict(e) for e in self.examples(quorum)]
+        names = [f.name for f in fields(Example)]
+        table = pa.Table.from_pydict({n: [r[n] for r in rows] for n in names}, schema=_parquet_schema(pa))
+        pq.write_table(table, str(path))
+        return len(rows)
+
+
+def _parquet_schema(pa: Any) -> Any:
+    """The export's column types (pyarrow would infer nothing from an empty export, and nulls as null)."""
+    types = {"votes": pa.int64(), "agreement": pa.float64(), "probs": pa.list_(pa.float64()),
+             "embedding": pa.list_(pa.float64()), "inclusion": pa.float64(), "weight": pa.float64(),
+             "accept_eligible": pa.bool_()}  # fmt: skip
+    return pa.schema([(f.name, types.get(f.name, pa.string())) for f in fields(Example)])

@@ -88,6 +88,23 @@ class TestStore:
         assert [r["id"] for r in rows] == ["i-00", "i-01", "i-02"]
         assert {r["weight"] for r in rows} == {4.0}
 
+    def test_parquet_export_holds_the_same_examples_as_json_lines(self, tmp_path: Path) -> None:
+        """Every column and value of the Parquet file equals the JSON-lines export; an empty export still
+        has the columns, typed."""
+        import pyarrow.parquet as pq  # noqa: PLC0415 (the optional dependency under test)
+
+        store = DatasetStore(tmp_path / "d.sqlite")
+        assert store.export_parquet(tmp_path / "empty.parquet") == 0
+        empty = pq.read_table(tmp_path / "empty.parquet")
+        assert empty.num_rows == 0 and empty.schema.field("embedding").type.value_type == "double"
+        store.add_decisions([decision(f"i-{k:02d}", pi=0.5, embedding=[k, 1.5]) for k in range(3)])
+        store.add_decisions([decision("i-03", pi=0.25)])
+        store.add_labels([LabelEvent(f"i-{k:02d}", "dent", "a", 1.0) for k in range(4)])
+        assert store.export_parquet(tmp_path / "x.parquet") == 4
+        store.export_jsonl(tmp_path / "x.jsonl")
+        rows = [orjson.loads(line) for line in (tmp_path / "x.jsonl").read_bytes().splitlines()]
+        assert pq.read_table(tmp_path / "x.parquet").to_pylist() == rows
+
 
 def test_examples_from_the_routers_records_estimate_accuracy_without_bias(tmp_path: Path) -> None:
     """The Router decides 20,000 predictions; its to-label records go into the store and a simulated
