@@ -32,14 +32,11 @@ class Pending:
         return Pending({k: v for k, v in self.items.items() if v[0] > now})
 
     def without(self, ids: Iterable[str]) -> Pending:
-        """Without the items whose labels arrived."""
-        drop = [i for i in ids if i in self.items]
+        """Without the items whose labels arrived (an id may come several times: one label per annotator)."""
+        drop = {i for i in ids if i in self.items}
         if not drop:
             return self
-        items = dict(self.items)
-        for i in drop:
-            del items[i]
-        return Pending(items)
+        return Pending({k: v for k, v in self.items.items() if k not in drop})
 
     def with_sent(
         self,

@@ -759,6 +759,13 @@ class TestPending:
         assert router.pending_count() == 1
         assert routes_of(router, ["a", "b"], 1.0) == ["query", "skip"]
 
+    def test_two_annotators_answering_in_one_read_release_the_item_once(self) -> None:
+        """The same id twice among the labels read together (two votes) releases it without error."""
+        router = pending_router()
+        routes_of(router, ["a", "b"], 0.0)
+        router.labels_received(["a", "a", "b", "a"])
+        assert router.pending_count() == 0
+
     def test_a_pending_item_expires_after_the_ttl(self) -> None:
         """ttl_s = 60: still pending at 59.9 s after it was sent, expired (queryable again) at 60 s."""
         router = pending_router()
