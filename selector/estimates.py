@@ -11,7 +11,8 @@ the labeled items would be far too low.
 - :func:`weighted_mean`: the Hajek estimator ``sum_i w_i y_i / sum_i w_i`` with ``w_i = 1 / pi_i`` over the
   labeled items (Horvitz & Thompson 1952; Hajek 1971), with the linearization variance for Poisson sampling
   (independent inclusion draws, as our per-item draws are):
-  ``var = sum_i (1 - pi_i) w_i^2 (y_i - mean)^2 / (sum_i w_i)^2``, and a normal interval clipped to [0, 1].
+  ``var = sum_i (1 - pi_i) w_i^2 (y_i - mean)^2 / (sum_i w_i)^2``, turned into a Wilson interval at the
+  design's effective sample size (Korn & Graubard 1998), which stays honest with few labels.
   Accuracy is the weighted mean of ``correct``; the recall of class ``c`` is the weighted mean of ``correct``
   over the items whose label is ``c``; the defect rate is the weighted mean of ``label is a defect``.
 
@@ -60,14 +61,27 @@ def wilson(successes: int, n: int, z: float = Z_95) -> Interval:
     if n == 0:
         return Interval.empty()
     p = successes / n
+    low, high = _wilson_bounds(p, float(n), z)
+    return Interval(p, low, high, n)
+
+
+def _wilson_bounds(p: float, n: float, z: float) -> tuple[float, float]:
+    """Wilson bounds of proportion ``p`` observed on an (effective, possibly fractional) sample of ``n``."""
     z2 = z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def weighted_mean(y: FloatArray, pi: FloatArray, z: float = Z_95) -> Interval:
-    """Inverse-probability-weighted (Hajek) mean of ``y`` over labeled items with inclusion ``pi``.
+    """Inverse-probability-weighted (Hajek) proportion of ``y`` (0 or 1) over labeled items with inclusion
+    ``pi``, with a Wilson interval at the design's effective sample size.
+
+    The effective size is Korn & Graubard's ``p (1 - p) / var`` (the size of a simple random sample with the
+    linearization variance ``var``), at most the number of labeled items; when every labeled item agrees
+    (``p`` is 0 or 1, no variance to go by) it is Kish's ``(sum w)^2 / sum w^2``, how many items the weights
+    rest on. The plain normal interval ``p +- z sqrt(var)`` collapses to a point in both cases; this one
+    does not. Items seen with certainty (``pi = 1``) carry no sampling error: a census gives a point.
 
     Raises:
         SelectorError: if a ``pi`` is outside (0, 1] or the lengths differ.
@@ -82,8 +96,17 @@ def weighted_mean(y: FloatArray, pi: FloatArray, z: float = Z_95) -> Interval:
     total = float(w.sum())
     mean = min(1.0, max(0.0, float(np.dot(w, y) / total)))  # rounding may step just past [0, 1]
     var = float(np.sum((1.0 - pi) * w * w * (y - mean) ** 2)) / (total * total)
-    half = z * math.sqrt(max(var, 0.0))
-    return Interval(mean, max(0.0, mean - half), min(1.0, mean + half), len(y))
+    sampled = pi < 1.0
+    if not sampled.any():
+        return Interval(mean, mean, mean, len(y))  # a census: every item was seen
+    if 0.0 < mean < 1.0:
+        if var <= 0.0:  # the sampled items all equal the mean: only certain items vary
+            return Interval(mean, mean, mean, len(y))
+        n_eff = min(float(len(y)), mean * (1.0 - mean) / var)
+    else:  # every labeled item agrees: no variance to go by, only how many items the weights rest on
+        n_eff = total * total / float(np.dot(w, w))
+    low, high = _wilson_bounds(mean, n_eff, z)
+    return Interval(mean, low, high, len(y))
 
 
 @dataclass(frozen=True)

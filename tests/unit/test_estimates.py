@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from selector.config import parse_config
 from selector.decode import Batch
 from selector.errors import SelectorError
-from selector.estimates import model_estimates, weighted_mean, wilson
+from selector.estimates import Z_95, _wilson_bounds, model_estimates, weighted_mean, wilson
 from selector.routing import AUDIT, QUERY, Router
 
 CLASSES = ["ok", "scratch", "dent", "crack"]
@@ -56,6 +56,25 @@ class TestWeightedMean:
         assert weighted_mean(y, np.full(4, 0.3)).estimate == pytest.approx(0.75)
         census = weighted_mean(y, np.ones(4))
         assert census.low == census.high == census.estimate == 0.75
+
+    def test_the_interval_never_collapses_on_few_agreeing_or_dominated_labels(self) -> None:
+        """8 labels all wrong, or 19 labels where heavy audit weights dwarf the one error: the normal
+        interval would be a point or a sliver; this one is a Wilson interval no narrower than a simple
+        random sample of as many labels would give (all agreeing: of Kish's effective size)."""
+        wrong = weighted_mean(np.zeros(8), np.array([0.5, 0.2, 0.9, 0.1, 0.3, 0.6, 0.05, 0.4]))
+        w = 1.0 / np.array([0.5, 0.2, 0.9, 0.1, 0.3, 0.6, 0.05, 0.4])
+        kish = w.sum() ** 2 / (w * w).sum()
+        z2 = Z_95**2
+        assert wrong.estimate == 0.0 and wrong.low == 0.0
+        assert wrong.high == pytest.approx((z2 / kish) / (1 + z2 / kish))  # Wilson's upper bound at 0 of n
+        y = np.ones(19)
+        y[0] = 0.0
+        pi = np.full(19, 0.002)
+        pi[0] = 0.8  # the one error is a likely query; the rest are rare audits (weight 500 each)
+        few = weighted_mean(y, pi)
+        assert few.estimate > 0.9998
+        assert few.low == pytest.approx(_wilson_bounds(few.estimate, 19.0, Z_95)[0])  # capped at n = 19
+        assert few.low < 0.84
 
     def test_invalid_probabilities_are_refused(self) -> None:
         """pi outside (0, 1] or mismatched lengths are errors; no labeled item gives no estimate."""
