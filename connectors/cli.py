@@ -13,8 +13,6 @@ import json
 import logging
 import signal
 import sys
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -54,13 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     run = with_config(sub.add_parser("run", help="run the monitor"))
     run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo = with_config(
-        sub.add_parser("demo", help="monitor + simulated production line on the embedded broker")
+        sub.add_parser(
+            "demo",
+            help="the whole loop on the embedded broker: digits, model, monitor, annotators, retraining",
+        )
     )
     demo.add_argument(
         "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
     )
     demo.add_argument(
-        "--rate", type=float, default=500.0, help="simulated predictions per second (default: 500)"
+        "--rate", type=float, default=500.0, help="items per second on the simulated line (default: 500)"
     )
     demo.add_argument(
         "--interval", type=float, default=2.0, help="seconds between summary lines (default: 2)"
@@ -100,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser("serve-model", help="score the features topic with the registry's model (ONNX)")
     )
     serve.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    retrain = with_config(
+        sub.add_parser(
+            "retrain", help="train a candidate on the dataset store; promote it if it beats the current model"
+        )
+    )
+    retrain.add_argument("--json", action="store_true", help="print the models event as JSON")
     status = with_config(
         sub.add_parser("status", help="labels, estimated model quality and agreement from the dataset store")
     )
@@ -167,12 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "dataset":
             fmt = args.format or ("parquet" if args.output.endswith(".parquet") else "jsonl")
             return _export(config, args.output, args.quorum, fmt)
+        if args.command == "retrain":
+            return _retrain(config, as_json=args.json)
         if args.command == "status":
             return _status(config, as_json=args.json)
         watched = path if path.exists() else None
         if args.command == "run":
             return _run(config, args.duration, watched)
-        return _demo(config, args.duration, args.rate, args.interval, watched)
+        return _demo(config, args.duration, args.rate, args.interval)
     except BrokerUnavailableError as exc:
         log.error("%s", exc)
         return EXIT_BROKER
@@ -266,6 +275,26 @@ def _export(config: Config, output: str, quorum: int | None, fmt: str) -> int:
     return EXIT_OK
 
 
+def _retrain(config: Config, *, as_json: bool) -> int:
+    from connectors.retraining import retrain_and_announce  # noqa: PLC0415 (imports torch)
+
+    with _existing_store(config) as store:
+        if store is None:
+            return EXIT_ERROR
+    embedded = config.kafka.bootstrap_servers == EMBEDDED
+    event = retrain_and_announce(config, None if embedded else config.kafka.bootstrap_servers)
+    if as_json:
+        print(json.dumps(event, indent=2))
+        return EXIT_OK
+    m = event["metrics"]
+    print(
+        f"selector retrain: {event['version']} {event['type']} ({event['reason']}); registry "
+        f"{config.retrain.registry}{'' if embedded else f', announced on {config.topics.models!r}'}"
+    )
+    print(json.dumps(m, indent=2))
+    return EXIT_OK
+
+
 def _status(config: Config, *, as_json: bool) -> int:
     from connectors.status import label_status, render  # noqa: PLC0415 (status-only module)
 
@@ -351,59 +380,16 @@ def _run(config: Config, duration: float | None, config_path: Path | None = None
     return EXIT_OK
 
 
-def _demo(
-    config: Config, duration: float | None, rate: float, interval: float, config_path: Path | None = None
-) -> int:
-    from kafka import KafkaProducer  # noqa: PLC0415 (demo-only dependency of the CLI)
-
-    from connectors.simulate import LineSimulator  # noqa: PLC0415
+def _demo(config: Config, duration: float | None, rate: float, interval: float) -> int:
+    from connectors.demo import create_demo  # noqa: PLC0415 (demo-only: scikit-learn, torch, onnxruntime)
 
     with _bootstrap(config) as (servers, effective):
-        monitor = Monitor(effective, servers, config_path=config_path)
-        _start_metrics(monitor, effective)
-        producer = KafkaProducer(bootstrap_servers=servers, linger_ms=20)
-        line = LineSimulator(producer, config.topics.predictions, config.classes, rate)
-        summary = threading.Thread(
-            target=_summaries, args=(monitor, line, interval), name="summary", daemon=True
-        )
-        print(
-            f"selector demo: simulated line at {rate:g} predictions/s, {len(config.classes)} classes "
-            f"{config.classes}, budget {config.budget.rate:.1%} with caps {config.budget.caps}; Ctrl-C stops",
-            flush=True,
-        )
-        with _stop_on_signals(monitor):
-            line.start()
-            summary.start()
-            try:
-                monitor.run(duration)
-            finally:
-                monitor.request_stop()  # ends the summary thread too
-                line.stop_event.set()
-                line.join(timeout=5)
-                producer.close(timeout=5)
-        print(_summary_line(monitor, line), flush=True)
+        demo = create_demo(effective, servers, rate)
+        demo.start_metrics()
+        print(demo.intro(), flush=True)
+        with _stop_on_signals(demo.monitor):
+            demo.run(duration, interval)
     return EXIT_OK
-
-
-def _summary_line(monitor: Monitor, line: object) -> str:
-    s = monitor.router.stats
-    total = s.total
-    labeled = s.items["query"] + s.items["audit"]
-    rate = labeled / total if total else 0.0
-    lag = sum(monitor.stats.lag.values())
-    sent = getattr(line, "sent", 0)
-    return (
-        f"sent {sent:>8} decided {total:>8} | accept {s.items['accept']:>7} query {s.items['query']:>5} "
-        f"audit {s.items['audit']:>4} skip {s.items['skip']:>6} "
-        f"dead-letter {s.dead_letters.get('decode', 0):>4} | "
-        f"label rate {rate:6.2%} (budget {monitor.config.budget.rate:.2%}) | lag {lag}"
-    )
-
-
-def _summaries(monitor: Monitor, line: object, interval: float) -> None:
-    while not monitor.stopping:
-        time.sleep(interval)
-        print(_summary_line(monitor, line), flush=True)
 
 
 if __name__ == "__main__":

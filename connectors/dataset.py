@@ -58,6 +58,10 @@ CREATE TABLE IF NOT EXISTS positions (
     next_offset INTEGER NOT NULL,
     PRIMARY KEY (topic, partition)
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -224,6 +228,18 @@ class DatasetStore:
             rows = self._db.execute(f"SELECT id, decided_at FROM decisions WHERE id IN ({marks})", part)
             found.update(rows.fetchall())
         return found
+
+    def get_meta(self, key: str) -> Any:
+        """A JSON value the label loop keeps between runs (trigger and drift state), or None."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else orjson.loads(row[0])
+
+    def put_meta(self, key: str, value: Any) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, orjson.dumps(value).decode()),
+            )
 
     def counts(self) -> dict[str, int]:
         """How many decisions and label messages are stored."""

@@ -16,12 +16,15 @@ import threading
 import time
 
 import numpy as np
+import orjson
 from kafka import KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
 
 from connectors.dataset import DatasetStore, Ingested
 from connectors.delivery import Outgoing, dead_letter, deliver
 from connectors.kafka_io import redact, secrets_of, security_kwargs
 from connectors.monitor import rfc3339
+from connectors.retraining import Retrainer
 from connectors.status import LabelStatus, label_status
 from connectors.topic_reader import TopicReader
 from selector.config import Config
@@ -31,6 +34,19 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0, 86400.0,
                    172800.0, 345600.0, 604800.0)  # fmt: skip
 """Upper bounds (seconds) of the label latency histogram: one minute to one week."""
+
+
+def audit_confidences(records: list[ConsumerRecord]) -> list[float]:
+    """The confidence (largest probability) of every audited decision among to-label records, in order."""
+    out = []
+    for rec in records:
+        try:
+            value = orjson.loads(rec.value or b"")
+            if value.get("route") == "audit":
+                out.append(float(max(value["probs"])))
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+            continue  # not a decision of ours: ingestion stores what it can, drift ignores it
+    return out
 
 
 class LabelLoop:
@@ -62,6 +78,8 @@ class LabelLoop:
         self._status_at = time.monotonic()
         self._stale = False
         self._secrets = secrets_of(config)
+        self.retrainer: Retrainer | None = None
+        """triggers and trainer runs (created by :meth:`run`)"""
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -73,18 +91,28 @@ class LabelLoop:
         to_label = TopicReader(cfg, self.servers, topics.to_label, self.store.positions(topics.to_label))
         labels = TopicReader(cfg, self.servers, topics.labels, self.store.positions(topics.labels))
         producer = KafkaProducer(bootstrap_servers=self.servers, acks="all", **security_kwargs(cfg))
+        self.retrainer = Retrainer(cfg, self.servers, self.store, time.time())
         ends = None if duration_s is None else time.monotonic() + duration_s
         try:
             while not self._stop.is_set() and (ends is None or time.monotonic() < ends):
+                decisions = to_label.read_new(until_end=True, timeout_s=5.0)
                 # decisions first: a label read in the same round finds the item it answers; dead letters
                 # are confirmed before the round's positions commit, so a crash loses none of them
                 done = self.store.ingest(
-                    to_label.read_new(until_end=True, timeout_s=5.0),
+                    decisions,
                     labels.read_new(until_end=True, timeout_s=5.0),
                     cfg.classes,
                     before_commit=lambda result: self._dead_letter(producer, result),
                 )
                 self._count(done)
+                st = self.status
+                self.retrainer.step(
+                    producer,
+                    time.time(),
+                    new_labels=done.labels,
+                    audit_confidences=audit_confidences(decisions),
+                    audits=(st.audits, st.audit_errors),
+                )
                 self.rounds += 1
                 self.last_round = time.time()
                 self._stop.wait(poll_s)
@@ -92,6 +120,7 @@ class LabelLoop:
             for reader in (to_label, labels):
                 reader.close()
             producer.close()
+            self.retrainer.close()
 
     def refresh_status(self) -> None:
         """Recompute :attr:`status` from the store now."""
@@ -134,7 +163,7 @@ class LabelLoop:
         if self._stale and time.monotonic() - self._status_at >= self.status_interval_s:
             self.refresh_status()
         if done.decisions or done.labels or done.unknown or done.invalid:
-            log.info(
+            log.debug(
                 "ingested %d decisions and %d labels; dead-lettered %d unknown and %d invalid label messages",
                 done.decisions,
                 done.labels,

@@ -18,6 +18,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 import selector
 from connectors.label_loop import LATENCY_BUCKETS, LabelLoop
 from connectors.monitor import BATCH_SECONDS_BUCKETS, Monitor
+from connectors.registry import ModelRegistry
+from connectors.retraining import OUTCOMES, REASONS
 from selector.estimates import Interval
 from selector.stats import ROUTE_NAMES, SCORE_BUCKETS
 
@@ -215,7 +217,45 @@ class LabelLoopCollector:
             "Wall-clock time of the label loop's last completed round.",
             value=loop.last_round,
         )
+        yield from self._retraining()
         yield build_info(loop.config.config_hash())
+
+    def _retraining(self) -> Iterator[Metric]:
+        r = self.loop.retrainer
+        requests = CounterMetricFamily(
+            "selector_retrain_requests",
+            "Retrain requests published, by reason (one request may have several).",
+            labels=["reason"],
+        )
+        for reason in REASONS:
+            requests.add_metric([reason], r.requests[reason] if r else 0)
+        yield requests
+        retrains = CounterMetricFamily(
+            "selector_retrains", "Built-in trainer runs, by outcome.", labels=["outcome"]
+        )
+        for outcome in OUTCOMES:
+            retrains.add_metric([outcome], r.outcomes[outcome] if r else 0)
+        yield retrains
+        alarms = CounterMetricFamily(
+            "selector_drift_alarms",
+            "Page-Hinkley alarms on the confidence of audited items, by direction.",
+            labels=["direction"],
+        )
+        for direction in ("up", "down"):
+            alarms.add_metric([direction], r.alarms[direction] if r else 0)
+        yield alarms
+        yield GaugeMetricFamily(
+            "selector_last_retrain_timestamp_seconds",
+            "Wall-clock time the last built-in trainer run ended (0: none yet).",
+            value=r.last_retrain if r else 0.0,
+        )
+        info = GaugeMetricFamily(
+            "selector_model_info", "The promoted model version of the registry (value 1).", labels=["version"]
+        )
+        current = ModelRegistry(self.loop.config.retrain.registry).current()
+        if current is not None:
+            info.add_metric([current], 1.0)
+        yield info
 
 
 class Collector(Protocol):

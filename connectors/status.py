@@ -20,7 +20,7 @@ import numpy as np
 
 from connectors.dataset import DatasetStore
 from selector.config import Config
-from selector.estimates import Interval, model_estimates, wilson
+from selector.estimates import Interval, model_estimates, weighted_mean, wilson
 from selector.labels import pairwise_agreement
 
 
@@ -36,6 +36,8 @@ class LabelStatus:
     """items with votes that do not resolve yet"""
     audits: int
     """resolved audits of items that met the auto-accept rule"""
+    audit_errors: int
+    """of those, how many the model got wrong"""
     accuracy: dict[str, Interval]
     """by scope: overall (weighted) and auto_accept (audits)"""
     recall: dict[str, Interval]
@@ -44,8 +46,8 @@ class LabelStatus:
     """chance that two annotators of the same item agree (None: no item has two votes)"""
     agreement_items: int
     """items with two votes or more"""
-    models: dict[str, int]
-    """labeled examples per model version that decided them"""
+    by_model: dict[str, Interval]
+    """accuracy (IPW) of each model version over the labeled decisions it made"""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON: intervals as {estimate, low, high, n}, NaN as None."""
@@ -72,26 +74,25 @@ def label_status(store: DatasetStore, config: Config) -> LabelStatus:
     pi = np.array([e.inclusion for e in known], dtype=np.float64)
     est = model_estimates(label, predicted, pi, config.classes, np.array(config.defects()))
     audited = [e for e in known if e.route == "audit" and e.accept_eligible]
+    right = sum(e.label == e.predicted for e in audited)
     agreement, multi = pairwise_agreement(book)
     counts = store.counts()
-    models: dict[str, int] = {}
-    for e in known:
-        models[e.model or "unknown"] = models.get(e.model or "unknown", 0) + 1
+    correct = (label == predicted).astype(np.float64)
+    version = np.array([e.model or "unknown" for e in known], dtype=object)
+    by_model = {str(v): weighted_mean(correct[version == v], pi[version == v]) for v in sorted(set(version))}
     return LabelStatus(
         decisions=counts["decisions"],
         label_messages=counts["label_messages"],
         labeled=len(examples),
         unresolved=len(book.votes) - len(examples),
         audits=len(audited),
-        accuracy={
-            "overall": est.accuracy,
-            "auto_accept": wilson(sum(e.label == e.predicted for e in audited), len(audited)),
-        },
+        audit_errors=len(audited) - right,
+        accuracy={"overall": est.accuracy, "auto_accept": wilson(right, len(audited))},
         recall=est.recall,
         defect_rate=est.defect_rate,
         agreement=agreement if multi else None,
         agreement_items=multi,
-        models=models,
+        by_model=by_model,
     )
 
 
@@ -114,13 +115,12 @@ def render(status: LabelStatus) -> str:
         f"  defect rate (IPW)          {_interval(status.defect_rate)}",
     ]
     lines += [f"  recall {name:<19} {_interval(i)}" for name, i in status.recall.items()]
+    lines += [f"  accuracy of model {m:<8} {_interval(i)}" for m, i in status.by_model.items()]
     agreement = (
         "no item has two votes yet"
         if status.agreement is None
         else f"{status.agreement:.1%} over {status.agreement_items} items with several votes"
     )
     lines += ["", f"annotator agreement          {agreement}"]
-    if status.models:
-        shown = ", ".join(f"{m}: {n}" for m, n in sorted(status.models.items()))
-        lines.append(f"labeled items by model       {shown}")
+
     return "\n".join(lines)

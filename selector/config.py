@@ -386,6 +386,10 @@ class Config(_Section):
                 f"'scoring.reservoir_items' + 'scoring.coreset_items' in use keep {kept} embeddings of {dim} "
                 f"numbers, {kept * dim * 4} bytes per partition snapshot, over {MAX_MEMORY_BYTES}: lower them"
             )
+        if self.retrain.drift and self.budget.audit_rate == 0:
+            raise ValueError(
+                "'retrain.drift' watches the confidence of audited items: it needs 'budget.audit_rate' > 0"
+            )
         if self.diversity.mode != "none" and self.budget.controller != "quantile":
             raise ValueError(
                 "'diversity.mode' needs 'budget.controller' quantile (it over-selects by a quantile)"

@@ -83,7 +83,12 @@ class TestLabelStatus:
         right = sum(decisions[k]["predicted"] == labels[k] for k in eligible)
         assert st.audits == 30 and st.accuracy["auto_accept"] == wilson(right, 30)
         assert (st.decisions, st.label_messages, st.labeled, st.unresolved) == (200, 200, 200, 0)
-        assert st.models == {"v1": 180, "v2": 20} and st.agreement is None
+        v2 = np.array([str(d["id"]).endswith("7") for d in decisions])
+        assert st.by_model == {
+            "v1": weighted_mean(correct[~v2], pi[~v2]),
+            "v2": weighted_mean(correct[v2], pi[v2]),
+        }
+        assert st.agreement is None
 
     def test_defect_classes_from_config_change_the_defect_rate(self) -> None:
         store, decisions, labels = filled_store()
@@ -126,7 +131,11 @@ class TestLabelStatus:
         assert (
             f"accuracy, overall (IPW)    {a.estimate:6.1%}  [{a.low:6.1%}, {a.high:6.1%}]  from 200" in text
         )
-        assert "labeled items by model       v1: 180, v2: 20" in text
+        v2 = st.by_model["v2"]
+        assert (
+            f"  accuracy of model v2       {v2.estimate:6.1%}  [{v2.low:6.1%}, {v2.high:6.1%}]  from 20 "
+            in text
+        )
 
 
 class TestStatusCommand:

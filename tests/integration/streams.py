@@ -34,6 +34,9 @@ def config_for(servers: str, unique: str, **sections: Any) -> Config:
             "dead_letter": f"dead-letter-{unique}",
             "labels": f"labels-{unique}",
             "state": f"selector-state-{unique}",
+            "features": f"features-{unique}",
+            "models": f"models-{unique}",
+            "retrain": f"retrain-{unique}",
         },
         "kafka": {
             "bootstrap_servers": servers,

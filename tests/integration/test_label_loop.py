@@ -49,10 +49,16 @@ def test_labels_are_joined_dead_lettered_and_never_stored_twice(
     broker: EmbeddedBroker, unique: str, tmp_path: Path
 ) -> None:
     """40 decisions and 45 label messages (40 valid, 3 for unknown ids, 2 invalid): the store holds 40
-    examples, the dead-letter topic the 5 others with stage 'labels' and their reasons; a second loop over
-    the same topics adds nothing."""
+    examples, the dead-letter topic the 5 others with stage 'labels' and their reasons, the retrain topic one
+    request for the 40 new labels (every 20, one round); a second loop over the same topics adds nothing and
+    requests nothing (the trigger state is kept in the store)."""
     servers = broker.bootstrap_servers
-    cfg = config_for(servers, unique, dataset={"path": str(tmp_path / "d.sqlite")})
+    cfg = config_for(
+        servers,
+        unique,
+        dataset={"path": str(tmp_path / "d.sqlite")},
+        retrain={"every_labels": 20, "min_interval_s": 0.0, "registry": str(tmp_path / "models")},
+    )
     create_topics(cfg)
     produce(servers, cfg.topics.to_label, [(f"i-{k}".encode(), to_label(f"i-{k}", 0.25)) for k in range(40)])
     good = [
@@ -87,11 +93,24 @@ def test_labels_are_joined_dead_lettered_and_never_stored_twice(
     assert {m.headers["x-dlq-stage"] for m in dead} == {b"labels"}
     assert all(m.value in {v for _, v in unknown + invalid} for m in dead)
 
+    (request,) = read_topic(servers, cfg.topics.retrain, expect=1)
+    event = orjson.loads(request.value)
+    assert (request.key, event["type"], event["request"], event["reasons"], event["labels"]) == (
+        b"1",
+        "retrain_request",
+        1,
+        ["labels"],
+        40,
+    )
+    assert first.retrainer is not None and first.retrainer.requests["labels"] == 1
+
     counts = store.counts()
     again = LabelLoop(cfg, servers, store)
     run_for_a_while(again, lambda: again.rounds >= 2)  # both topics read to their end, twice
     assert again.totals == {"decisions": 0, "labels": 0, "unknown": 0, "invalid": 0}
     assert store.counts() == counts == {"decisions": 40, "label_messages": 40}
+    assert len(read_topic(servers, cfg.topics.retrain, expect=2, timeout_s=3)) == 1
+    assert again.retrainer is not None and again.retrainer.triggers.requests == 1
 
 
 def test_the_command_refuses_the_embedded_broker(tmp_path: Path) -> None:

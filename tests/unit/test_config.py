@@ -82,6 +82,23 @@ class TestValidationMessages:
             "max_burst, caps, audit_rate, exploration, class_shares, segment_shares, seed)"
         ]
 
+    def test_label_loop_settings_are_checked_against_each_other(self) -> None:
+        """Drift watches audits, so it needs an audit rate; defect classes must be configured classes."""
+        assert problems_of({"retrain": {"drift": True}, "budget": {"audit_rate": 0.0}}) == [
+            "'retrain.drift' watches the confidence of audited items: it needs 'budget.audit_rate' > 0"
+        ]
+        assert problems_of({"dataset": {"defect_classes": ["rust"]}}) == [
+            "'dataset.defect_classes' names classes not in 'classes': ['rust'] "
+            "(classes: ['ok', 'scratch', 'dent', 'crack'])"
+        ]
+        assert parse_config({"dataset": {"defect_classes": ["crack"]}}).defects() == [
+            False,
+            False,
+            False,
+            True,
+        ]
+        assert parse_config({}).defects() == [False, True, True, True]
+
     def test_unknown_top_level_key_lists_the_sections(self) -> None:
         """An unknown section must list the top-level keys."""
         assert problems_of({"bugdet": {}}) == [

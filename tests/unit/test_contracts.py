@@ -45,8 +45,8 @@ class TestJsonSchemas:
         props = set(json_schemas()["to-label"]["properties"])
         assert props == {
             "id", "route", "score", "scores", "threshold", "selected_by", "query_probability", "priority",
-            "predicted", "accept_eligible", "probs", "embedding", "segment", "payload", "meta", "model", "decided_at",
-            "selector",
+            "predicted", "accept_eligible", "probs", "embedding", "segment", "payload", "meta", "model",
+            "decided_at", "selector",
         }  # fmt: skip
 
     def test_accepted_lists_every_field_of_the_design(self) -> None:
@@ -82,8 +82,8 @@ class TestModels:
         """An item with inclusion probability 0 could never have been sent: the contract forbids it."""
         record = {
             "id": "a", "route": "audit", "score": 0.5, "scores": {}, "threshold": 0.5, "selected_by": "audit",
-            "query_probability": 0.0, "priority": 0.5, "predicted": "ok", "accept_eligible": False, "probs": [1.0], "embedding": None,
-            "segment": None,
+            "query_probability": 0.0, "priority": 0.5, "predicted": "ok", "accept_eligible": False,
+            "probs": [1.0], "embedding": None, "segment": None,
             "payload": None, "meta": None, "model": None, "decided_at": "t",
             "selector": {"version": "0", "config_hash": "h"},
         }  # fmt: skip
@@ -95,7 +95,8 @@ class TestModels:
         """A threshold that selects nothing is null (JSON has no infinity); who selected it must be said."""
         record = {
             "id": "a", "route": "query", "score": 0.5, "scores": {}, "threshold": None,
-            "selected_by": "class:crack", "query_probability": 0.3, "priority": 0.5, "predicted": "ok", "accept_eligible": True,
+            "selected_by": "class:crack", "query_probability": 0.3, "priority": 0.5, "predicted": "ok",
+            "accept_eligible": True,
             "probs": [1.0], "embedding": None, "segment": None, "payload": None, "meta": None, "model": None,
             "decided_at": "t",
             "selector": {"version": "0", "config_hash": "h"},

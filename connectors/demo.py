@@ -1,0 +1,203 @@
+"""`selector demo`: the whole loop in one process, on the embedded broker and real data.
+
+Handwritten digits (:mod:`connectors.demo_line`, the digit 8 rare as the "defect") flow as features into the
+inference connector, which scores them with the registry's ONNX model; the monitor decides every prediction;
+simulated annotators answer the to-label items after a delay, sometimes wrongly; the label loop ingests their
+labels, estimates the model's accuracy and triggers retraining; the trainer (its own process) promotes a
+better model, and the inference connector swaps to it. A summary line every few seconds shows the routes, the
+label rate against the budget, the model version being served and its estimated accuracy.
+
+Everything the demo writes (dataset store, model registry) lives in a temporary directory, like the
+in-memory broker's topics: each demo starts afresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer
+
+from connectors.dataset import DatasetStore
+from connectors.demo_line import CLASSES, RARE, Annotators, Digits, FeatureLine
+from connectors.kafka_io import prepare_topics
+from connectors.label_loop import LabelLoop
+from connectors.metrics import serve_metrics
+from connectors.monitor import Monitor
+from connectors.registry import ModelRegistry
+from connectors.serving import ModelServer, ServeCollector
+from selector.config import Config
+
+log = logging.getLogger(__name__)
+
+SEED_ITEMS = 40
+"""Labeled digits the first model is trained on (common digits only): a weak start to improve on."""
+
+
+def demo_config(config: Config, workdir: Path) -> Config:
+    """The configuration the demo runs: the user's, with the digits' classes, embedding length and the
+    label loop's files in ``workdir``; class-specific keys of the user's file do not apply to digits."""
+    r = config.retrain
+    data = config.model_dump()
+    data["classes"] = CLASSES
+    data["input"]["embedding_dim"] = 64
+    data["accept"]["thresholds"] = {}
+    data["budget"]["class_shares"] = {RARE: 0.2}
+    data["budget"]["segment_shares"] = {}
+    data["dataset"].update(path=str(workdir / "dataset.sqlite"), defect_classes=[RARE])
+    data["retrain"].update(
+        builtin=True,
+        registry=str(workdir / "models"),
+        every_labels=min(r.every_labels or 150, 150),
+        min_interval_s=min(r.min_interval_s, 20.0),
+        min_examples=40,
+        epochs=min(r.epochs, 80),
+    )
+    return Config.model_validate(data)
+
+
+def first_model(config: Config, seed: Digits) -> str:
+    """Train, export and promote the model the line starts with; returns its version."""
+    from connectors.trainer import TrainSettings, export_onnx, train_ensemble  # noqa: PLC0415 (torch)
+
+    r = config.retrain
+    settings = TrainSettings(members=r.members, hidden=r.hidden, epochs=r.epochs, seed=r.seed)
+    ensemble = train_ensemble(seed.x, seed.y, np.ones(len(seed.y)), CLASSES, settings)
+    registry = ModelRegistry(r.registry)
+    path = Path(r.registry).parent / "first-model.onnx"
+    data = export_onnx(ensemble, path)
+    registry.add(
+        data,
+        {
+            "parent": None,
+            "created_at": time.time(),
+            "classes": CLASSES,
+            "embedding_dim": int(seed.x.shape[1]),
+            "members": r.members,
+            "metrics": {},
+            "data": {"train": len(seed.y)},
+            "settings": {"members": r.members, "hidden": r.hidden, "epochs": r.epochs},
+        },
+        promote=True,
+    )
+    version = registry.current()
+    assert version is not None
+    return version
+
+
+class Demo:
+    """The demo's components, started and stopped together."""
+
+    def __init__(self, config: Config, servers: str, rate: float, seed: int = 0) -> None:
+        self.config = config
+        self.workdir = Path(config.dataset.path).parent
+        first, pool, _test = Digits.load().split(seed, SEED_ITEMS)
+        self.version = first_model(config, first)
+        t = config.topics
+        self.producer = KafkaProducer(bootstrap_servers=servers, linger_ms=20)
+        self.monitor = Monitor(config, servers)
+        self.server = ModelServer(config, servers)
+        self.loop = LabelLoop(config, servers, DatasetStore(config.dataset.path), status_interval_s=1.0)
+        self.line = FeatureLine(self.producer, t.features, pool, rate)
+        annotator_consumer = KafkaConsumer(
+            t.to_label,
+            bootstrap_servers=servers,
+            group_id=f"{config.kafka.group_id}-annotators",
+            auto_offset_reset="earliest",
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+            max_poll_interval_ms=10000,
+        )
+        self.annotators = Annotators(annotator_consumer, self.producer, t.labels, self.line.truth)
+        self._threads = [
+            threading.Thread(target=self.server.run, name="serve-model", daemon=True),
+            threading.Thread(target=self.loop.run, kwargs={"poll_s": 1.0}, name="label-loop", daemon=True),
+        ]
+
+    def intro(self) -> str:
+        c = self.config
+        return (
+            f"selector demo: handwritten digits at {self.line.rate_per_s:g} items/s ('{RARE}' is the rare "
+            f"defect, about 1%); first model {self.version} trained on {SEED_ITEMS} labels; budget "
+            f"{c.budget.rate:.1%}; simulated annotators; a retrain every {c.retrain.every_labels} labels "
+            f"at most every {c.retrain.min_interval_s:g} s; files in {self.workdir}; Ctrl-C stops"
+        )
+
+    def run(self, duration: float | None, interval: float) -> None:
+        """Start everything, print a summary every ``interval`` seconds until the monitor stops (after
+        ``duration`` or on a signal), then stop everything."""
+        done = threading.Event()
+
+        def summaries() -> None:
+            while not done.wait(interval):
+                print(self.summary(), flush=True)
+
+        printer = threading.Thread(target=summaries, name="summary", daemon=True)
+        self.start()
+        printer.start()
+        try:
+            self.monitor.run(duration)
+        finally:
+            done.set()
+            self.stop()
+        print(self.summary(), flush=True)
+
+    def start_metrics(self) -> None:
+        m = self.config.metrics
+        if m.enabled:
+            serve_metrics(self.monitor, m.host, m.port)
+            serve_metrics(self.loop, m.host, m.labels_port)
+            serve_metrics(ServeCollector(self.server), m.host, m.serve_port)
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+        self.line.start()
+        self.annotators.start()
+
+    def stop(self) -> None:
+        self.monitor.request_stop()
+        self.line.stop_event.set()
+        self.annotators.stop_event.set()
+        self.server.request_stop()
+        self.loop.request_stop()
+        for thread in [self.line, self.annotators, *self._threads]:
+            thread.join(timeout=30)
+        self.producer.close(timeout=5)
+        self.loop.store.close()
+
+    def summary(self) -> str:
+        s = self.monitor.router.stats
+        total = s.total
+        labeled = s.items["query"] + s.items["audit"]
+        served = self.server.model.version if self.server.model else "none"
+        st = self.loop.status
+        acc = st.by_model.get(served)
+        estimate = (
+            f"{acc.estimate:5.1%} [{acc.low:5.1%}, {acc.high:5.1%}] n={acc.n}"
+            if acc is not None and acc.n
+            else "awaiting labels"
+        )
+        retrainer = self.loop.retrainer
+        retrains = retrainer.outcomes if retrainer else {}
+        return (
+            f"items {self.line.sent:>7} decided {total:>7} | accept {s.items['accept']:>6} query "
+            f"{s.items['query']:>4} audit {s.items['audit']:>3} | label rate {labeled / max(total, 1):6.2%} "
+            f"(budget {self.config.budget.rate:.2%}) | labels {st.label_messages:>4} | model {served} "
+            f"accuracy {estimate} | retrains {retrains.get('promoted', 0)} promoted "
+            f"{retrains.get('rejected', 0)} rejected"
+        )
+
+
+def create_demo(config: Config, servers: str, rate: float) -> Demo:
+    """The demo's configuration, topics, first model and components, in a fresh temporary directory."""
+    workdir = Path(tempfile.mkdtemp(prefix="selector-demo-"))
+    effective = demo_config(config, workdir)
+    prepare_topics(effective, servers)
+    demo = Demo(effective, servers, rate)
+    demo.workdir = workdir
+    return demo
