@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -52,6 +51,7 @@ from onnx import TensorProto, helper, numpy_helper
 from connectors.dataset import Example
 from connectors.registry import ModelRegistry
 from selector.errors import SelectorError
+from selector.evaluation import holdout_mask, weighted_accuracy, weighted_macro_f1
 
 OPSET = 17
 """ONNX opset of the exported graph (ReduceMean still takes ``axes`` as an attribute)."""
@@ -298,56 +298,6 @@ def parity(ensemble: Ensemble, onnx_bytes: bytes, x_sample: np.ndarray) -> float
         members = torch.softmax(_logits(xs, *weights), dim=-1).permute(1, 0, 2).numpy()
     probs, onnx_members = run_onnx(onnx_bytes, x)
     return float(max(np.abs(probs - members.mean(axis=1)).max(), np.abs(onnx_members - members).max()))
-
-
-def _check_metric_inputs(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> None:
-    if not len(y_true) == len(y_pred) == len(weights):
-        raise SelectorError(f"lengths differ: {len(y_true)}, {len(y_pred)}, {len(weights)}")
-    if len(y_true) == 0:
-        raise SelectorError("cannot score an empty set")
-    if not np.all(np.asarray(weights) > 0):
-        raise SelectorError("weights must be positive")
-
-
-def weighted_accuracy(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> float:
-    """``sum_i w_i [pred_i == true_i] / sum_i w_i`` (with ``w_i = 1 / pi_i``: the stream's accuracy)."""
-    _check_metric_inputs(y_true, y_pred, weights)
-    w = np.asarray(weights, dtype=np.float64)
-    return float(np.dot(w, np.asarray(y_true) == np.asarray(y_pred)) / w.sum())
-
-
-def weighted_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray, n_classes: int) -> float:
-    """Mean over classes of ``F1_c = 2 TP_c / (2 TP_c + FP_c + FN_c)``, each count a sum of weights.
-
-    Classes absent from both ``y_true`` and ``y_pred`` are left out of the mean (their F1 is undefined).
-    Predictions outside ``[0, n_classes)`` (e.g. -1: a class the model does not know) are simply wrong.
-    """
-    _check_metric_inputs(y_true, y_pred, weights)
-    t, p = np.asarray(y_true), np.asarray(y_pred)
-    w = np.asarray(weights, dtype=np.float64)
-    classes = np.arange(n_classes)
-    is_true = t[None, :] == classes[:, None]  # (C, n)
-    is_pred = p[None, :] == classes[:, None]
-    tp = (is_true & is_pred) @ w
-    fp = (~is_true & is_pred) @ w
-    fn = (is_true & ~is_pred) @ w
-    present = is_true.any(axis=1) | is_pred.any(axis=1)
-    f1 = 2 * tp[present] / (2 * tp[present] + fp[present] + fn[present])
-    return float(f1.mean())
-
-
-def holdout_mask(ids: Sequence[str], share: float, salt: str = "holdout") -> np.ndarray:
-    """Which items are held out: ``sha256(salt:id)`` read as a number in [0, 1) falls below ``share``.
-
-    Stable across retrains, processes and Python versions, so an item never moves between the training
-    set and the holdout (a model is never judged on items it was trained on, nor on items a later
-    candidate's parent was trained on).
-    """
-    if not 0.0 <= share <= 1.0:
-        raise SelectorError(f"holdout share must be in [0, 1]: {share}")
-    digests = (hashlib.sha256(f"{salt}:{i}".encode()).digest() for i in ids)
-    draws = [int.from_bytes(h[:8], "big") / 2.0**64 for h in digests]
-    return np.asarray(draws, dtype=np.float64) < share
 
 
 @dataclass(frozen=True)

@@ -22,17 +22,15 @@ from connectors.trainer import (
     RetrainResult,
     TrainSettings,
     export_onnx,
-    holdout_mask,
     onnx_model,
     parity,
     retrain,
     run_onnx,
     train_ensemble,
     training_weights,
-    weighted_accuracy,
-    weighted_macro_f1,
 )
 from selector.errors import SelectorError
+from selector.evaluation import holdout_mask, weighted_accuracy, weighted_macro_f1
 
 CLASSES = ["ok", "scratch", "dent", "crack"]
 FAST = TrainSettings(members=3, hidden=16, epochs=30, seed=0)
