@@ -26,11 +26,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bench import budget, core, e2e, latency, machine, measures, memory, workload
+from bench import budget, core, e2e, latency, machine, measures, memory, model, workload
 from bench.markdown import count, mib, percent, signed_percent, table
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("core", "measures", "memory", "budget", "e2e", "latency")
+SECTIONS = ("core", "measures", "memory", "budget", "e2e", "latency", "model")
 OFFERED_RATE = 10_000.0
 """Items per second offered in the latency section (the design's figure: p99 <= 100 ms at this rate)."""
 
@@ -49,6 +49,7 @@ class Plan:
     latency_fallback: bool
     budget_items: int
     measure_items: int
+    serve_items: int
 
     @classmethod
     def full(cls) -> Plan:
@@ -63,12 +64,23 @@ class Plan:
             True,
             100_000,
             20_000,
+            50_000,
         )
 
     @classmethod
     def quick(cls) -> Plan:
         return cls(
-            100_000, (2_000, 100_000), 2, 1_000_000, 20_000, 3.0, (OFFERED_RATE,), False, 20_000, 4_000
+            100_000,
+            (2_000, 100_000),
+            2,
+            1_000_000,
+            20_000,
+            3.0,
+            (OFFERED_RATE,),
+            False,
+            20_000,
+            4_000,
+            10_000,
         )
 
 
@@ -520,6 +532,58 @@ def section_summary(
     print(table(["Figure", "Target", "Measured", "Met"], rows))
 
 
+def section_model(plan: Plan) -> None:
+    import torch  # noqa: PLC0415 (this section only)
+
+    from connectors.trainer import TrainSettings  # noqa: PLC0415
+
+    print("\n### Inference connector and retraining\n")
+    settings = TrainSettings()
+    data = model.model_bytes(settings)
+    batches = (1, 16, 64, 256, 1024)
+    rows = model.inference_rows(data, plan.serve_items // 5, batches, plan.reps)
+    print(
+        f"The exported deep ensemble ({settings.members} members x {settings.hidden} hidden units, "
+        f"{len(model.CLASSES)} classes, {model.DIM}-number features: the demo's model), onnxruntime on "
+        f"the CPU provider with its default threads. *Model*: `predict` on ready arrays. *Connector*: "
+        f"decode the JSON feature records, score, encode the prediction records (probabilities, the "
+        f"{settings.members} members' rows as `committee`, the embedding). "
+        f"{plan.serve_items // 5:,} items, median of {plan.reps}.\n"
+    )
+    print(
+        table(
+            ["Batch", "Model, items/s", "Connector, items/s"],
+            [[count(r.batch), count(r.alone), count(r.connector)] for r in rows],
+            "rrr",
+        )
+    )
+    through = model.serve_through_broker(data, plan.serve_items, batch_size=256)
+    print(
+        f"\nThrough the embedded broker (`ModelServer`, batches of 256, {plan.serve_items:,} pre-produced "
+        f"feature records, from its first prediction to its last, acks=all): **{count(through.rate)} "
+        f"items/s**.\n"
+    )
+    timing = model.retrain_timing(10_000, settings)
+    print(
+        table(
+            ["Examples", "torch threads", "train_ensemble", "retrain (split, train, export, parity, gate)"],
+            [
+                [
+                    count(timing.examples),
+                    str(torch.get_num_threads()),
+                    f"{timing.train_s:.1f} s",
+                    f"{timing.retrain_s:.1f} s ({timing.holdout:,} held out)",
+                ]
+            ],
+            "rrrr",
+        )
+    )
+    print(
+        f"\nDefault settings: {settings.members} members, {settings.hidden} hidden units, {settings.epochs} "
+        f"epochs of Adam in batches of {settings.batch_size}, all members in one batched computation."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions (~40 s)")
@@ -553,6 +617,9 @@ def main(argv: list[str] | None = None) -> int:
     if "latency" in chosen:
         with timed_section("latency"):
             trials = section_latency(plan)
+    if "model" in chosen:
+        with timed_section("model"):
+            section_model(plan)
     section_summary(results, mem, through, trials, budgets)
     mode = "--quick" if args.quick else "full"
     print(f"\n_Benchmark ({mode}) took {time.perf_counter() - started:.0f} s._")
