@@ -270,7 +270,8 @@ def _export(config: Config, output: str, quorum: int | None, fmt: str) -> int:
         if store is None:
             return EXIT_ERROR
         write = store.export_parquet if fmt == "parquet" else store.export_jsonl
-        n = write(output, quorum or config.dataset.quorum)
+        d = config.dataset
+        n = write(output, quorum or d.quorum, d.pseudo_label_weight if d.pseudo_label_share > 0 else None)
     print(f"selector dataset export: {n} labeled examples written to {output}")
     return EXIT_OK
 

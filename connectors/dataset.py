@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -58,6 +59,14 @@ CREATE TABLE IF NOT EXISTS positions (
     next_offset INTEGER NOT NULL,
     PRIMARY KEY (topic, partition)
 );
+CREATE TABLE IF NOT EXISTS pseudo_labels (
+    id TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    embedding TEXT NOT NULL,
+    model TEXT,
+    decided_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -83,6 +92,9 @@ class Example:
     decided_at: str
     accept_eligible: bool | None
     """met the auto-accept rule when decided (None: decided before the rule was recorded)"""
+    source: str = "human"
+    """``human`` (a resolved vote) or ``pseudo`` (an auto-accepted prediction, weight
+    ``dataset.pseudo_label_weight``: used for training only, never for estimates or the promotion gate)"""
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,8 @@ class Ingested:
     """label messages that are not valid: (record, reason, message)"""
     latencies: list[float]
     """seconds from each stored vote's decision to its label message"""
+    pseudo_labels: int = 0
+    """accepted records stored as pseudo-labels"""
 
 
 class DatasetStore:
@@ -148,10 +162,14 @@ class DatasetStore:
         labels: Sequence[ConsumerRecord],
         classes: Sequence[str],
         before_commit: Callable[[Ingested], None] | None = None,
+        accepted: Sequence[ConsumerRecord] = (),
     ) -> Ingested:
         """Store to-label records and label messages, and the positions after them, in one transaction:
         records below a stored position were ingested before and are skipped, so re-reading a topic after a
         restart stores nothing twice. Decisions go first, so a label in the same call finds its item.
+
+        ``accepted``: records of the accepted topic; those that carry an embedding (the pseudo-label sample)
+        are stored as pseudo-labels.
 
         ``before_commit`` sees the result before the transaction commits (the label loop delivers its dead
         letters there); if it raises, nothing is stored and the positions stay, so those messages are read
@@ -173,11 +191,12 @@ class DatasetStore:
                 orjson.loads(r.value) for r in fresh_decisions if r.value is not None
             )
             known = self._insert_labels(events)
+            pseudo = self._insert_pseudo(self._unread(accepted))
             latencies = [
                 e.ts - parse_ts(known[e.id]) for e in events if e.id in known and e.label is not None
             ]
             ends: dict[tuple[str, int], int] = {}
-            for r in [*to_label, *labels]:
+            for r in [*to_label, *labels, *accepted]:
                 key = (r.topic, r.partition)
                 ends[key] = max(ends.get(key, 0), r.offset + 1)
             self._db.executemany(
@@ -186,10 +205,32 @@ class DatasetStore:
                 [(t, p, o) for (t, p), o in ends.items()],
             )
             unknown = [rec for rec, e in zip(sources, events, strict=True) if e.id not in known]
-            done = Ingested(added, len(events) - len(unknown), unknown, invalid, latencies)
+            done = Ingested(added, len(events) - len(unknown), unknown, invalid, latencies, pseudo)
             if before_commit is not None:
                 before_commit(done)
         return done
+
+    def _insert_pseudo(self, records: list[ConsumerRecord]) -> int:
+        rows = []
+        for r in records:
+            try:
+                v = orjson.loads(r.value or b"")
+                if isinstance(v, dict) and isinstance(v.get("embedding"), list):
+                    embedding = orjson.dumps(v["embedding"]).decode()
+                    row = (
+                        v["id"],
+                        v["label"],
+                        float(v["confidence"]),
+                        embedding,
+                        v.get("model"),
+                        v["decided_at"],
+                    )
+                    rows.append(row)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # not one of the monitor's accepted records: nothing to learn from
+        before = self._db.total_changes
+        self._db.executemany("INSERT OR IGNORE INTO pseudo_labels VALUES (?, ?, ?, ?, ?, ?)", rows)
+        return self._db.total_changes - before
 
     def _unread(self, records: Sequence[ConsumerRecord]) -> list[ConsumerRecord]:
         cache: dict[str, dict[int, int]] = {}
@@ -219,6 +260,10 @@ class DatasetStore:
         )
         return known
 
+    def known(self, ids: set[str]) -> set[str]:
+        """Those of ``ids`` with a stored decision."""
+        return set(self._known(ids))
+
     def _known(self, ids: set[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         items = sorted(ids)
@@ -242,19 +287,27 @@ class DatasetStore:
             )
 
     def counts(self) -> dict[str, int]:
-        """How many decisions and label messages are stored."""
-        decisions = self._db.execute("SELECT count(*) FROM decisions").fetchone()[0]
-        messages = self._db.execute("SELECT count(*) FROM label_events").fetchone()[0]
-        return {"decisions": int(decisions), "label_messages": int(messages)}
+        """How many decisions, label messages and pseudo-labels are stored."""
+        tables = {
+            "decisions": "decisions",
+            "label_messages": "label_events",
+            "pseudo_labels": "pseudo_labels",
+        }
+        return {
+            k: int(self._db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for k, t in tables.items()
+        }
 
     def book(self) -> LabelBook:
         """Every stored label message, applied in arrival order."""
         rows = self._db.execute("SELECT id, label, annotator, ts FROM label_events ORDER BY seq")
         return LabelBook().with_events(LabelEvent(*r) for r in rows)
 
-    def examples(self, quorum: int = 1, book: LabelBook | None = None) -> Iterator[Example]:
+    def examples(
+        self, quorum: int = 1, book: LabelBook | None = None, pseudo_weight: float | None = None
+    ) -> Iterator[Example]:
         """The labeled examples: items whose votes resolve under ``quorum``, with their decisions (``book``:
-        the store's votes, when the caller read them already)."""
+        the store's votes, when the caller read them already); then, with ``pseudo_weight``, the stored
+        pseudo-labels of items no human labeled, each with that weight."""
         book = book if book is not None else self.book()
         for row in self._db.execute("SELECT * FROM decisions ORDER BY decided_at, id"):
             rid, route, predicted, probs, embedding, inclusion, model, decided_at, eligible = row
@@ -279,16 +332,27 @@ class DatasetStore:
                 None if eligible is None else bool(eligible),
             )
 
-    def export_jsonl(self, path: str | Path, quorum: int = 1) -> int:
-        """Write the examples as JSON lines; returns how many."""
+        if pseudo_weight is None:
+            return
+        rows = self._db.execute(
+            "SELECT id, label, embedding, model, decided_at FROM pseudo_labels ORDER BY decided_at, id"
+        )
+        for rid, label, embedding, model, decided_at in rows:
+            if rid in book.votes:
+                continue  # a human answered: that label stands
+            yield Example(rid, label, 0, math.nan, "accept", label, [], orjson.loads(embedding), 1.0,
+                          pseudo_weight, model, decided_at, True, "pseudo")  # fmt: skip
+
+    def export_jsonl(self, path: str | Path, quorum: int = 1, pseudo_weight: float | None = None) -> int:
+        """Write the examples (and pseudo-labels, with ``pseudo_weight``) as JSON lines; returns how many."""
         n = 0
         with open(path, "wb") as f:
-            for e in self.examples(quorum):
+            for e in self.examples(quorum, pseudo_weight=pseudo_weight):
                 f.write(orjson.dumps(asdict(e)) + b"\n")
                 n += 1
         return n
 
-    def export_parquet(self, path: str | Path, quorum: int = 1) -> int:
+    def export_parquet(self, path: str | Path, quorum: int = 1, pseudo_weight: float | None = None) -> int:
         """Write the examples as one Parquet file (needs pyarrow: ``pip install 'selector[parquet]'``);
         returns how many. Embeddings and probabilities are list columns; an absent embedding is null."""
         try:
@@ -296,7 +360,7 @@ class DatasetStore:
             import pyarrow.parquet as pq  # noqa: PLC0415
         except ImportError as exc:
             raise SelectorError("Parquet export needs pyarrow: pip install 'selector[parquet]'") from exc
-        rows = [asdict(e) for e in self.examples(quorum)]
+        rows = [asdict(e) for e in self.examples(quorum, pseudo_weight=pseudo_weight)]
         names = [f.name for f in fields(Example)]
         table = pa.Table.from_pydict({n: [r[n] for r in rows] for n in names}, schema=_parquet_schema(pa))
         pq.write_table(table, str(path))

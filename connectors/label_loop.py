@@ -49,6 +49,19 @@ def audit_confidences(records: list[ConsumerRecord]) -> list[float]:
     return out
 
 
+def _ids(records: list[ConsumerRecord]) -> set[str]:
+    """The ``id`` of every record that is a JSON object with a string id."""
+    out = set()
+    for rec in records:
+        try:
+            rid = orjson.loads(rec.value or b"").get("id")
+        except (orjson.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(rid, str):
+            out.add(rid)
+    return out
+
+
 class LabelLoop:
     """Ingest to-label and label messages into the dataset store until :meth:`request_stop`."""
 
@@ -63,7 +76,7 @@ class LabelLoop:
         self.servers = servers
         self.store = store if store is not None else DatasetStore(config.dataset.path)
         self._stop = threading.Event()
-        self.totals = {"decisions": 0, "labels": 0, "unknown": 0, "invalid": 0}
+        self.totals = {"decisions": 0, "labels": 0, "unknown": 0, "invalid": 0, "pseudo_labels": 0}
         self.rounds = 0
         """completed ingestion rounds (each reads both topics to their current end)"""
         self.latency_counts = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
@@ -90,19 +103,29 @@ class LabelLoop:
         topics = cfg.topics
         to_label = TopicReader(cfg, self.servers, topics.to_label, self.store.positions(topics.to_label))
         labels = TopicReader(cfg, self.servers, topics.labels, self.store.positions(topics.labels))
+        readers = [to_label, labels]
+        accepted = None
+        if cfg.dataset.pseudo_label_share > 0:  # the pseudo-label sample rides on the accepted topic
+            accepted = TopicReader(cfg, self.servers, topics.accepted, self.store.positions(topics.accepted))
+            readers.append(accepted)
         producer = KafkaProducer(bootstrap_servers=self.servers, acks="all", **security_kwargs(cfg))
         self.retrainer = Retrainer(cfg, self.servers, self.store, time.time())
         ends = None if duration_s is None else time.monotonic() + duration_s
         try:
             while not self._stop.is_set() and (ends is None or time.monotonic() < ends):
-                decisions = to_label.read_new(until_end=True, timeout_s=5.0)
-                # decisions first: a label read in the same round finds the item it answers; dead letters
-                # are confirmed before the round's positions commit, so a crash loses none of them
+                # labels first, then decisions: an annotator answers a to-label record it read, so every
+                # decision a label read now answers is already on the to-label topic and is read below (read
+                # in the other order, a fast label would miss its decision and be dead-lettered)
+                answers = labels.read_new(until_end=True, timeout_s=5.0)
+                decisions = self._decisions_for(answers, to_label)
+                # decisions are stored first, so those labels find their items; dead letters are confirmed
+                # before the round's positions commit, so a crash loses none of them
                 done = self.store.ingest(
                     decisions,
-                    labels.read_new(until_end=True, timeout_s=5.0),
+                    answers,
                     cfg.classes,
                     before_commit=lambda result: self._dead_letter(producer, result),
+                    accepted=accepted.read_new(until_end=True, timeout_s=5.0) if accepted else (),
                 )
                 self._count(done)
                 st = self.status
@@ -117,10 +140,26 @@ class LabelLoop:
                 self.last_round = time.time()
                 self._stop.wait(poll_s)
         finally:
-            for reader in (to_label, labels):
+            for reader in readers:
                 reader.close()
             producer.close()
             self.retrainer.close()
+
+    def _decisions_for(self, answers: list[ConsumerRecord], to_label: TopicReader) -> list[ConsumerRecord]:
+        """New to-label records, read until every item ``answers`` names is known or a few more reads found
+        nothing new (the end a reader sees is the last fetch's high watermark, which may lag a little)."""
+        decisions = to_label.read_new(until_end=True, timeout_s=5.0)
+        wanted = _ids(answers) - _ids(decisions)
+        for _ in range(3):
+            missing = wanted - self.store.known(wanted)
+            if not missing:
+                break
+            more = to_label.read_new(until_end=True, timeout_s=1.0)
+            if not more:
+                self._stop.wait(0.2)
+            decisions += more
+            wanted = missing - _ids(more)
+        return decisions
 
     def refresh_status(self) -> None:
         """Recompute :attr:`status` from the store now."""
@@ -153,6 +192,7 @@ class LabelLoop:
         self.totals["labels"] += done.labels
         self.totals["unknown"] += len(done.unknown)
         self.totals["invalid"] += len(done.invalid)
+        self.totals["pseudo_labels"] += done.pseudo_labels
         if done.latencies:
             lat = np.asarray(done.latencies, dtype=np.float64)
             self.latency_counts += np.bincount(

@@ -231,7 +231,14 @@ class Monitor:
                 )
             )
             decisions = self.router.decide(tp.partition, batch, np.full(len(batch), now))
-            out = encode_outputs(batch, decisions, self.config.classes, decided_at, self.selector_info)
+            out = encode_outputs(
+                batch,
+                decisions,
+                self.config.classes,
+                decided_at,
+                self.selector_info,
+                (self.config.dataset.pseudo_label_share, self.config.budget.seed),
+            )
             outgoing.extend((self.config.topics.to_label, k, v, None) for k, v in out.to_label)
             outgoing.extend((self.config.topics.accepted, k, v, None) for k, v in out.accepted)
             plans.append((tp, decisions, [r.reason for r in batch.rejects], records[-1].offset + 1))

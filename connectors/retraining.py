@@ -27,14 +27,14 @@ from typing import Any
 
 import orjson
 from kafka import KafkaProducer
-from selector.drift import PageHinkley, PageHinkleyState
-from selector.triggers import TriggerPolicy, TriggerState
 
 from connectors.dataset import DatasetStore
 from connectors.delivery import deliver
 from connectors.kafka_io import make_producer, redact, secrets_of
 from connectors.monitor import rfc3339
 from selector.config import Config
+from selector.drift import PageHinkley, PageHinkleyState
+from selector.triggers import TriggerPolicy, TriggerState
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,9 @@ def retrain_once(config: Config, now: float) -> dict[str, Any]:
     r = config.retrain
     store = DatasetStore(config.dataset.path)
     try:
-        examples = list(store.examples(config.dataset.quorum))
+        d = config.dataset
+        pseudo = d.pseudo_label_weight if d.pseudo_label_share > 0 else None
+        examples = list(store.examples(d.quorum, pseudo_weight=pseudo))
     finally:
         store.close()
     registry = ModelRegistry(r.registry)

@@ -347,7 +347,10 @@ def retrain(
             f"labeled embeddings differ in length ({dict(lengths)} examples by length); "
             "retrain on examples from one embedding model"
         )
-    held = holdout_mask([e.id for e in usable], holdout_share)
+    # pseudo-labels only ever train: the gate judges on human labels
+    held = holdout_mask([e.id for e in usable], holdout_share) & np.array(
+        [e.source == "human" for e in usable]
+    )
     n_train, n_holdout = int((~held).sum()), int(held.sum())
     if n_train < min_examples:
         raise SelectorError(
@@ -404,6 +407,7 @@ def retrain(
             "data": {
                 "train": n_train,
                 "holdout": n_holdout,
+                "pseudo_labels": sum(e.source == "pseudo" for e in usable),
                 "by_label": {name: by_label[name] for name in classes},
                 "without_embedding": sum(e.embedding is None for e in examples),
                 "unknown_label": sum(e.label not in index for e in examples),

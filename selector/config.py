@@ -287,6 +287,8 @@ class DatasetConfig(_Section):
     path: str = "selector-dataset.sqlite"
     quorum: PositiveInt = 1
     defect_classes: list[str] | None = None
+    pseudo_label_share: Probability = 0.0
+    pseudo_label_weight: PositiveFloat = 0.1
 
 
 class RetrainConfig(_Section):

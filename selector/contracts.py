@@ -107,6 +107,10 @@ class Accepted(BaseModel):
     payload: Any
     meta: Any
     decided_at: str
+    embedding: list[float] | None = Field(
+        None,
+        description="on the pseudo-label sample (dataset.pseudo_label_share), when the prediction had one",
+    )
 
 
 class DeadLetterHeaders(BaseModel):

@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 
 from selector.decode import Batch
+from selector.draws import id_hashes, uniforms
 from selector.routing import ACCEPT, AUDIT, QUERY, Decisions
 
 Record = tuple[bytes, bytes]
@@ -30,14 +31,20 @@ class Outputs:
     accepted: list[Record]
 
 
+PSEUDO_LABEL_STREAM = 9
+"""Draw stream of the pseudo-label sample (see :mod:`selector.draws`)."""
+
+
 def encode_outputs(
     batch: Batch,
     decisions: Decisions,
     classes: list[str],
     decided_at: str,
     selector_info: dict[str, str],
+    pseudo_labels: tuple[float, int] = (0.0, 0),
 ) -> Outputs:
-    """Build the to-label and accepted records of a decided batch."""
+    """Build the to-label and accepted records of a decided batch. ``pseudo_labels`` is (share, seed): that
+    share of accepted items, drawn by id, carry their embedding for the label loop to train on."""
     route = decisions.route
     to_label: list[Record] = []
     for i in np.flatnonzero((route == QUERY) | (route == AUDIT)).tolist():
@@ -68,7 +75,14 @@ def encode_outputs(
     acc = np.flatnonzero(route == ACCEPT)
     labels = [classes[k] for k in decisions.predicted[acc].tolist()]
     conf = decisions.confidence[acc].tolist()
-    for j, label, c in zip(acc.tolist(), labels, conf, strict=True):
+    share, seed = pseudo_labels
+    sampled = np.zeros(len(acc), dtype=bool)
+    if share > 0 and batch.embedding:
+        hashes = (
+            batch.hashes[acc] if len(batch.hashes) == len(batch) else id_hashes([batch.ids[j] for j in acc])
+        )
+        sampled = uniforms(hashes, seed, PSEUDO_LABEL_STREAM) < share
+    for j, label, c, keep in zip(acc.tolist(), labels, conf, sampled.tolist(), strict=True):
         rid = batch.ids[j]
         value = {
             "id": rid,
@@ -79,5 +93,7 @@ def encode_outputs(
             "meta": batch.meta[j],
             "decided_at": decided_at,
         }
+        if keep and batch.embedding[j] is not None:
+            value["embedding"] = batch.embedding[j]
         accepted.append((rid.encode(), orjson.dumps(value)))
     return Outputs(to_label, accepted)

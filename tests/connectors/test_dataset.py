@@ -181,7 +181,7 @@ class TestIngest:
         more = [record("labels", 0, 3, {"id": "i-00", "label": "dent", "annotator": "b", "ts": 5})]
         done = again.ingest(to_label, [*labels, more[0]], CLASSES)
         assert (done.decisions, done.labels, done.unknown, done.invalid) == (0, 1, [], [])
-        assert again.counts() == {"decisions": 3, "label_messages": 4}
+        assert again.counts() == {"decisions": 3, "label_messages": 4, "pseudo_labels": 0}
         assert again.positions("labels") == {0: 4}
 
     def test_a_failing_before_commit_stores_nothing(self, tmp_path: Path) -> None:
@@ -197,7 +197,7 @@ class TestIngest:
 
         with pytest.raises(RuntimeError, match="unreachable"):
             store.ingest(to_label, labels, CLASSES, before_commit=undeliverable)
-        assert store.counts() == {"decisions": 0, "label_messages": 0}
+        assert store.counts() == {"decisions": 0, "label_messages": 0, "pseudo_labels": 0}
         assert store.positions("to-label") == {} and store.positions("labels") == {}
         done = store.ingest(to_label, labels, CLASSES)
         assert (done.decisions, len(done.unknown)) == (1, 1)
@@ -231,3 +231,38 @@ class TestExportCommand:
         config.write_text(f"dataset: {{path: '{tmp_path / 'none.sqlite'}'}}\n")
         assert main(["dataset", "export", "-c", str(config), "--output", str(tmp_path / "x.jsonl")]) == 1
         assert "run 'selector labels' first" in caplog.text
+
+
+class TestPseudoLabels:
+    def test_accepted_records_with_an_embedding_become_pseudo_labels_for_training_only(
+        self, tmp_path: Path
+    ) -> None:
+        """Of 4 accepted records, the 2 carrying an embedding are stored (once, however often read); the one
+        a human also labeled yields the human example only; pseudo examples carry the configured weight,
+        source 'pseudo', and appear only when asked for (never in estimates)."""
+        store = DatasetStore(tmp_path / "d.sqlite")
+
+        def accepted(rid: str, embedding: list[float] | None) -> dict[str, object]:
+            value: dict[str, object] = {"id": rid, "label": "ok", "confidence": 0.99, "model": "v1"}
+            value.update(payload=None, meta=None, decided_at="2026-11-24T00:00:01Z")
+            if embedding is not None:
+                value["embedding"] = embedding
+            return value
+
+        records = [
+            record("accepted", 0, 0, accepted("a-1", [1.0, 2.0])),
+            record("accepted", 0, 1, accepted("a-2", None)),
+            record("accepted", 1, 0, accepted("i-01", [3.0, 4.0])),
+            record("accepted", 1, 1, b"not json"),
+        ]
+        done = store.ingest([record("to-label", 0, 0, decision("i-01"))], [], CLASSES, accepted=records)
+        assert done.pseudo_labels == 2 and store.positions("accepted") == {0: 2, 1: 2}
+        assert store.ingest([], [], CLASSES, accepted=records).pseudo_labels == 0  # already read
+        store.add_labels([LabelEvent("i-01", "dent", "ann", 1.0)])
+        assert [(e.id, e.source) for e in store.examples()] == [("i-01", "human")]
+        mixed = list(store.examples(pseudo_weight=0.1))
+        assert [(e.id, e.label, e.source, e.weight, e.embedding) for e in mixed] == [
+            ("i-01", "dent", "human", 2.0, None),
+            ("a-1", "ok", "pseudo", 0.1, [1.0, 2.0]),
+        ]
+        assert store.counts()["pseudo_labels"] == 2

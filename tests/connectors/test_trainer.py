@@ -293,6 +293,19 @@ class TestRetrain:
         assert result.path == registry.model_path("v1") and registry.verify("v1") == result.path.read_bytes()
         assert result.metrics["parity"] <= 1e-4
 
+    def test_pseudo_labels_train_but_are_never_held_out(self, tmp_path: Path) -> None:
+        """Adding 300 pseudo-labels leaves the holdout (human labels only) as it was and adds them all to
+        training, where they count in the manifest."""
+        human = self.labeled()
+        x, y = blobs(300, seed=9, spread=1.5)
+        pseudo = [Example(**{**e.__dict__, "id": f"p{k}", "source": "pseudo", "weight": 0.1})
+                  for k, e in enumerate(examples(x, y, np.ones(300), ["ok"] * 300))]  # fmt: skip
+        alone = retrain(human, CLASSES, ModelRegistry(tmp_path / "a"), FAST, now=1_764_000_000.0)
+        both = retrain(human + pseudo, CLASSES, ModelRegistry(tmp_path / "b"), FAST, now=1_764_000_000.0)
+        assert both.metrics["holdout"] == alone.metrics["holdout"]
+        assert both.metrics["train"] == alone.metrics["train"] + 300
+        assert ModelRegistry(tmp_path / "b").manifest("v1")["data"]["pseudo_labels"] == 300
+
     def test_the_current_model_is_the_baseline_once_one_is_promoted(self, tmp_path: Path) -> None:
         """A second run on the same data trains the same model: it ties with v1 (run from its ONNX file), so
         it is kept as rejected, descends from v1, and CURRENT stays."""

@@ -72,7 +72,7 @@ def test_labels_are_joined_dead_lettered_and_never_stored_twice(
     store = DatasetStore(cfg.dataset.path)
     first = LabelLoop(cfg, servers, store)
     run_for_a_while(first, lambda: first.totals["labels"] >= 40 and first.totals["unknown"] >= 3)
-    assert first.totals == {"decisions": 40, "labels": 40, "unknown": 3, "invalid": 2}
+    assert first.totals == {"decisions": 40, "labels": 40, "unknown": 3, "invalid": 2, "pseudo_labels": 0}
     assert int(first.latency_counts.sum()) == 40 and first.latency_sum > 0  # one latency per stored vote
     examples = list(store.examples())
     assert (
@@ -107,8 +107,8 @@ def test_labels_are_joined_dead_lettered_and_never_stored_twice(
     counts = store.counts()
     again = LabelLoop(cfg, servers, store)
     run_for_a_while(again, lambda: again.rounds >= 2)  # both topics read to their end, twice
-    assert again.totals == {"decisions": 0, "labels": 0, "unknown": 0, "invalid": 0}
-    assert store.counts() == counts == {"decisions": 40, "label_messages": 40}
+    assert again.totals == {"decisions": 0, "labels": 0, "unknown": 0, "invalid": 0, "pseudo_labels": 0}
+    assert store.counts() == counts == {"decisions": 40, "label_messages": 40, "pseudo_labels": 0}
     assert len(read_topic(servers, cfg.topics.retrain, expect=2, timeout_s=3)) == 1
     assert again.retrainer is not None and again.retrainer.triggers.requests == 1
 

@@ -22,7 +22,12 @@ def test_features_to_a_promoted_model_and_back_without_losing_an_item(
     broker: EmbeddedBroker, unique: str, tmp_path: Path
 ) -> None:
     servers = broker.bootstrap_servers
-    base = config_for(servers, unique, retrain={"every_labels": 60, "min_interval_s": 5.0})
+    base = config_for(
+        servers,
+        unique,
+        retrain={"every_labels": 60, "min_interval_s": 5.0},
+        dataset={"pseudo_label_share": 0.05},
+    )
     cfg = demo_config(base, tmp_path)
     create_topics(cfg)
     demo = Demo(cfg, servers, rate=400.0)
@@ -61,6 +66,8 @@ def test_features_to_a_promoted_model_and_back_without_losing_an_item(
     manifest = registry.manifest(promoted)
     assert manifest["status"] == "promoted" and manifest["parent"] == "v1"
     assert manifest["metrics"]["candidate_macro_f1"] > manifest["metrics"]["current_macro_f1"]
+    assert manifest["data"]["pseudo_labels"] > 0  # the accepted sample trained too
+    assert demo.loop.totals["pseudo_labels"] > 0
     events = [orjson.loads(m.value) for m in read_topic(servers, cfg.topics.models)]
     assert promoted in [e["version"] for e in events if e["type"] == "promoted"]
     requests = [orjson.loads(m.value) for m in read_topic(servers, cfg.topics.retrain)]

@@ -52,7 +52,7 @@ class TestJsonSchemas:
     def test_accepted_lists_every_field_of_the_design(self) -> None:
         """accepted has every field DESIGN.md promises."""
         props = set(json_schemas()["accepted"]["properties"])
-        assert props == {"id", "label", "confidence", "model", "payload", "meta", "decided_at"}
+        assert props == {"id", "label", "confidence", "model", "payload", "meta", "decided_at", "embedding"}
 
     def test_dead_letter_schema_uses_the_header_names(self) -> None:
         """The dead-letter schema is keyed by the x-dlq-* header names, all required."""

@@ -173,3 +173,34 @@ class TestEncodeOutputs:
         _, d, out = decided([raw], config)
         assert d.counts()["skip"] == 1
         assert out == Outputs([], [])
+
+
+class TestPseudoLabelSample:
+    def test_the_share_of_accepted_records_drawn_by_id_carries_the_embedding(self) -> None:
+        """With pseudo_label_share 0.25, about a quarter of 4,000 accepted records carry their embedding
+        (within 5 sigma); the same ids are drawn on every run and for any batch cut; with no share, none."""
+        config = parse_config({"classes": CLASSES, "input": {"embedding_dim": 2}, "budget": {"rate": 0.01}})
+        values = [
+            orjson.dumps({"id": f"i-{k}", "probs": [0.97, 0.01, 0.01, 0.01], "embedding": [k, 1.0]})
+            for k in range(4_000)
+        ]
+        batch = decode_batch(values, [1_700_000_000_000] * len(values), n_classes=4, embedding_dim=2)
+        decisions = Router(config).decide(0, batch, batch.ts_s)
+        info = {"version": __version__, "config_hash": config.config_hash()}
+
+        def carried(b: Batch, d: Decisions, share: float) -> set[str]:
+            out = encode_outputs(b, d, CLASSES, DECIDED_AT, info, (share, 7))
+            records = [orjson.loads(v) for _, v in out.accepted]
+            for r in records:
+                Accepted.model_validate(r)
+                assert "embedding" not in r or r["embedding"] == [float(r["id"][2:]), 1.0]
+            return {r["id"] for r in records if "embedding" in r}
+
+        accepted = int((decisions.route == ACCEPT).sum())
+        drawn = carried(batch, decisions, 0.25)
+        assert abs(len(drawn) - 0.25 * accepted) < 5 * (accepted * 0.25 * 0.75) ** 0.5
+        assert carried(batch, decisions, 0.25) == drawn
+        assert carried(batch, decisions, 0.0) == set()
+        half = decode_batch(values[:1_000], [1_700_000_000_000] * 1_000, n_classes=4, embedding_dim=2)
+        first = carried(half, Router(config).decide(0, half, half.ts_s), 0.25)
+        assert first == {i for i in drawn if int(i[2:]) < 1_000}
