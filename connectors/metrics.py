@@ -207,6 +207,23 @@ class LabelLoopCollector:
             None,
             {"": st.defect_rate},
         )
+        temperature = GaugeMetricFamily(
+            "selector_calibration_temperature",
+            "Temperature scaling: the configured one, and the one fitted on the labeled decisions (IPW).",
+            labels=["kind"],
+        )
+        ece = GaugeMetricFamily(
+            "selector_calibration_error_ratio",
+            "Expected calibration error on the labeled decisions (IPW) under each temperature.",
+            labels=["temperature"],
+        )
+        c = st.calibration
+        temperature.add_metric(["configured"], loop.config.calibration.temperature)
+        temperature.add_metric(["fitted"], math.nan if c is None else c.fitted)
+        ece.add_metric(["configured"], math.nan if c is None else c.ece_configured)
+        ece.add_metric(["fitted"], math.nan if c is None else c.ece_fitted)
+        yield temperature
+        yield ece
         yield GaugeMetricFamily(
             "selector_annotator_agreement_ratio",
             "Chance that two annotators of the same item agree (NaN until an item has two votes).",

@@ -18,10 +18,23 @@ from typing import Any
 
 import numpy as np
 
-from connectors.dataset import DatasetStore
+from connectors.dataset import DatasetStore, Example
+from selector.calibration import apply_temperature, calibrate, expected_calibration_error
 from selector.config import Config
 from selector.estimates import Interval, model_estimates, weighted_mean, wilson
 from selector.labels import pairwise_agreement
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The temperature that calibrates the model's probabilities on the labeled decisions, weighted by
+    ``1 / pi`` so they stand for the stream, and the calibration error under it and the configured one."""
+
+    items: int
+    fitted: float
+    configured: float
+    ece_configured: float
+    ece_fitted: float
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,8 @@ class LabelStatus:
     """items with two votes or more"""
     by_model: dict[str, Interval]
     """accuracy (IPW) of each model version over the labeled decisions it made"""
+    calibration: Calibration | None
+    """temperature scaling fitted on the labeled decisions (None below MIN_CALIBRATION_LABELS)"""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON: intervals as {estimate, low, high, n}, NaN as None."""
@@ -61,6 +76,22 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+MIN_CALIBRATION_LABELS = 30
+"""Labeled decisions needed before a temperature is fitted."""
+
+
+def _calibration(examples: list[Example], index: dict[str, int], configured: float) -> Calibration | None:
+    rows = [e for e in examples if len(e.probs) == len(index)]
+    if len(rows) < MIN_CALIBRATION_LABELS:
+        return None
+    probs = np.array([e.probs for e in rows], dtype=np.float64)
+    labels = np.array([index[e.label] for e in rows], dtype=np.int64)
+    w = np.array([e.weight for e in rows], dtype=np.float64)
+    report = calibrate(probs, labels, weights=w)
+    now = expected_calibration_error(apply_temperature(probs, configured), labels, weights=w)
+    return Calibration(len(rows), report.temperature, configured, now, report.ece_after)
 
 
 def label_status(store: DatasetStore, config: Config) -> LabelStatus:
@@ -93,6 +124,7 @@ def label_status(store: DatasetStore, config: Config) -> LabelStatus:
         agreement=agreement if multi else None,
         agreement_items=multi,
         by_model=by_model,
+        calibration=_calibration(known, index, config.calibration.temperature),
     )
 
 
@@ -122,5 +154,13 @@ def render(status: LabelStatus) -> str:
         else f"{status.agreement:.1%} over {status.agreement_items} items with several votes"
     )
     lines += ["", f"annotator agreement          {agreement}"]
+    c = status.calibration
+    lines.append(
+        f"calibration (IPW)            too few labels yet (needs {MIN_CALIBRATION_LABELS})"
+        if c is None
+        else f"calibration (IPW)            temperature {c.fitted:.3g} fits {c.items} labels best: ECE "
+        f"{c.ece_configured:.3f} at the configured {c.configured:g}, {c.ece_fitted:.3f} at {c.fitted:.3g} "
+        "(calibration.temperature)"
+    )
 
     return "\n".join(lines)

@@ -80,8 +80,9 @@ def apply_temperature(probs: FloatArray, temperature: float) -> FloatArray:
     return z
 
 
-def fit_temperature(logits: FloatArray, labels: IntArray) -> float:
-    """The temperature in [0.05, 20] that minimizes the mean negative log likelihood of ``softmax(z / T)``.
+def fit_temperature(logits: FloatArray, labels: IntArray, weights: FloatArray | None = None) -> float:
+    """The temperature in [0.05, 20] that minimizes the mean negative log likelihood of ``softmax(z / T)``
+    (weighted by ``weights`` when given: ``1 / pi`` makes a selectively labeled sample stand for the stream).
 
     With ``b = 1 / T`` the loss ``L(b) = mean_i [logsumexp(b z_i) - b z_i,y_i]`` is convex, with
     ``L'(b) = mean_i (E_{p_b}[z_i] - z_i,y_i)`` and ``L''(b) = mean_i Var_{p_b}[z_i] >= 0``, so its minimum
@@ -95,9 +96,11 @@ def fit_temperature(logits: FloatArray, labels: IntArray) -> float:
         labels: (n,) true class indices in ``[0, C)``.
 
     Raises:
-        SelectorError: no items, a shape mismatch, a label out of range or a non-finite logit.
+        SelectorError: no items, a shape mismatch, a label out of range, a non-finite logit, or weights that
+            are not positive and finite, one per item.
     """
     z = _checked(logits, labels, "logits")
+    w = _weights(weights, len(labels))
     if not np.isfinite(z).all():
         raise SelectorError("logits must be finite (no NaN or infinity)")
     z = z - z.max(axis=1, keepdims=True)  # L' and L'' are unchanged by a shift per row
@@ -108,7 +111,7 @@ def fit_temperature(logits: FloatArray, labels: IntArray) -> float:
         p = softmax(b * z)
         mean = (p * z).sum(axis=1)
         var = (p * (z - mean[:, None]) ** 2).sum(axis=1)
-        return float(np.mean(mean - z_true)), float(np.mean(var))
+        return float(np.dot(w, mean - z_true)), float(np.dot(w, var))
 
     b = 1.0
     g, h = slope(b)
@@ -139,27 +142,33 @@ def fit_temperature(logits: FloatArray, labels: IntArray) -> float:
     return float(np.clip(1.0 / b, MIN_TEMPERATURE, MAX_TEMPERATURE))
 
 
-def nll(probs: FloatArray, labels: IntArray) -> float:
-    """Mean negative log likelihood of the true labels (a zero probability counts as about 708 nats)."""
+def nll(probs: FloatArray, labels: IntArray, weights: FloatArray | None = None) -> float:
+    """(Weighted) mean negative log likelihood of the true labels (a zero probability counts as about 708
+    nats)."""
     p = _checked(probs, labels, "probs")
-    return float(-np.mean(np.log(np.maximum(p[np.arange(len(labels)), labels], _TINY))))
+    w = _weights(weights, len(labels))
+    return float(-np.dot(w, np.log(np.maximum(p[np.arange(len(labels)), labels], _TINY))))
 
 
-def expected_calibration_error(probs: FloatArray, labels: IntArray, bins: int = 15) -> float:
+def expected_calibration_error(
+    probs: FloatArray, labels: IntArray, bins: int = 15, weights: FloatArray | None = None
+) -> float:
     """Top-label expected calibration error over equal-width confidence bins.
 
     ``ECE = sum_m (|B_m| / n) |acc(B_m) - conf(B_m)|`` where bin ``m`` holds the items whose top
     probability lies in ``((m - 1) / M, m / M]`` (Guo et al. 2017, eq. 3), ``acc`` is the share of them
-    predicted right and ``conf`` their mean top probability.
+    predicted right and ``conf`` their mean top probability (with ``weights``, every count is a sum of
+    weights).
     """
     if bins < 1:
         raise SelectorError(f"bins must be >= 1: {bins}")
     p = _checked(probs, labels, "probs")
+    w = _weights(weights, len(labels))
     confidence = p.max(axis=1)
     correct = (p.argmax(axis=1) == labels).astype(np.float64)
     which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
-    gap = np.bincount(which, weights=correct - confidence, minlength=bins)
-    return float(np.abs(gap).sum() / len(labels))
+    gap = np.bincount(which, weights=w * (correct - confidence), minlength=bins)
+    return float(np.abs(gap).sum())
 
 
 @dataclass(frozen=True)
@@ -175,8 +184,14 @@ class CalibrationReport:
     ece_after: float
 
 
-def calibrate(probs: FloatArray, labels: IntArray, logits: FloatArray | None = None) -> CalibrationReport:
-    """Fit the temperature on labeled predictions and measure NLL and ECE before and after it.
+def calibrate(
+    probs: FloatArray,
+    labels: IntArray,
+    logits: FloatArray | None = None,
+    weights: FloatArray | None = None,
+) -> CalibrationReport:
+    """Fit the temperature on labeled predictions and measure NLL and ECE before and after it (all weighted
+    by ``weights`` when given).
 
     Args:
         probs: (n, C) the model's probabilities.
@@ -187,17 +202,29 @@ def calibrate(probs: FloatArray, labels: IntArray, logits: FloatArray | None = N
     The "after" figures are those of :func:`apply_temperature` on ``probs``, which is what is done with the
     fitted temperature once it is configured.
     """
-    t = fit_temperature(logits_of(probs) if logits is None else logits, labels)
+    t = fit_temperature(logits_of(probs) if logits is None else logits, labels, weights)
     after = apply_temperature(probs, t)
+    w = _weights(weights, len(labels))
     return CalibrationReport(
         items=len(labels),
         temperature=t,
-        accuracy=float(np.mean(probs.argmax(axis=1) == labels)),
-        nll_before=nll(probs, labels),
-        nll_after=nll(after, labels),
-        ece_before=expected_calibration_error(probs, labels),
-        ece_after=expected_calibration_error(after, labels),
+        accuracy=float(np.dot(w, probs.argmax(axis=1) == labels)),
+        nll_before=nll(probs, labels, weights),
+        nll_after=nll(after, labels, weights),
+        ece_before=expected_calibration_error(probs, labels, weights=weights),
+        ece_after=expected_calibration_error(after, labels, weights=weights),
     )
+
+
+def _weights(weights: FloatArray | None, n: int) -> FloatArray:
+    """Weights normalized to sum 1 (uniform when none are given)."""
+    if weights is None:
+        return np.full(n, 1.0 / n)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,) or not (np.isfinite(w).all() and (w > 0).all()):
+        raise SelectorError(f"weights must be {n} positive finite numbers, one per item")
+    out: FloatArray = w / w.sum()
+    return out
 
 
 def _checked(matrix: FloatArray, labels: IntArray, name: str) -> FloatArray:

@@ -16,6 +16,7 @@ from connectors.dataset import DatasetStore, Ingested
 from connectors.label_loop import LATENCY_BUCKETS, LabelLoop
 from connectors.metrics import LabelLoopCollector
 from connectors.status import label_status, render
+from selector.calibration import fit_temperature, logits_of, softmax
 from selector.config import parse_config
 from selector.estimates import weighted_mean, wilson
 from selector.labels import LabelEvent
@@ -197,3 +198,46 @@ class TestLabelLoopMetrics:
         n = samples(registry, "selector_estimated_recall_labels")
         assert sum(n.values()) == 200
         assert math.isnan(samples(registry, "selector_annotator_agreement_ratio")[()])
+
+
+class TestCalibrationFromLabels:
+    def test_the_temperature_is_fitted_on_the_labeled_decisions_weighted_by_inclusion(self) -> None:
+        """400 labeled decisions of a 3x over-confident model: the status holds the IPW fit of the stored
+        probabilities (the same as fitting them by hand), its calibration error is below the configured
+        temperature's, the text says which temperature to configure, and the metrics carry both."""
+        rng = np.random.default_rng(9)
+        z = rng.normal(0, 1.5, (400, 4))
+        truth = softmax(z)
+        labels = (np.cumsum(truth, axis=1) < rng.random(400)[:, None]).sum(axis=1).clip(0, 3)
+        probs = softmax(3.0 * z)
+        pi = rng.uniform(0.1, 1.0, 400)
+        store = DatasetStore(":memory:")
+        rows = [
+            {**decision(f"c-{k}", "query", CLASSES[int(probs[k].argmax())], float(pi[k]), False),
+             "probs": probs[k].tolist()}
+            for k in range(400)
+        ]  # fmt: skip
+        store.add_decisions(rows)
+        store.add_labels(LabelEvent(f"c-{k}", CLASSES[labels[k]], "a", T0) for k in range(400))
+        cfg = parse_config({"classes": CLASSES, "kafka": {"bootstrap_servers": "127.0.0.1:9"}})
+        st = label_status(store, cfg)
+        c = st.calibration
+        assert c is not None and c.items == 400 and c.configured == 1.0
+        assert c.fitted == pytest.approx(fit_temperature(logits_of(probs), labels, 1.0 / pi), rel=1e-9)
+        assert 2.0 < c.fitted < 4.5 and c.ece_fitted < c.ece_configured
+        assert f"calibration (IPW)            temperature {c.fitted:.3g} fits 400 labels best" in render(st)
+        loop = LabelLoop(cfg, "127.0.0.1:9", store)
+        registry = CollectorRegistry()
+        registry.register(LabelLoopCollector(loop))
+        assert samples(registry, "selector_calibration_temperature") == {
+            (("kind", "configured"),): 1.0,
+            (("kind", "fitted"),): c.fitted,
+        }
+
+    def test_too_few_labels_fit_nothing(self) -> None:
+        store, _, _ = filled_store()
+        store2 = DatasetStore(":memory:")
+        store2.add_decisions([decision("x-1", "query", "ok", 0.5, False)])
+        st = label_status(store2, parse_config({"classes": CLASSES}))
+        assert st.calibration is None and "too few labels yet (needs 30)" in render(st)
+        assert label_status(store, parse_config({"classes": CLASSES})).calibration is not None

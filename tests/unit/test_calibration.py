@@ -218,3 +218,39 @@ class TestCalibrate:
         from_logits = calibrate(softmax(z), labels, logits=z)
         from_probs = calibrate(softmax(z), labels)
         assert from_logits.temperature == pytest.approx(from_probs.temperature, rel=1e-8)
+
+
+class TestWeighted:
+    def test_integer_weights_count_like_repeated_rows(self) -> None:
+        """Weight 3 on a row fits, scores and bins exactly like the row three times."""
+        z, labels = sample(11, 400)
+        w = np.random.default_rng(2).integers(1, 4, 400).astype(np.float64)
+        rep = np.repeat(np.arange(400), w.astype(int))
+        assert fit_temperature(z, labels, w) == pytest.approx(fit_temperature(z[rep], labels[rep]), rel=1e-9)
+        p = softmax(z)
+        assert nll(p, labels, w) == pytest.approx(nll(p[rep], labels[rep]), rel=1e-12)
+        ece = expected_calibration_error(p, labels, weights=w)
+        assert ece == pytest.approx(expected_calibration_error(p[rep], labels[rep]), rel=1e-12)
+
+    def test_inverse_probability_weights_undo_a_selective_sample(self) -> None:
+        """A model 4x over-confident where it is confident and calibrated elsewhere (one temperature cannot
+        fix both, so the best one depends on the mix), labeled with pi rising steeply with uncertainty (as
+        queries are): weighted by 1 / pi the fit finds the stream's temperature; unweighted it finds the
+        uncertain items' instead. (Had one temperature been right everywhere, selecting on the input alone
+        would not bias the fit.)"""
+        z, labels = sample(12, 60_000)
+        over = z * np.where(softmax(z).max(axis=1) > 0.6, 4.0, 1.0)[:, None]
+        p = softmax(over)
+        pi = np.clip(0.02 + 0.9 * (1.0 - p.max(axis=1)) ** 2, 0.0, 1.0)
+        picked = np.random.default_rng(3).random(len(pi)) < pi
+        stream = fit_temperature(over, labels)
+        weighted = fit_temperature(over[picked], labels[picked], 1.0 / pi[picked])
+        plain = fit_temperature(over[picked], labels[picked])
+        assert abs(weighted - stream) < 0.1 * stream < abs(plain - stream)
+
+    def test_bad_weights_are_refused(self) -> None:
+        z, labels = sample(13, 10)
+        with pytest.raises(SelectorError, match="weights must be 10 positive finite numbers, one per item"):
+            fit_temperature(z, labels, np.zeros(10))
+        with pytest.raises(SelectorError, match="weights must be 10 positive finite numbers"):
+            nll(softmax(z), labels, np.ones(9))
