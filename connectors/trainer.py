@@ -348,9 +348,8 @@ def retrain(
             "retrain on examples from one embedding model"
         )
     # pseudo-labels only ever train: the gate judges on human labels
-    held = holdout_mask([e.id for e in usable], holdout_share) & np.array(
-        [e.source == "human" for e in usable]
-    )
+    human = np.array([e.source == "human" for e in usable], dtype=bool)
+    held = holdout_mask([e.id for e in usable], holdout_share) & human
     n_train, n_holdout = int((~held).sum()), int(held.sum())
     if n_train < min_examples:
         raise SelectorError(

@@ -337,6 +337,8 @@ class TestRetrain:
             f"got {40 - held} (of 40 labeled, 40 usable); label more items or lower 'retrain.min_examples'"
         )
         assert registry.versions() == []
+        with pytest.raises(SelectorError, match=r"^retrain needs at least 50 .* got 0 \(of 0 labeled"):
+            retrain([], CLASSES, registry, FAST, min_examples=50, now=0.0)
 
     def test_an_empty_holdout_is_refused(self, tmp_path: Path) -> None:
         with pytest.raises(SelectorError, match=r"the holdout is empty .* raise 'retrain.holdout_share'"):
