@@ -50,14 +50,20 @@ def test_labels_are_joined_dead_lettered_and_never_stored_twice(
 ) -> None:
     """40 decisions and 45 label messages (40 valid, 3 for unknown ids, 2 invalid): the store holds 40
     examples, the dead-letter topic the 5 others with stage 'labels' and their reasons, the retrain topic one
-    request for the 40 new labels (every 20, one round); a second loop over the same topics adds nothing and
-    requests nothing (the trigger state is kept in the store)."""
+    request for the 40 new labels (every 20, one round), and the built-in trainer's run on examples without
+    embeddings counts as failed; a second loop over the same topics adds nothing and requests nothing (the
+    trigger state is kept in the store)."""
     servers = broker.bootstrap_servers
     cfg = config_for(
         servers,
         unique,
         dataset={"path": str(tmp_path / "d.sqlite")},
-        retrain={"every_labels": 20, "min_interval_s": 0.0, "registry": str(tmp_path / "models")},
+        retrain={
+            "every_labels": 20,
+            "min_interval_s": 0.0,
+            "registry": str(tmp_path / "models"),
+            "builtin": True,  # the decisions carry no embedding: the trainer process fails, and says why
+        },
     )
     create_topics(cfg)
     produce(servers, cfg.topics.to_label, [(f"i-{k}".encode(), to_label(f"i-{k}", 0.25)) for k in range(40)])
@@ -71,7 +77,15 @@ def test_labels_are_joined_dead_lettered_and_never_stored_twice(
 
     store = DatasetStore(cfg.dataset.path)
     first = LabelLoop(cfg, servers, store)
-    run_for_a_while(first, lambda: first.totals["labels"] >= 40 and first.totals["unknown"] >= 3)
+    run_for_a_while(
+        first,
+        lambda: (
+            first.totals["labels"] >= 40
+            and first.totals["unknown"] >= 3
+            and first.retrainer is not None
+            and first.retrainer.outcomes["failed"] == 1
+        ),
+    )
     assert first.totals == {"decisions": 40, "labels": 40, "unknown": 3, "invalid": 2, "pseudo_labels": 0}
     assert int(first.latency_counts.sum()) == 40 and first.latency_sum > 0  # one latency per stored vote
     examples = list(store.examples())
@@ -103,6 +117,8 @@ def test_labels_are_joined_dead_lettered_and_never_stored_twice(
         40,
     )
     assert first.retrainer is not None and first.retrainer.requests["labels"] == 1
+    assert first.retrainer.outcomes == {"promoted": 0, "rejected": 0, "failed": 1}
+    assert read_topic(servers, cfg.topics.models, timeout_s=2) == []  # nothing was trained, nothing announced
 
     counts = store.counts()
     again = LabelLoop(cfg, servers, store)
