@@ -66,6 +66,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--interval", type=float, default=2.0, help="seconds between summary lines (default: 2)"
     )
+    demo.add_argument(
+        "--label-delay",
+        type=float,
+        default=3.0,
+        help="mean seconds a simulated annotator takes to answer (default: 3)",
+    )
+    demo.add_argument(
+        "--annotator-error",
+        type=float,
+        default=0.05,
+        help="share of simulated answers that are wrong (default: 0.05)",
+    )
     with_config(
         sub.add_parser("check-config", help="validate the configuration and print it, secrets masked")
     )
@@ -181,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         watched = path if path.exists() else None
         if args.command == "run":
             return _run(config, args.duration, watched)
-        return _demo(config, args.duration, args.rate, args.interval)
+        return _demo(config, args.duration, args.rate, args.interval, args.label_delay, args.annotator_error)
     except BrokerUnavailableError as exc:
         log.error("%s", exc)
         return EXIT_BROKER
@@ -381,11 +393,21 @@ def _run(config: Config, duration: float | None, config_path: Path | None = None
     return EXIT_OK
 
 
-def _demo(config: Config, duration: float | None, rate: float, interval: float) -> int:
+def _demo(
+    config: Config,
+    duration: float | None,
+    rate: float,
+    interval: float,
+    label_delay: float,
+    annotator_error: float,
+) -> int:
+    if not 0.0 <= annotator_error <= 1.0 or label_delay < 0:
+        log.error("--annotator-error must lie in [0, 1] and --label-delay be >= 0")
+        return EXIT_CONFIG
     from connectors.demo import create_demo  # noqa: PLC0415 (demo-only: scikit-learn, torch, onnxruntime)
 
     with _bootstrap(config) as (servers, effective):
-        demo = create_demo(effective, servers, rate)
+        demo = create_demo(effective, servers, rate, label_delay, annotator_error)
         demo.start_metrics()
         print(demo.intro(), flush=True)
         with _stop_on_signals(demo.monitor):

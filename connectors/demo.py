@@ -92,7 +92,15 @@ def first_model(config: Config, seed: Digits) -> str:
 class Demo:
     """The demo's components, started and stopped together."""
 
-    def __init__(self, config: Config, servers: str, rate: float, seed: int = 0) -> None:
+    def __init__(
+        self,
+        config: Config,
+        servers: str,
+        rate: float,
+        seed: int = 0,
+        label_delay: float = 3.0,
+        annotator_error: float = 0.05,
+    ) -> None:
         self.config = config
         self.workdir = Path(config.dataset.path).parent
         first, pool, _test = Digits.load().split(seed, SEED_ITEMS)
@@ -112,7 +120,14 @@ class Demo:
             heartbeat_interval_ms=1000,
             max_poll_interval_ms=10000,
         )
-        self.annotators = Annotators(annotator_consumer, self.producer, t.labels, self.line.truth)
+        self.annotators = Annotators(
+            annotator_consumer,
+            self.producer,
+            t.labels,
+            self.line.truth,
+            delay_s=label_delay,
+            error_rate=annotator_error,
+        )
         self._threads = [
             threading.Thread(target=self.server.run, name="serve-model", daemon=True),
             threading.Thread(target=self.loop.run, kwargs={"poll_s": 1.0}, name="label-loop", daemon=True),
@@ -123,7 +138,8 @@ class Demo:
         return (
             f"selector demo: handwritten digits at {self.line.rate_per_s:g} items/s ('{RARE}' is the rare "
             f"defect, about 1%); first model {self.version} trained on {SEED_ITEMS} labels; budget "
-            f"{c.budget.rate:.1%}; simulated annotators; a retrain every {c.retrain.every_labels} labels "
+            f"{c.budget.rate:.1%}; simulated annotators (mean delay {self.annotators.delay_s:g} s, "
+            f"{self.annotators.error_rate:.0%} wrong); a retrain every {c.retrain.every_labels} labels "
             f"at most every {c.retrain.min_interval_s:g} s; files in {self.workdir}; Ctrl-C stops"
         )
 
@@ -193,11 +209,13 @@ class Demo:
         )
 
 
-def create_demo(config: Config, servers: str, rate: float) -> Demo:
+def create_demo(
+    config: Config, servers: str, rate: float, label_delay: float = 3.0, annotator_error: float = 0.05
+) -> Demo:
     """The demo's configuration, topics, first model and components, in a fresh temporary directory."""
     workdir = Path(tempfile.mkdtemp(prefix="selector-demo-"))
     effective = demo_config(config, workdir)
     prepare_topics(effective, servers)
-    demo = Demo(effective, servers, rate)
+    demo = Demo(effective, servers, rate, label_delay=label_delay, annotator_error=annotator_error)
     demo.workdir = workdir
     return demo

@@ -165,7 +165,7 @@ class TestDemo:
         env.update({f"SELECTOR_KAFKA__{k.upper()}": str(v) for k, v in FAST_GROUP.items()})
         proc = subprocess.run(
             [sys.executable, "-m", "connectors.cli", "demo", "-c", "config.yaml",
-             "--duration", "10", "--rate", "400", "--interval", "1"],
+             "--duration", "10", "--rate", "400", "--interval", "1", "--annotator-error", "0.1"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -175,6 +175,7 @@ class TestDemo:
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         assert "selector demo: handwritten digits at 400 items/s" in proc.stdout
+        assert "simulated annotators (mean delay 3 s, 10% wrong)" in proc.stdout
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("items")]
         assert len(lines) >= 3, proc.stdout
         final = lines[-1].split()
