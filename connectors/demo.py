@@ -62,16 +62,12 @@ def demo_config(config: Config, workdir: Path) -> Config:
 
 def first_model(config: Config, seed: Digits) -> str:
     """Train, export and promote the model the line starts with; returns its version."""
-    from connectors.trainer import TrainSettings, export_onnx, train_ensemble  # noqa: PLC0415 (torch)
+    from connectors.trainer import onnx_model, settings_of, train_ensemble  # noqa: PLC0415 (torch)
 
     r = config.retrain
-    settings = TrainSettings(members=r.members, hidden=r.hidden, epochs=r.epochs, seed=r.seed)
-    ensemble = train_ensemble(seed.x, seed.y, np.ones(len(seed.y)), CLASSES, settings)
-    registry = ModelRegistry(r.registry)
-    path = Path(r.registry).parent / "first-model.onnx"
-    data = export_onnx(ensemble, path)
-    registry.add(
-        data,
+    ensemble = train_ensemble(seed.x, seed.y, np.ones(len(seed.y)), CLASSES, settings_of(r))
+    manifest = ModelRegistry(r.registry).add(
+        onnx_model(ensemble).SerializeToString(),
         {
             "parent": None,
             "created_at": time.time(),
@@ -84,9 +80,7 @@ def first_model(config: Config, seed: Digits) -> str:
         },
         promote=True,
     )
-    version = registry.current()
-    assert version is not None
-    return version
+    return str(manifest["version"])
 
 
 class Demo:

@@ -1,10 +1,13 @@
-"""`selector labels`: the label loop's ingestion, one process per deployment.
+"""`selector labels`: the label loop, one process per deployment.
 
-It reads the to-label topic (the decisions that asked for labels) and the labels topic (what annotators
-answered) without a consumer group, from where the dataset store says it stopped, and ingests both into the
-store in one transaction per round (:meth:`connectors.dataset.DatasetStore.ingest`), so a restart neither
-loses nor repeats a message. A label for an item never sent for labeling, or an invalid label message, goes
-to the dead-letter topic (stage ``labels``) with its original bytes and a reason; nothing is dropped.
+Each round it reads the labels topic (what annotators answered), the to-label topic (the decisions that asked
+for labels) and, with pseudo-labels on, the accepted topic, without a consumer group, from where the dataset
+store says it stopped, and ingests them into the store in one transaction
+(:meth:`connectors.dataset.DatasetStore.ingest`), so a restart neither loses nor repeats a message. A label
+for an item never sent for labeling, or an invalid label message, goes to the dead-letter topic (stage
+``labels``) with its original bytes and a reason; nothing is dropped. Then it refreshes the estimates
+(:mod:`connectors.status`, exported by :class:`connectors.metrics.LabelLoopCollector`), records label
+latencies, and lets the :class:`connectors.retraining.Retrainer` decide whether to ask for a retrain.
 
 One process, not one per monitor instance: every instance's decisions must meet every annotator's labels.
 """

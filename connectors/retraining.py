@@ -25,6 +25,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
+import numpy as np
 import orjson
 from kafka import KafkaProducer
 
@@ -50,7 +51,7 @@ def retrain_once(config: Config, now: float) -> dict[str, Any]:
         SelectorError: too few labeled examples with embeddings, or a failed parity check.
     """
     from connectors.registry import ModelRegistry  # noqa: PLC0415 (trainer process only)
-    from connectors.trainer import TrainSettings, retrain  # noqa: PLC0415 (imports torch)
+    from connectors.trainer import retrain, settings_of  # noqa: PLC0415 (imports torch)
 
     r = config.retrain
     store = DatasetStore(config.dataset.path)
@@ -61,12 +62,11 @@ def retrain_once(config: Config, now: float) -> dict[str, Any]:
     finally:
         store.close()
     registry = ModelRegistry(r.registry)
-    settings = TrainSettings(members=r.members, hidden=r.hidden, epochs=r.epochs, seed=r.seed)
     result = retrain(
         examples,
         config.classes,
         registry,
-        settings,
+        settings_of(r),
         holdout_share=r.holdout_share,
         min_examples=r.min_examples,
         min_improvement=r.min_improvement,
@@ -152,8 +152,6 @@ class Retrainer:
         """One round: observe, maybe request a retrain (and start the trainer), persist the state."""
         alarm = False
         if self.config.retrain.drift and audit_confidences:
-            import numpy as np  # noqa: PLC0415
-
             self.drift, at, direction = self.detector.update(self.drift, np.asarray(audit_confidences, float))
             if at is not None and direction is not None:
                 self.alarms[direction] += 1

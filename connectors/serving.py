@@ -169,11 +169,13 @@ class ModelServer:
         cfg = self.config
         if cfg.kafka.create_topics:
             prepare_topics(cfg, self.servers)
+        models = TopicReader(cfg, self.servers, cfg.topics.models)
+        # past announcements first, then CURRENT (which reflects them): a promotion in between is either
+        # in CURRENT already or announced after what was read
+        models.read_all(timeout_s=10.0)
         current = self.registry.current()
         if current is not None:
             self.swap(current)
-        models = TopicReader(cfg, self.servers, cfg.topics.models)
-        models.read_all(timeout_s=10.0)  # past announcements: the registry's CURRENT already reflects them
         consumer = make_consumer(cfg, self.servers, group_id=f"{cfg.kafka.group_id}-serve")
         consumer.subscribe([cfg.topics.features])
         producer = make_producer(cfg, self.servers)

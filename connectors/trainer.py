@@ -50,6 +50,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from connectors.dataset import Example
 from connectors.registry import ModelRegistry
+from selector.config import RetrainConfig
 from selector.errors import SelectorError
 from selector.evaluation import holdout_mask, weighted_accuracy, weighted_macro_f1
 
@@ -85,6 +86,11 @@ class TrainSettings:
             raise SelectorError(f"train setting 'weight_decay' must be >= 0: {self.weight_decay}")
         if not self.max_weight >= 1:
             raise SelectorError(f"train setting 'max_weight' must be >= 1 (the mean): {self.max_weight}")
+
+
+def settings_of(r: RetrainConfig) -> TrainSettings:
+    """The training settings of the ``retrain`` configuration section."""
+    return TrainSettings(members=r.members, hidden=r.hidden, epochs=r.epochs, seed=r.seed)
 
 
 @dataclass(frozen=True)
