@@ -24,7 +24,7 @@ import selector
 from connectors.broker import EMBEDDED, EmbeddedBroker
 from connectors.configfile import load_config
 from connectors.dataset import DatasetStore
-from connectors.metrics import serve_metrics
+from connectors.metrics import labels_part, monitor_part, serve
 from connectors.monitor import Monitor
 from selector.config import Config
 from selector.contracts import json_schemas
@@ -357,7 +357,7 @@ def _labels(config: Config, duration: float | None) -> int:
 
     loop = LabelLoop(config, config.kafka.bootstrap_servers)
     if config.metrics.enabled:
-        serve_metrics(loop, config.metrics.host, config.metrics.labels_port)
+        serve([labels_part(loop)], config.metrics.host, config.metrics.labels_port, dashboard=False)
     with _stop_after_round(loop):
         try:
             loop.run(duration)
@@ -369,11 +369,11 @@ def _labels(config: Config, duration: float | None) -> int:
 def _serve_model(config: Config, duration: float | None) -> int:
     if not _needs_cluster(config, "serve-model"):
         return EXIT_CONFIG
-    from connectors.serving import ModelServer, ServeCollector  # noqa: PLC0415 (needs onnxruntime)
+    from connectors.serving import ModelServer, serve_part  # noqa: PLC0415 (needs onnxruntime)
 
     server = ModelServer(config, config.kafka.bootstrap_servers)
     if config.metrics.enabled:
-        serve_metrics(ServeCollector(server), config.metrics.host, config.metrics.serve_port)
+        serve([serve_part(server)], config.metrics.host, config.metrics.serve_port, dashboard=False)
     with _stop_after_round(server):
         server.run(duration)
     return EXIT_OK
@@ -381,7 +381,7 @@ def _serve_model(config: Config, duration: float | None) -> int:
 
 def _start_metrics(monitor: Monitor, config: Config) -> None:
     if config.metrics.enabled:
-        serve_metrics(monitor, config.metrics.host, config.metrics.port)
+        serve([monitor_part(monitor)], config.metrics.host, config.metrics.port)
 
 
 def _run(config: Config, duration: float | None, config_path: Path | None = None) -> int:

@@ -26,10 +26,11 @@ from connectors.dataset import DatasetStore
 from connectors.demo_line import CLASSES, RARE, Annotators, Digits, FeatureLine
 from connectors.kafka_io import prepare_topics
 from connectors.label_loop import LabelLoop
-from connectors.metrics import serve_metrics
+from connectors.metrics import labels_part, monitor_part, serve
 from connectors.monitor import Monitor
 from connectors.registry import ModelRegistry
-from connectors.serving import ModelServer, ServeCollector
+from connectors.serving import ModelServer, serve_part
+from connectors.web import Endpoint
 from selector.config import Config
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class Demo:
             delay_s=label_delay,
             error_rate=annotator_error,
         )
+        self.endpoints: list[Endpoint] = []
         self._threads = [
             threading.Thread(target=self.server.run, name="serve-model", daemon=True),
             threading.Thread(target=self.loop.run, kwargs={"poll_s": 1.0}, name="label-loop", daemon=True),
@@ -157,11 +159,16 @@ class Demo:
         print(self.summary(), flush=True)
 
     def start_metrics(self) -> None:
+        """One dashboard over all three parts on ``metrics.port``; each part's metrics alone on its own port
+        (as the three processes of a deployment would serve them)."""
         m = self.config.metrics
         if m.enabled:
-            serve_metrics(self.monitor, m.host, m.port)
-            serve_metrics(self.loop, m.host, m.labels_port)
-            serve_metrics(ServeCollector(self.server), m.host, m.serve_port)
+            parts = [monitor_part(self.monitor), labels_part(self.loop), serve_part(self.server)]
+            self.endpoints = [
+                serve(parts, m.host, m.port, metrics_of=parts[:1]),
+                serve([parts[1]], m.host, m.labels_port, dashboard=False),
+                serve([parts[2]], m.host, m.serve_port, dashboard=False),
+            ]
 
     def start(self) -> None:
         for thread in self._threads:
@@ -179,6 +186,8 @@ class Demo:
             thread.join(timeout=30)
         self.producer.close(timeout=5)
         self.loop.store.close()
+        for endpoint in self.endpoints:
+            endpoint.close()
 
     def summary(self) -> str:
         s = self.monitor.router.stats

@@ -10,9 +10,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 import selector
@@ -20,6 +19,7 @@ from connectors.label_loop import LATENCY_BUCKETS, LabelLoop
 from connectors.monitor import BATCH_SECONDS_BUCKETS, Monitor
 from connectors.registry import ModelRegistry
 from connectors.retraining import OUTCOMES, REASONS
+from connectors.web import Endpoint, Part
 from selector.estimates import Interval
 from selector.stats import ROUTE_NAMES, SCORE_BUCKETS
 
@@ -56,6 +56,14 @@ class SelectorCollector:
         for route in ROUTE_NAMES:
             items.add_metric([route], rs.items[route])
         yield items
+        spend = CounterMetricFamily(
+            "selector_labels_requested",
+            "Items sent for labeling (query or audit), by predicted class: the budget's spend per class.",
+            labels=["class"],
+        )
+        for name, n in zip(cfg.classes, rs.requested_by_class.tolist(), strict=True):
+            spend.add_metric([name], n)
+        yield spend
         dlq = CounterMetricFamily(
             "selector_dead_letters", "Records sent to the dead-letter topic, by stage.", labels=["stage"]
         )
@@ -80,10 +88,9 @@ class SelectorCollector:
             "Decision thresholds by class: kind=accept (confidence) and kind=query (informativeness).",
             labels=["class", "kind"],
         )
-        live = m.router.query_thresholds()
-        for name, value in zip(cfg.classes, cfg.accept_thresholds(), strict=True):
-            thr.add_metric([name, "accept"], value)
-            thr.add_metric([name, "query"], live.get(f"class:{name}", live["uncertainty"]))
+        for name, kinds in thresholds(m).items():
+            for kind, value in kinds.items():
+                thr.add_metric([name, kind], value)
         yield thr
         yield histogram(
             "selector_score",
@@ -275,22 +282,68 @@ class LabelLoopCollector:
         yield info
 
 
-class Collector(Protocol):
-    def collect(self) -> Iterator[Metric]: ...
+def thresholds(m: Monitor) -> dict[str, dict[str, float]]:
+    """Per class: its accept threshold and the live query threshold of its pool (or the common pool's)."""
+    live = m.router.query_thresholds()
+    return {
+        name: {"accept": accept, "query": live.get(f"class:{name}", live["uncertainty"])}
+        for name, accept in zip(m.config.classes, m.config.accept_thresholds(), strict=True)
+    }
 
 
-def serve_metrics(
-    source: Monitor | LabelLoop | Collector, host: str, port: int, registry: CollectorRegistry | None = None
-) -> tuple[Any, int]:
-    """Start the ``/metrics`` endpoint of a monitor, a label loop or any collector in a daemon thread;
-    returns the server and the port it bound."""
-    registry = registry or CollectorRegistry()
-    if isinstance(source, Monitor):
-        source = SelectorCollector(source)
-    elif isinstance(source, LabelLoop):
-        source = LabelLoopCollector(source)
-    registry.register(source)
-    server, _thread = start_http_server(port, addr=host, registry=registry)
-    bound = int(server.server_port)
-    log.info("metrics on http://%s:%d/metrics", host, bound)
-    return server, bound
+def monitor_part(m: Monitor) -> Part:
+    """The monitor's collector, health, readiness (partitions assigned) and status section."""
+
+    def status() -> dict[str, Any]:
+        cfg, rs, ms = m.config, m.router.stats, m.stats
+        return {
+            "items": dict(rs.items),
+            "total": rs.total,
+            "budget": {
+                "rate": cfg.budget.rate,
+                "audit_rate": cfg.budget.audit_rate,
+                "caps": dict(cfg.budget.caps),
+                "cap_remaining": m.router.cap_remaining(time.time()),
+            },
+            "requested_by_class": dict(zip(cfg.classes, rs.requested_by_class.tolist(), strict=True)),
+            "thresholds": thresholds(m),
+            "score_histogram": {"bounds": list(SCORE_BUCKETS), "counts": rs.score_bucket_counts.tolist()},
+            "labels_pending": m.router.pending_count(),
+            "labels_received": ms.labels_received,
+            "dead_letters": dict(rs.dead_letters),
+            "assigned": sorted(m.assigned),
+            "lag": {str(p): ms.lag.get(p, 0) for p in sorted(m.assigned)},
+            "last_progress": ms.last_progress,
+        }
+
+    collector = SelectorCollector(m)
+    return Part("monitor", collector, lambda: m.stats.last_progress, lambda: bool(m.assigned), status)
+
+
+def labels_part(loop: LabelLoop) -> Part:
+    """The label loop's collector, health, readiness (a round completed) and status section."""
+
+    def status() -> dict[str, Any]:
+        r = loop.retrainer
+        return {
+            **loop.status.as_dict(),
+            "totals": dict(loop.totals),
+            "latency": {"bounds": list(LATENCY_BUCKETS), "counts": loop.latency_counts.tolist()},
+            "retrain": {
+                "requests": dict(r.requests) if r else {},
+                "outcomes": dict(r.outcomes) if r else {},
+                "running": bool(r and r.running),
+                "last_event": r.last_event if r else None,
+            },
+            "registry_current": ModelRegistry(loop.config.retrain.registry).current(),
+            "last_progress": loop.last_round,
+        }
+
+    return Part("labels", LabelLoopCollector(loop), lambda: loop.last_round, lambda: loop.rounds > 0, status)
+
+
+def serve(
+    parts: list[Part], host: str, port: int, *, dashboard: bool = True, metrics_of: list[Part] | None = None
+) -> Endpoint:
+    """Start a process's HTTP endpoint (metrics, health, status, dashboard) in a daemon thread."""
+    return Endpoint(parts, host, port, dashboard=dashboard, metrics_of=metrics_of).start()

@@ -34,6 +34,7 @@ from connectors.metrics import build_info, histogram
 from connectors.monitor import BATCH_SECONDS_BUCKETS, rfc3339
 from connectors.registry import ModelRegistry
 from connectors.topic_reader import TopicReader
+from connectors.web import Part
 from selector.config import Config
 from selector.errors import SelectorError
 from selector.features import decode_features
@@ -306,3 +307,26 @@ class ServeCollector:
             value=s.last_progress,
         )
         yield build_info(self.server.config.config_hash())
+
+
+def serve_part(server: ModelServer) -> Part:
+    """The inference connector's collector, health, readiness (a model loaded) and status section."""
+
+    def status() -> dict[str, Any]:
+        model = server.model
+        return {
+            "model": model.version if model else None,
+            "members": model.members if model else 0,
+            "items": server.stats.items,
+            "dead_letters": server.stats.dead_letters,
+            "loads": dict(server.stats.loads),
+            "last_progress": server.stats.last_progress,
+        }
+
+    return Part(
+        "serve",
+        ServeCollector(server),
+        lambda: server.stats.last_progress,
+        lambda: server.model is not None,
+        status,
+    )

@@ -316,4 +316,4 @@ class Router:
         """Apply a delivered batch's decisions: advance the partition's state and count them."""
         self._states[partition] = decisions.state
         self._memory[partition] = decisions.memory
-        self.stats.record(decisions.route, decisions.score)
+        self.stats.record(decisions.route, decisions.score, decisions.predicted)

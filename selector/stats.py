@@ -13,20 +13,26 @@ ROUTE_NAMES = ("accept", "query", "audit", "skip")
 
 
 class RouterStats:
-    """Running totals: items per route, the deciding score's histogram, dead letters per stage."""
+    """Running totals: items per route, labels requested per predicted class, the deciding score's histogram,
+    dead letters per stage."""
 
     def __init__(self, classes: Sequence[str]) -> None:
         self.classes = list(classes)
         self.items = dict.fromkeys(ROUTE_NAMES, 0)
+        self.requested_by_class = np.zeros(len(self.classes), dtype=np.int64)
+        """items sent for labeling (query or audit), by predicted class: the budget's spend per class"""
         self.score_bucket_counts = np.zeros(len(SCORE_BUCKETS), dtype=np.int64)
         self.score_sum = 0.0
         self.score_count = 0
         self.dead_letters: dict[str, int] = {"decode": 0}
         self.dead_letter_reasons: dict[str, int] = {}
 
-    def record(self, route: np.ndarray, score: np.ndarray) -> None:
-        """Count one committed batch of decisions (``route`` codes index :data:`ROUTE_NAMES`)."""
+    def record(self, route: np.ndarray, score: np.ndarray, predicted: np.ndarray) -> None:
+        """Count one committed batch of decisions (``route`` codes index :data:`ROUTE_NAMES`; ``predicted``
+        class indices)."""
         bins = np.bincount(route, minlength=len(ROUTE_NAMES))
+        labeled = (route == ROUTE_NAMES.index("query")) | (route == ROUTE_NAMES.index("audit"))
+        self.requested_by_class += np.bincount(predicted[labeled], minlength=len(self.classes))
         for i, name in enumerate(ROUTE_NAMES):
             self.items[name] += int(bins[i])
         idx = np.searchsorted(np.asarray(SCORE_BUCKETS), score, side="left")

@@ -100,3 +100,23 @@ class TestCollector:
         for name in cfg.classes:
             pool = "class:crack" if name == "crack" else "uncertainty"
             assert reg.get_sample_value("selector_threshold", {"class": name, "kind": "query"}) == live[pool]
+
+    def test_labels_requested_count_each_labeled_item_under_its_predicted_class(self) -> None:
+        """selector_labels_requested_total{class} counts the queried and audited items by predicted class,
+        and sums to the query and audit counters."""
+        cfg = parse_config({"budget": {"rate": 0.2, "audit_rate": 0.05, "caps": {}}})
+        monitor = Monitor(cfg, "127.0.0.1:9")
+        rng = np.random.default_rng(4)
+        raw = rng.dirichlet([1.0, 1.0, 1.0, 1.0], size=800)
+        values = [orjson.dumps({"id": f"s{i}", "probs": (p / p.sum()).tolist()}) for i, p in enumerate(raw)]
+        batch = decode_batch(values, np.zeros(800, dtype=np.int64), n_classes=4)
+        decisions = monitor.router.decide(0, batch, np.full(800, 1_800_000_000.0))
+        monitor.router.commit(0, decisions)
+        labeled = np.isin(decisions.route, [1, 2])  # query, audit
+        expected = np.bincount(decisions.predicted[labeled], minlength=4)
+        reg = registry_for(monitor)
+        got = [reg.get_sample_value("selector_labels_requested_total", {"class": c}) for c in cfg.classes]
+        assert (
+            got == expected.tolist() and sum(got) == decisions.counts()["query"] + decisions.counts()["audit"]
+        )
+        assert sum(got) > 100

@@ -9,12 +9,11 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 import selector
 from connectors.broker import EmbeddedBroker
-from connectors.metrics import serve_metrics
+from connectors.metrics import monitor_part, serve
 from connectors.monitor import Monitor
 from connectors.simulate import prediction_records
 from selector.contracts import DLQ_HEADERS, Accepted, ToLabel
@@ -75,7 +74,8 @@ class TestAccounting:
         produce(broker.bootstrap_servers, cfg.topics.predictions, [records[i] for i in order])
 
         monitor = Monitor(cfg, broker.bootstrap_servers)
-        _server, port = serve_metrics(monitor, "127.0.0.1", 0, registry=CollectorRegistry())
+        endpoint = serve([monitor_part(monitor)], "127.0.0.1", 0)
+        port = endpoint.port
         monitors.start(monitor)
         wait_for(
             lambda: monitor.router.stats.total + monitor.router.stats.dead_letters["decode"] >= 10_000,
