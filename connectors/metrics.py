@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -178,6 +179,11 @@ class LabelLoopCollector:
         for outcome, key in (("stored", "labels"), ("unknown_id", "unknown"), ("invalid", "invalid")):
             messages.add_metric([outcome], loop.totals[key])
         yield messages
+        dlq = CounterMetricFamily(
+            "selector_dead_letters", "Records sent to the dead-letter topic, by stage.", labels=["stage"]
+        )
+        dlq.add_metric(["labels"], loop.totals["unknown"] + loop.totals["invalid"])
+        yield dlq
         yield CounterMetricFamily(
             "selector_decisions_ingested",
             "Decisions read from the to-label topic and stored (first per item).",
@@ -291,8 +297,18 @@ def thresholds(m: Monitor) -> dict[str, dict[str, float]]:
     }
 
 
+HISTORY_SAMPLES = 300
+"""Samples of the monitor's route counters kept for the dashboard (every SAMPLE_S: ten minutes)."""
+
+
 def monitor_part(m: Monitor) -> Part:
-    """The monitor's collector, health, readiness (partitions assigned) and status section."""
+    """The monitor's collector, health, readiness (partitions assigned) and status section, whose
+    ``history`` holds ``[time, accept, query, audit, skip]`` counter samples."""
+    history: deque[list[float]] = deque(maxlen=HISTORY_SAMPLES)
+
+    def sample(now: float) -> None:
+        items = m.router.stats.items
+        history.append([now, *(float(items[r]) for r in ROUTE_NAMES)])
 
     def status() -> dict[str, Any]:
         cfg, rs, ms = m.config, m.router.stats, m.stats
@@ -314,10 +330,11 @@ def monitor_part(m: Monitor) -> Part:
             "assigned": sorted(m.assigned),
             "lag": {str(p): ms.lag.get(p, 0) for p in sorted(m.assigned)},
             "last_progress": ms.last_progress,
+            "history": list(history),
         }
 
     collector = SelectorCollector(m)
-    return Part("monitor", collector, lambda: m.stats.last_progress, lambda: bool(m.assigned), status)
+    return Part("monitor", collector, lambda: m.stats.last_progress, lambda: bool(m.assigned), status, sample)
 
 
 def labels_part(loop: LabelLoop) -> Part:

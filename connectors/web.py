@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 HEALTHY_WITHIN_S = 60.0
 """A loop whose last progress is older than this is reported unhealthy."""
+SAMPLE_S = 2.0
+"""How often the parts record their history (what the dashboard draws over time)."""
 
 
 @dataclass
@@ -50,6 +52,8 @@ class Part:
     """wall-clock time of the loop's last progress (0 while starting)"""
     ready: Callable[[], bool]
     status: Callable[[], dict[str, Any]]
+    sample: Callable[[float], None] | None = None
+    """called every SAMPLE_S seconds to record what the status's history shows"""
 
 
 class Endpoint:
@@ -85,14 +89,27 @@ class Endpoint:
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+        self._closed = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, name="http-history", daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            now = time.time()
+            for part in self.parts:
+                if part.sample is not None:
+                    part.sample(now)
+            if self._closed.wait(SAMPLE_S):
+                return
 
     def start(self) -> Endpoint:
         self._thread.start()
+        self._sampler.start()
         log.info("metrics, health and %s on http://%s:%d/", "dashboard" if self.dashboard else "status",
                  self.server.server_address[0], self.port)  # fmt: skip
         return self
 
     def close(self) -> None:
+        self._closed.set()
         self.server.shutdown()
         self.server.server_close()
 

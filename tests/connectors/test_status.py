@@ -184,6 +184,7 @@ class TestLabelLoopMetrics:
         assert le["60.0"] == 2 and le["300.0"] == 3 and le["3600.0"] == 4 and le["345600.0"] == 5
         assert le["604800.0"] == 5 and le["+Inf"] == 6 and len(le) == len(LATENCY_BUCKETS) + 1
         assert samples(registry, "selector_label_latency_seconds_sum")[()] == sum(latencies)
+        assert samples(registry, "selector_dead_letters_total") == {(("stage", "labels"),): 0.0}
         messages = samples(registry, "selector_label_messages_total")
         assert messages == {
             (("outcome", "stored"),): 6.0,
