@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed-runtime
 DEVSTAMP := $(VENV)/.installed-dev
 BENCHSTAMP := $(VENV)/.installed-bench
 DEMOSTAMP := $(VENV)/.installed-demo
+TOOLSTAMP := $(VENV)/.installed-tools
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+HAVE_TOOLS = command -v promtool >/dev/null 2>&1 && { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-dev demo test lint bench schemas clean
@@ -31,6 +34,14 @@ $(DEMOSTAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[demo]'
 	@touch $@
 
+# promtool (alert-rule and exposition tests) and headless Chromium (dashboard tests): Debian packages
+$(TOOLSTAMP): | $(BIN)/python
+	@$(HAVE_TOOLS) || { echo "installing the Debian packages prometheus and chromium (test tools)"; \
+	  $(SUDO) apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends prometheus chromium >/dev/null; }
+	@$(HAVE_TOOLS) || { echo "need promtool and chromium on PATH (Debian: apt-get install prometheus chromium)"; exit 1; }
+	@touch $@
+
 $(BENCHSTAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	@touch $@
@@ -48,7 +59,7 @@ lint: $(DEVSTAMP) ## ruff, mypy and the import contract that keeps the core pure
 	$(BIN)/mypy selector connectors
 	$(BIN)/lint-imports
 
-test: $(DEVSTAMP) lint ## lint, then the whole test suite (unit, connector, broker integration)
+test: $(DEVSTAMP) $(TOOLSTAMP) lint ## lint, then the whole test suite (unit, connector, broker integration)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(BENCHSTAMP) ## print the performance and budget tables of README.md (installs scikit-activeml)
