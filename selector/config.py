@@ -320,6 +320,19 @@ class ServeConfig(_Section):
     max_wait_ms: PositiveInt = 50
 
 
+class LabelStudioConfig(_Section):
+    """The Label Studio bridge (``selector label-studio``)."""
+
+    url: str = "http://127.0.0.1:8080"
+    token: SecretStr | None = None
+    project: str = "selector"
+    label_config: str | None = None
+    webhook_host: str = "127.0.0.1"
+    webhook_port: Port = 9467
+    webhook_url: str | None = None
+    poll_interval_s: PositiveFloat = 30.0
+
+
 class MetricsConfig(_Section):
     """The Prometheus endpoints: the monitor's, the label loop's and the inference connector's."""
 
@@ -346,6 +359,7 @@ class Config(_Section):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    label_studio: LabelStudioConfig = Field(default_factory=LabelStudioConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @field_validator("classes")
