@@ -275,6 +275,16 @@ class LabelLoopCollector:
             alarms.add_metric([direction], r.alarms[direction] if r else 0)
         yield alarms
         yield GaugeMetricFamily(
+            "selector_retrain_running",
+            "1 while the built-in trainer runs a retrain, else 0.",
+            value=1.0 if r and r.running else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "selector_last_retrain_request_timestamp_seconds",
+            "Wall-clock time of the last retrain request (0: none yet).",
+            value=(r.triggers.last_request_at or 0.0) if r else 0.0,
+        )
+        yield GaugeMetricFamily(
             "selector_last_retrain_timestamp_seconds",
             "Wall-clock time the last built-in trainer run ended (0: none yet).",
             value=r.last_retrain if r else 0.0,
