@@ -7,6 +7,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 BENCHSTAMP := $(VENV)/.installed-bench
 DEMOSTAMP := $(VENV)/.installed-demo
 TOOLSTAMP := $(VENV)/.installed-tools
+LSVENV := .venv-label-studio
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HAVE_TOOLS = command -v promtool >/dev/null 2>&1 && { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }
 
@@ -42,6 +43,11 @@ $(TOOLSTAMP): | $(BIN)/python
 	@$(HAVE_TOOLS) || { echo "need promtool and chromium on PATH (Debian: apt-get install prometheus chromium)"; exit 1; }
 	@touch $@
 
+# Label Studio for the bridge's tests, in its own venv (its pins clash with ours)
+$(LSVENV)/bin/label-studio: | $(BIN)/python
+	$(PYTHON) -m venv $(LSVENV)
+	$(LSVENV)/bin/python -m pip install --quiet label-studio==1.23.2
+
 $(BENCHSTAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	@touch $@
@@ -59,7 +65,7 @@ lint: $(DEVSTAMP) ## ruff, mypy and the import contract that keeps the core pure
 	$(BIN)/mypy selector connectors
 	$(BIN)/lint-imports
 
-test: $(DEVSTAMP) $(TOOLSTAMP) lint ## lint, then the whole test suite (unit, connector, broker integration)
+test: $(DEVSTAMP) $(TOOLSTAMP) $(LSVENV)/bin/label-studio lint ## lint, then the whole test suite (unit, connector, broker integration)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(BENCHSTAMP) ## print the performance and budget tables of README.md (installs scikit-activeml)
@@ -68,5 +74,5 @@ bench: $(BENCHSTAMP) ## print the performance and budget tables of README.md (in
 schemas: $(STAMP) ## regenerate the checked-in JSON Schemas
 	$(BIN)/selector schema --write schemas
 
-clean: ## remove caches (keeps .venv)
+clean: ## remove caches (keeps .venv and .venv-label-studio)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -119,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
         )
     )
     retrain.add_argument("--json", action="store_true", help="print the models event as JSON")
+    studio = with_config(
+        sub.add_parser("label-studio", help="bridge the to-label topic to a Label Studio project and back")
+    )
+    studio.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     status = with_config(
         sub.add_parser("status", help="labels, estimated model quality and agreement from the dataset store")
     )
@@ -183,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _labels(config, args.duration)
         if args.command == "serve-model":
             return _serve_model(config, args.duration)
+        if args.command == "label-studio":
+            return _label_studio(config, args.duration)
         if args.command == "dataset":
             fmt = args.format or ("parquet" if args.output.endswith(".parquet") else "jsonl")
             return _export(config, args.output, args.quorum, fmt)
@@ -363,6 +369,17 @@ def _labels(config: Config, duration: float | None) -> int:
             loop.run(duration)
         finally:
             loop.store.close()
+    return EXIT_OK
+
+
+def _label_studio(config: Config, duration: float | None) -> int:
+    if not _needs_cluster(config, "label-studio"):
+        return EXIT_CONFIG
+    from connectors.label_studio import LabelStudioBridge  # noqa: PLC0415 (bridge-only module)
+
+    bridge = LabelStudioBridge(config, config.kafka.bootstrap_servers)
+    with _stop_after_round(bridge):
+        bridge.run(duration)
     return EXIT_OK
 
 

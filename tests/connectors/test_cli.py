@@ -130,3 +130,14 @@ class TestSchema:
         for name, schema in json_schemas().items():
             path = ROOT / "schemas" / f"{name}.schema.json"
             assert json.loads(path.read_text()) == schema, f"{path.name} is stale: run `make schemas`"
+
+
+@pytest.mark.parametrize("command", ["labels", "serve-model", "label-studio"])
+def test_the_cluster_commands_refuse_the_embedded_broker(
+    command: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An embedded broker lives inside one process: these commands need a cluster, exit 2 and say so."""
+    config = tmp_path / "config.yaml"
+    config.write_text("kafka: {bootstrap_servers: embedded}\n")
+    assert main([command, "-c", str(config), "--duration", "1"]) == 2
+    assert f"selector {command} works with the topics of a running cluster" in caplog.text
