@@ -36,17 +36,13 @@ webhook and a poll race), which the label loop ignores. A deletion is retracted 
 or a poll finds a seen annotation gone; one made while the bridge was down is not seen (Label Studio keeps
 no trace of it). Run one bridge per project.
 
-Authentication, decided by trying: a token with two dots is a personal access token (a JWT refresh token,
-Label Studio 1.17 and later): it is exchanged for an access token (``POST /api/token/refresh/``), sent as
-``Authorization: Bearer …`` and refreshed on 401. Any other token, or a JWT Label Studio does not accept as
-one, is a legacy token sent as ``Authorization: Token …`` (the organization must allow legacy tokens). The
-token never appears in logs or errors.
+Authentication: a personal access token or a legacy token (:mod:`connectors.label_studio_api`). The tasks
+and votes are built by :mod:`connectors.label_studio_tasks`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import logging
 import threading
@@ -54,13 +50,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
 import orjson
 from kafka.consumer.fetcher import ConsumerRecord
@@ -68,6 +62,16 @@ from kafka.errors import CommitFailedError
 
 from connectors.delivery import Outgoing, dead_letter, deliver
 from connectors.kafka_io import make_consumer, make_producer, prepare_topics, redact, secrets_of
+from connectors.label_studio_api import LabelStudioClient, LabelStudioError, LabelStudioUnavailableError
+from connectors.label_studio_tasks import (
+    Vote,
+    choices_names,
+    label_config,
+    label_message,
+    parse_time,
+    read_vote,
+    task_for,
+)
 from connectors.monitor import rfc3339
 from selector.config import Config
 from selector.errors import ConfigError, SelectorError
@@ -80,250 +84,6 @@ POLL_OVERLAP_S = 60.0
 missed, and what was already seen produces nothing."""
 IMPORT_BATCH = 500
 PAGE_SIZE = 100
-
-
-class LabelStudioError(SelectorError):
-    """Label Studio refused a request (4xx): the endpoint, the status and Label Studio's own detail."""
-
-    def __init__(self, method: str, endpoint: str, status: int | None, detail: str) -> None:
-        self.method, self.endpoint, self.status, self.detail = method, endpoint, status, detail
-        hint = ""
-        if status == 401:
-            hint = (
-                "; check 'label_studio.token': a personal access token (Account & Settings), or a legacy "
-                "token with legacy tokens enabled for the organization"
-            )
-        super().__init__(f"Label Studio answered {status} to {method} {endpoint}: {detail}{hint}")
-
-
-class LabelStudioUnavailableError(LabelStudioError):
-    """Label Studio did not answer, or answered 5xx, on every attempt."""
-
-    def __init__(self, method: str, endpoint: str, url: str, attempts: int, cause: str) -> None:
-        super().__init__(method, endpoint, None, cause)
-        self.args = (
-            f"Label Studio at {url} unavailable for {method} {endpoint} after {attempts} attempts "
-            f"(last: {cause}); check 'label_studio.url' and the server",
-        )
-
-
-def _detail(raw: bytes) -> str:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw.decode("utf-8", "replace")[:500]
-    if isinstance(body, dict):
-        parts = [str(body[k]) for k in ("detail", "validation_errors") if body.get(k)]
-        return "; ".join(parts)[:500] or str(body)[:500]
-    return str(body)[:500]
-
-
-class LabelStudioClient:
-    """JSON over HTTP with retries (connection errors and 5xx, exponential backoff); connects on first use."""
-
-    def __init__(
-        self, url: str, token: str, *, timeout_s: float = 15.0, attempts: int = 5, sleep: Any = time.sleep
-    ) -> None:
-        self.url = url.rstrip("/")
-        self._token = token
-        self._access: str | None = None
-        self.mode: str | None = None
-        """'pat' (personal access token) or 'legacy', decided on the first request"""
-        self.timeout_s = timeout_s
-        self.attempts = attempts
-        self._sleep = sleep
-
-    def secrets(self) -> list[str]:
-        """The token and the current access token (to redact)."""
-        return [s for s in (self._token, self._access) if s]
-
-    def _authorize(self) -> None:
-        if self._token.count(".") == 2:
-            try:
-                self._refresh()
-                self.mode = "pat"
-                return
-            except LabelStudioError as exc:
-                if exc.status not in (400, 401):
-                    raise
-                log.info(
-                    "Label Studio refused the token as a personal access token; trying it as a legacy one"
-                )
-        self.mode = "legacy"
-
-    def _refresh(self) -> None:
-        answer = self._send(
-            "POST", "/api/token/refresh/", {"refresh": self._token}, None, None, self.attempts
-        )
-        self._access = str(answer["access"])
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        query: dict[str, Any] | None = None,
-        retry: bool = True,
-    ) -> Any:
-        """The decoded answer to one request; ``retry=False`` for requests that must not run twice.
-
-        Raises:
-            LabelStudioError: a 4xx answer (after one token refresh on 401 with a personal access token).
-            LabelStudioUnavailableError: no answer, or 5xx, on every attempt.
-        """
-        if self.mode is None:
-            self._authorize()
-        attempts = self.attempts if retry else 1
-        try:
-            return self._send(method, path, body, query, self._header(), attempts)
-        except LabelStudioError as exc:
-            if exc.status != 401 or self.mode != "pat":
-                raise
-        self._refresh()  # the access token expired (5 minutes by default)
-        return self._send(method, path, body, query, self._header(), attempts)
-
-    def _header(self) -> str:
-        return f"Bearer {self._access}" if self.mode == "pat" else f"Token {self._token}"
-
-    def _send(
-        self, method: str, path: str, body: Any, query: dict[str, Any] | None, auth: str | None, attempts: int
-    ) -> Any:
-        url = self.url + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        headers = {"Accept": "application/json", "Content-Type": "application/json"}
-        if auth:
-            headers["Authorization"] = auth
-        data = orjson.dumps(body) if body is not None else None
-        delay = 0.5
-        for attempt in range(1, attempts + 1):
-            request = urllib.request.Request(url, data=data, method=method, headers=headers)
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    raw = response.read()
-                return orjson.loads(raw) if raw.strip() else None
-            except urllib.error.HTTPError as exc:
-                detail = redact(_detail(exc.read()), self.secrets())
-                if exc.code < 500:
-                    raise LabelStudioError(method, path, exc.code, detail) from exc
-                cause = f"{exc.code}: {detail}"
-            except (urllib.error.URLError, OSError, http.client.HTTPException, orjson.JSONDecodeError) as exc:
-                cause = redact(str(exc), self.secrets())
-            if attempt == attempts:
-                raise LabelStudioUnavailableError(method, path, self.url, attempts, cause)
-            log.warning("Label Studio %s %s failed (%s); retrying in %.1f s", method, path, cause, delay)
-            self._sleep(delay)
-            delay = min(delay * 2, 10.0)
-        raise AssertionError("unreachable")
-
-
-def label_config(classes: list[str]) -> str:
-    """The default labeling interface: the item's text and one single choice per class (XML-escaped)."""
-    choices = "".join(f"    <Choice value={quoteattr(c)}/>\n" for c in classes)
-    return (
-        '<View>\n  <Text name="item" value="$text"/>\n'
-        '  <Choices name="label" toName="item" choice="single" showInline="true">\n'
-        f"{choices}  </Choices>\n</View>\n"
-    )
-
-
-def choices_names(config_xml: str) -> tuple[str, str]:
-    """``(name, toName)`` of the first ``<Choices>`` of a labeling interface: where the class is chosen."""
-    try:
-        root = ET.fromstring(config_xml)
-    except ET.ParseError as exc:
-        raise ConfigError([f"'label_studio.label_config' is not valid XML: {exc}"]) from exc
-    for el in root.iter("Choices"):
-        if el.get("name") and el.get("toName"):
-            return el.attrib["name"], el.attrib["toName"]
-    raise ConfigError(["'label_studio.label_config' must have a <Choices name=... toName=...> for the class"])
-
-
-def render_text(record: dict[str, Any]) -> str:
-    """What the annotator reads: a string payload or its ``text``, else the payload as indented JSON."""
-    payload = record.get("payload")
-    if isinstance(payload, str):
-        return payload
-    if isinstance(payload, dict) and isinstance(payload.get("text"), str):
-        return str(payload["text"])
-    if payload is None:
-        return f"item {record['id']}"
-    return json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-
-
-def task_for(record: dict[str, Any], classes: list[str], names: tuple[str, str]) -> dict[str, Any]:
-    """The Label Studio task of one to-label record, with the predicted class as a pre-annotation."""
-    data = {"text": render_text(record), "selector_id": record["id"]}
-    data |= {k: record.get(k) for k in ("payload", "meta", "route", "score")}
-    task: dict[str, Any] = {"data": data}
-    predicted = record.get("predicted")
-    if isinstance(predicted, int) and not isinstance(predicted, bool) and 0 <= predicted < len(classes):
-        predicted = classes[predicted]
-    if predicted in classes:
-        choice = {
-            "from_name": names[0],
-            "to_name": names[1],
-            "type": "choices",
-            "value": {"choices": [predicted]},
-        }
-        prediction: dict[str, Any] = {
-            "model_version": str(record.get("model") or "unknown"),
-            "result": [choice],
-        }
-        score = record.get("score")
-        if isinstance(score, int | float) and not isinstance(score, bool):
-            prediction["score"] = float(score)
-        task["predictions"] = [prediction]
-    return task
-
-
-def parse_time(text: Any) -> datetime:
-    """A Label Studio timestamp (RFC 3339, ``Z`` or offset) as an aware UTC datetime."""
-    parsed = datetime.fromisoformat(str(text))
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def iso(t: datetime) -> str:
-    """RFC 3339 in UTC with microseconds (the label loop's later ``ts`` wins, so keep them)."""
-    return t.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class Vote:
-    """What one annotation says, as the bridge last saw it; ``label`` None: no label of ours (skipped,
-    unknown choice, or a task without ``selector_id``), with the reason in ``why``."""
-
-    task: int
-    item: str | None
-    annotator: str
-    label: str | None
-    updated_at: datetime
-    why: str = ""
-
-
-def read_vote(
-    task: dict[str, Any], annotation: dict[str, Any], from_name: str, classes: list[str], annotator: str
-) -> Vote:
-    """The vote of one annotation of a task (both as Label Studio serializes them)."""
-    item = (task.get("data") or {}).get("selector_id")
-    updated = parse_time(annotation.get("updated_at") or annotation.get("created_at"))
-    tid = int(task.get("id") or annotation["task"])
-    if not isinstance(item, str) or not item:
-        return Vote(tid, None, annotator, None, updated, "task without selector_id")
-    if annotation.get("was_cancelled"):
-        return Vote(tid, item, annotator, None, updated, "skipped")
-    chosen = [
-        c
-        for r in annotation.get("result") or []
-        if r.get("type") == "choices" and r.get("from_name") == from_name
-        for c in (r.get("value") or {}).get("choices") or []
-    ]
-    if len(chosen) != 1 or chosen[0] not in classes:
-        return Vote(tid, item, annotator, None, updated, f"choice {chosen!r} is not one configured class")
-    return Vote(tid, item, annotator, chosen[0], updated)
-
-
-def label_message(item: str, label: str | None, annotator: str, ts: datetime) -> bytes:
-    """A labels-topic message (``label`` None: a retraction)."""
-    return orjson.dumps({"id": item, "label": label, "annotator": annotator, "ts": iso(ts)})
 
 
 @dataclass

@@ -11,10 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.label_studio import (
-    LabelStudioBridge,
-    LabelStudioClient,
-    LabelStudioUnavailableError,
+from connectors.label_studio import LabelStudioBridge
+from connectors.label_studio_api import LabelStudioClient, LabelStudioUnavailableError
+from connectors.label_studio_tasks import (
     choices_names,
     label_config,
     label_message,

@@ -13,7 +13,9 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from connectors.broker import EmbeddedBroker
-from connectors.label_studio import LabelStudioBridge, LabelStudioClient, LabelStudioError, parse_time
+from connectors.label_studio import LabelStudioBridge
+from connectors.label_studio_api import LabelStudioClient, LabelStudioError
+from connectors.label_studio_tasks import parse_time
 from selector.config import Config
 from selector.labels import LabelEvent, parse_label
 from tests.integration.label_studio_server import EMAIL, LabelStudioServer, free_port
