@@ -182,6 +182,7 @@ class ModelServer:
         producer = make_producer(cfg, self.servers)
         ends = None if duration_s is None else time.monotonic() + duration_s
         waiting_logged = False
+        uncommitted, last_commit = False, time.monotonic()
         try:
             while not self._stop.is_set() and (ends is None or time.monotonic() < ends):
                 self._follow(models)
@@ -196,9 +197,15 @@ class ModelServer:
                 records = [r for batch in polled.values() for r in batch]
                 if records:
                     started = time.perf_counter()
-                    self.handle(producer, records)
-                    consumer.commit()
+                    self.handle(producer, records)  # every record of the batch delivered, or it raises
+                    uncommitted = True
                     self._observe(time.perf_counter() - started)
+                # positions are past delivered records only: commit them at most every commit_interval_s
+                if uncommitted and time.monotonic() - last_commit >= cfg.kafka.commit_interval_s:
+                    consumer.commit()
+                    uncommitted, last_commit = False, time.monotonic()
+            if uncommitted:  # a clean stop: the last batches were delivered
+                consumer.commit()
         finally:
             models.close()
             consumer.close(autocommit=False)
