@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -15,7 +16,6 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
 from connectors.dataset import DatasetStore
@@ -25,6 +25,7 @@ from connectors.monitor import Monitor
 from connectors.registry import ModelRegistry
 from connectors.serving import ModelServer, ServeCollector
 from connectors.trainer import Ensemble, onnx_model
+from connectors.web import Endpoint, Part
 from selector.config import Config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,11 +124,15 @@ PROCESSES: dict[str, Callable[[Path], AbstractContextManager[Collector]]] = {
 
 
 def exposition(process: str, tmp_path: Path) -> bytes:
-    """The text format the process serves on /metrics right after it starts."""
-    registry = CollectorRegistry()
+    """What the process's HTTP endpoint serves on /metrics right after it starts, scraped over a socket."""
     with PROCESSES[process](tmp_path) as collector:
-        registry.register(collector)
-        text: bytes = generate_latest(registry)
+        part = Part(process, collector, lambda: 0.0, lambda: True, dict)
+        endpoint = Endpoint([part], "127.0.0.1", 0, dashboard=False).start()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/metrics", timeout=10) as r:
+                text: bytes = r.read()
+        finally:
+            endpoint.close()
     return text
 
 
