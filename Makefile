@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HAVE_TOOLS = command -v promtool >/dev/null 2>&1 && { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev demo test lint bench schemas clean
+.PHONY: help install install-dev demo test lint bench schemas rules clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ bench: $(BENCHSTAMP) ## print the performance and budget tables of README.md (in
 
 schemas: $(STAMP) ## regenerate the checked-in JSON Schemas
 	$(BIN)/selector schema --write schemas
+
+rules: $(STAMP) ## copy deploy/prometheus/alerts.yml into the Kubernetes PrometheusRule
+	$(BIN)/python deploy/k8s/sync_rules.py
 
 clean: ## remove caches (keeps .venv and .venv-label-studio)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis
