@@ -204,12 +204,13 @@ class LabelLoopCollector:
         items.add_metric(["resolved"], st.labeled)
         items.add_metric(["unresolved"], st.unresolved)
         yield items
+        current = ModelRegistry(loop.config.retrain.registry).current()
         yield from _intervals(
             "selector_estimated_accuracy_ratio",
-            "Estimated accuracy of the deployed model: overall (IPW over labeled decisions) or of "
-            "auto-accepted predictions (audits).",
+            "Estimated accuracy: overall (IPW over every labeled decision), of auto-accepted predictions "
+            "(audits), and of the registry's promoted model over the decisions it made (current_model).",
             "scope",
-            st.accuracy,
+            {**st.accuracy, "current_model": st.by_model.get(current or "", Interval.empty())},
         )
         yield from _intervals(
             "selector_estimated_recall_ratio", "Estimated recall of each class (IPW).", "class", st.recall
@@ -247,10 +248,10 @@ class LabelLoopCollector:
             "Wall-clock time of the label loop's last completed round.",
             value=loop.last_round,
         )
-        yield from self._retraining()
+        yield from self._retraining(current)
         yield build_info(loop.config.config_hash())
 
-    def _retraining(self) -> Iterator[Metric]:
+    def _retraining(self, current: str | None) -> Iterator[Metric]:
         r = self.loop.retrainer
         requests = CounterMetricFamily(
             "selector_retrain_requests",
@@ -292,7 +293,6 @@ class LabelLoopCollector:
         info = GaugeMetricFamily(
             "selector_model_info", "The promoted model version of the registry (value 1).", labels=["version"]
         )
-        current = ModelRegistry(self.loop.config.retrain.registry).current()
         if current is not None:
             info.add_metric([current], 1.0)
         yield info

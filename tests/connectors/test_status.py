@@ -15,6 +15,7 @@ from connectors.cli import main
 from connectors.dataset import DatasetStore, Ingested
 from connectors.label_loop import LATENCY_BUCKETS, LabelLoop
 from connectors.metrics import LabelLoopCollector
+from connectors.registry import ModelRegistry
 from connectors.status import label_status, render
 from selector.calibration import fit_temperature, logits_of, softmax
 from selector.config import parse_config
@@ -242,3 +243,30 @@ class TestCalibrationFromLabels:
         st = label_status(store2, parse_config({"classes": CLASSES}))
         assert st.calibration is None and "too few labels yet (needs 30)" in render(st)
         assert label_status(store, parse_config({"classes": CLASSES})).calibration is not None
+
+
+def test_the_current_model_scope_is_the_promoted_versions_own_accuracy(tmp_path: Path) -> None:
+    """scope="current_model" exports the accuracy of the registry's promoted version over the decisions it
+    made; with nothing promoted it is empty (NaN, 0 labels)."""
+    store, _, _ = filled_store()
+    cfg = parse_config(
+        {
+            "classes": CLASSES,
+            "kafka": {"bootstrap_servers": "127.0.0.1:9"},
+            "retrain": {"registry": str(tmp_path / "models")},
+        }
+    )
+    loop = LabelLoop(cfg, "127.0.0.1:9", store)
+    registry = CollectorRegistry()
+    registry.register(LabelLoopCollector(loop))
+    scope = (("scope", "current_model"),)
+    assert math.isnan(samples(registry, "selector_estimated_accuracy_ratio")[scope])
+    assert samples(registry, "selector_estimated_accuracy_labels")[scope] == 0
+    models = ModelRegistry(tmp_path / "models")
+    models.add(b"v1", {"created_at": 0.0}, promote=True)
+    models.add(b"v2", {"created_at": 0.0}, promote=True)
+    v2 = loop.status.by_model["v2"]
+    assert samples(registry, "selector_estimated_accuracy_ratio")[scope] == v2.estimate
+    assert samples(registry, "selector_estimated_accuracy_low_ratio")[scope] == v2.low
+    assert samples(registry, "selector_estimated_accuracy_labels")[scope] == 20
+    assert samples(registry, "selector_model_info") == {(("version", "v2"),): 1.0}
