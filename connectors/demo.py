@@ -220,5 +220,4 @@ def create_demo(
     effective = demo_config(config, workdir)
     prepare_topics(effective, servers)
     demo = Demo(effective, servers, rate, label_delay=label_delay, annotator_error=annotator_error)
-    demo.workdir = workdir
     return demo
