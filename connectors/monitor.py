@@ -7,6 +7,7 @@ are served from another thread that only reads counters.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -40,13 +41,23 @@ log = logging.getLogger(__name__)
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+def batch_seconds_counts() -> list[int]:
+    """Counts per bucket of BATCH_SECONDS_BUCKETS, plus one for batches over the last bound."""
+    return [0] * (len(BATCH_SECONDS_BUCKETS) + 1)
+
+
+def observe_seconds(counts: list[int], seconds: float) -> None:
+    """Count one batch's duration in its bucket of :func:`batch_seconds_counts` (``le`` semantics)."""
+    counts[bisect.bisect_left(BATCH_SECONDS_BUCKETS, seconds)] += 1
+
+
 @dataclass
 class MonitorStats:
     """What the shell measures: batch durations, consumer lag, progress (read by the metrics collector)."""
 
     batches: int = 0
     records: int = 0
-    batch_bucket_counts: list[int] = field(default_factory=lambda: [0] * len(BATCH_SECONDS_BUCKETS))
+    batch_bucket_counts: list[int] = field(default_factory=batch_seconds_counts)
     batch_seconds_sum: float = 0.0
     lag: dict[int, int] = field(default_factory=dict)
     last_progress: float = 0.0
@@ -60,10 +71,7 @@ class MonitorStats:
         self.batches += 1
         self.records += records
         self.batch_seconds_sum += seconds
-        for i, bound in enumerate(BATCH_SECONDS_BUCKETS):
-            if seconds <= bound:
-                self.batch_bucket_counts[i] += 1
-                break
+        observe_seconds(self.batch_bucket_counts, seconds)
 
 
 def rfc3339(t: float) -> str:

@@ -31,7 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from connectors.delivery import Outgoing, dead_letter, deliver
 from connectors.kafka_io import make_consumer, make_producer, prepare_topics, redact, secrets_of
 from connectors.metrics import build_info, histogram
-from connectors.monitor import BATCH_SECONDS_BUCKETS, rfc3339
+from connectors.monitor import BATCH_SECONDS_BUCKETS, batch_seconds_counts, observe_seconds, rfc3339
 from connectors.registry import ModelRegistry
 from connectors.topic_reader import TopicReader
 from connectors.web import Part
@@ -130,7 +130,7 @@ class ServeStats:
     items: int = 0
     dead_letters: int = 0
     loads: dict[str, int] = field(default_factory=lambda: {"loaded": 0, "refused": 0})
-    batch_bucket_counts: list[int] = field(default_factory=lambda: [0] * len(BATCH_SECONDS_BUCKETS))
+    batch_bucket_counts: list[int] = field(default_factory=batch_seconds_counts)
     batch_seconds_sum: float = 0.0
     last_progress: float = 0.0
 
@@ -263,12 +263,8 @@ class ModelServer:
         self.stats.dead_letters += len(batch.rejects)
 
     def _observe(self, seconds: float) -> None:
-        s = self.stats
-        s.batch_seconds_sum += seconds
-        for i, bound in enumerate(BATCH_SECONDS_BUCKETS):
-            if seconds <= bound:
-                s.batch_bucket_counts[i] += 1
-                break
+        self.stats.batch_seconds_sum += seconds
+        observe_seconds(self.stats.batch_bucket_counts, seconds)
 
 
 class ServeCollector:

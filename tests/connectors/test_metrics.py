@@ -120,3 +120,15 @@ class TestCollector:
             got == expected.tolist() and sum(got) == decisions.counts()["query"] + decisions.counts()["audit"]
         )
         assert sum(got) > 100
+
+    def test_batch_seconds_count_every_batch_including_those_over_the_last_bound(self) -> None:
+        """A batch of exactly 1 ms lands in le=0.001; one of 12 s in +Inf only; both count and sum."""
+        monitor = Monitor(parse_config({}), "127.0.0.1:9")
+        monitor.stats.observe_batch(0.001, 10)
+        monitor.stats.observe_batch(12.0, 10)
+        reg = registry_for(monitor)
+        assert reg.get_sample_value("selector_batch_seconds_bucket", {"le": "0.001"}) == 1
+        assert reg.get_sample_value("selector_batch_seconds_bucket", {"le": "10.0"}) == 1
+        assert reg.get_sample_value("selector_batch_seconds_bucket", {"le": "+Inf"}) == 2
+        assert reg.get_sample_value("selector_batch_seconds_count") == 2
+        assert reg.get_sample_value("selector_batch_seconds_sum") == 12.001
