@@ -12,13 +12,13 @@ exported as metrics by the label loop. Estimates follow :mod:`selector.estimates
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from connectors.dataset import DatasetStore, Example
+from connectors.web import json_ready
 from selector.calibration import apply_temperature, calibrate, expected_calibration_error
 from selector.config import Config
 from selector.estimates import Interval, model_estimates, weighted_mean, wilson
@@ -66,16 +66,8 @@ class LabelStatus:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON: intervals as {estimate, low, high, n}, NaN as None."""
-        plain: dict[str, Any] = _plain(asdict(self))
+        plain: dict[str, Any] = json_ready(asdict(self))
         return plain
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 MIN_CALIBRATION_LABELS = 30

@@ -136,7 +136,7 @@ class Endpoint:
             ok = self.ready()
             self._send(request, 200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
         elif path == "/api/status":
-            body = orjson.dumps(_finite(self.status()), option=orjson.OPT_NON_STR_KEYS)
+            body = orjson.dumps(json_ready(self.status()), option=orjson.OPT_NON_STR_KEYS)
             self._send(request, 200, body, "application/json")
         elif path in ("/", "/index.html") and self.dashboard:
             page = resources.files("connectors").joinpath("static/dashboard.html").read_bytes()
@@ -154,12 +154,12 @@ class Endpoint:
         request.wfile.write(body)
 
 
-def _finite(value: Any) -> Any:
-    """NaN and infinities as null (JSON has neither)."""
+def json_ready(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, at any depth (JSON has neither)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [json_ready(v) for v in value]
     return value
