@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,8 @@ class LoadedModel:
     classes: list[str]
     embedding_dim: int
     members: int
+    outputs: tuple[str, ...]
+    """the graph's outputs this connector reads: ``probs``, and ``members`` when it has them"""
 
     @classmethod
     def from_bytes(
@@ -84,7 +86,7 @@ class LoadedModel:
         if "classes" in meta and orjson.loads(meta["classes"]) != classes:
             theirs = orjson.loads(meta["classes"])
             raise ModelError(f"model {version}: classes {theirs} differ from the configured {classes}")
-        model = cls(version, session, classes, dim, 0)
+        model = cls(version, session, classes, dim, 0, tuple(n for n in ("probs", "members") if n in outputs))
         probe = np.random.default_rng(0).normal(size=(4, dim)).astype(np.float32)
         try:
             probs, members = model.predict(probe)
@@ -96,12 +98,11 @@ class LoadedModel:
             )
         if not (np.isfinite(probs).all() and np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)):
             raise ModelError(f"model {version}: 'probs' rows are not finite probabilities summing to 1")
-        return cls(version, session, classes, dim, 0 if members is None else members.shape[1])
+        return replace(model, members=0 if members is None else members.shape[1])
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Mean probabilities (n, C) and member probabilities (n, K, C) when the graph has them."""
-        names = [o.name for o in self.session.get_outputs() if o.name in ("probs", "members")]
-        got = dict(zip(names, self.session.run(names, {"embedding": x}), strict=True))
+        got = dict(zip(self.outputs, self.session.run(list(self.outputs), {"embedding": x}), strict=True))
         return got["probs"], got.get("members")
 
 
