@@ -7,9 +7,12 @@ schema source, and what tests use to check produced records.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from selector.fields import FLOAT32_MAX, FLOAT32_TINY
 
 DLQ_HEADERS = (
     "x-dlq-original-topic",
@@ -27,7 +30,7 @@ DLQ_HEADERS = (
 class Prediction(BaseModel):
     """A model's output for one item (input topic ``predictions``); exactly one of ``probs`` or ``logits``."""
 
-    model_config = ConfigDict(extra="allow", title="prediction")
+    model_config = ConfigDict(extra="allow", title="prediction", allow_inf_nan=False)
 
     id: str = Field(min_length=1, description="unique per item; outputs are keyed by it")
     probs: list[float] | None = Field(None, description="one probability per configured class, summing to 1")
@@ -40,19 +43,30 @@ class Prediction(BaseModel):
     model: str | None = Field(None, description="model version")
     samples: list[list[float]] | None = Field(None, description="T x C MC-dropout probabilities")
     committee: list[list[float]] | None = Field(None, description="K x C committee member probabilities")
-    embedding: list[float] | None = Field(
-        None, description="the model's penultimate-layer embedding, 'input.embedding_dim' numbers"
+    embedding: list[Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]] | None = Field(
+        None,
+        description="the model's penultimate-layer embedding, 'input.embedding_dim' numbers; its Euclidean "
+        f"norm at most {FLOAT32_MAX:.9g} (float32 range)",
     )
-    predicted_loss: float | None = Field(None, ge=0, description="output of a loss-prediction module")
+    predicted_loss: float | None = Field(
+        None, ge=0, le=FLOAT32_MAX, description="output of a loss-prediction module"
+    )
     detections: list[list[float] | dict[str, Any]] | None = Field(
         None,
         description="per-box class probabilities: each box a list of C probabilities, or an object with "
         "'probs' (other keys such as 'box' are ignored)",
     )
-    cost: float | None = Field(None, gt=0, description="relative labeling cost")
+    cost: float | None = Field(None, ge=FLOAT32_TINY, le=FLOAT32_MAX, description="relative labeling cost")
     segment: str | None = Field(None, description="line or camera id, for per-segment budgets")
     payload: Any = Field(None, description="opaque, passed through (image URI etc.)")
     meta: Any = Field(None, description="opaque, passed through")
+
+    @field_validator("embedding")
+    @classmethod
+    def _norm_in_float32_range(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and math.hypot(*v) > FLOAT32_MAX:
+            raise ValueError(f"norm must be at most {FLOAT32_MAX:.9g} (float32 range): {math.hypot(*v):.6g}")
+        return v
 
 
 class SelectorInfo(BaseModel):

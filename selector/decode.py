@@ -11,8 +11,9 @@ summing to 1) are checked and renormalized over the whole batch at once, like ``
 
 Reason codes: ``empty``, ``oversize``, ``malformed_json``, ``not_an_object``, ``missing_id``, ``bad_id``,
 ``missing_probs``, ``wrong_class_count``, ``missing_field`` (a field the configuration requires),
-``bad_field``, ``wrong_embedding_dim``, ``bad_samples``, ``bad_committee``, ``bad_detections``, ``bad_ts``,
-``not_numeric``, ``non_finite``, ``prob_out_of_range``, ``not_normalized``.
+``bad_field``, ``embedding_out_of_range``, ``predicted_loss_out_of_range``, ``cost_out_of_range`` (beyond
+float32 range, which the scoring memory keeps), ``wrong_embedding_dim``, ``bad_samples``, ``bad_committee``,
+``bad_detections``, ``bad_ts``, ``not_numeric``, ``non_finite``, ``prob_out_of_range``, ``not_normalized``.
 
 Example:
     >>> b = decode_batch([b'{"id": "a", "probs": [0.9, 0.1]}', b'{"probs": [1, 0]}'], [0, 0], n_classes=2)

@@ -23,6 +23,14 @@ NESTED = ("samples", "committee", "detections")
 NUMBER_TYPES = {int, float}
 """JSON numbers as Python parses them (``bool`` is not one)."""
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""The largest embedding norm, predicted loss or cost accepted: the scoring memory keeps embeddings at float32
+precision, so a larger value would be remembered as infinity and turn every later density and novelty
+score into NaN."""
+
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+"""The smallest cost accepted: informativeness per unit cost (at most ``1 / cost``) stays finite."""
+
 
 @dataclass(frozen=True, slots=True)
 class Columns:
@@ -37,9 +45,12 @@ class Columns:
 def read_columns(obj: dict[str, Any], n_classes: int, embedding_dim: int | None) -> Columns | tuple[str, str]:
     """The optional columns of a record, or the (reason, message) of the first that is invalid.
 
-    Checks, in order: ``cost``, ``predicted_loss``, ``embedding`` (``bad_field``), the embedding's length
+    Checks, in order: ``cost``, ``predicted_loss``, ``embedding`` (``bad_field``; then beyond the float32
+    range: ``cost_out_of_range``, ``predicted_loss_out_of_range``, ``embedding_out_of_range`` for a Euclidean
+    norm above :data:`FLOAT32_MAX`, which bounds every value too), the embedding's length
     (``wrong_embedding_dim``), then the shape and number types of ``samples``, ``committee`` and
-    ``detections`` (``bad_<field>``); their values are checked by :func:`stack_nested`.
+    ``detections`` (``bad_<field>``); their values are checked by :func:`stack_nested` (in [0, 1], so
+    always within float32 range).
     """
     cost = obj.get("cost")
     if cost is not None and (
@@ -59,6 +70,9 @@ def read_columns(obj: dict[str, Any], n_classes: int, embedding_dim: int | None)
         or not all(map(math.isfinite, emb))
     ):
         return "bad_field", f"'embedding' must be a non-empty list of finite numbers: {str(emb)[:200]}"
+    out_of_range = _out_of_range(cost, loss, emb)
+    if out_of_range is not None:
+        return out_of_range
     if embedding_dim is not None and emb is not None and len(emb) != embedding_dim:
         return (
             "wrong_embedding_dim",
@@ -78,6 +92,28 @@ def read_columns(obj: dict[str, Any], n_classes: int, embedding_dim: int | None)
         None if loss is None else float(loss),
         None if cost is None else float(cost),
     )
+
+
+def _out_of_range(cost: float | None, loss: float | None, emb: list[float] | None) -> tuple[str, str] | None:
+    """The (reason, message) for a cost, predicted loss or embedding norm beyond float32 range, else None."""
+    if cost is not None and not FLOAT32_TINY <= cost <= FLOAT32_MAX:
+        return (
+            "cost_out_of_range",
+            f"'cost' must lie in [{FLOAT32_TINY:.9g}, {FLOAT32_MAX:.9g}] (float32 range): {cost!r}",
+        )
+    if loss is not None and loss > FLOAT32_MAX:
+        return (
+            "predicted_loss_out_of_range",
+            f"'predicted_loss' must be at most {FLOAT32_MAX:.9g} (float32 range): {loss!r}",
+        )
+    if emb is not None:
+        norm = math.hypot(*emb)  # hypot scales: no overflow for any finite float64 values
+        if norm > FLOAT32_MAX:
+            return (
+                "embedding_out_of_range",
+                f"'embedding' norm must be at most {FLOAT32_MAX:.9g} (float32 range): {norm:.6g}",
+            )
+    return None
 
 
 def sparse(values: dict[int, FloatArray], keep: IntArray) -> list[FloatArray | None]:

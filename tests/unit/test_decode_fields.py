@@ -10,8 +10,11 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from selector.contracts import Prediction
 from selector.decode import Batch, decode_batch
+from selector.fields import FLOAT32_MAX, FLOAT32_TINY
 
 C = 3
 OK = [0.5, 0.3, 0.2]
@@ -152,6 +155,87 @@ class TestRequired:
         )
         assert rejects(b) == [(0, "bad_field", "'cost' must be a finite number > 0: 0")]
         assert b.cost.tolist() == [2.0, 1.0]
+
+
+class TestFloat32Range:
+    """The scoring memory keeps embeddings at float32 precision: a value beyond that range would be remembered
+    as infinity and turn every later density and novelty score into NaN, so it is dead-lettered instead."""
+
+    @pytest.mark.parametrize(
+        ("field", "value", "reason", "message"),
+        [
+            (
+                "embedding",
+                [1e39, 0.0],
+                "embedding_out_of_range",
+                "'embedding' norm must be at most 3.40282347e+38 (float32 range): 1e+39",
+            ),
+            (
+                "embedding",
+                [3e38, 3e38],  # each value fits float32, the norm does not
+                "embedding_out_of_range",
+                "'embedding' norm must be at most 3.40282347e+38 (float32 range): 4.24264e+38",
+            ),
+            (
+                "predicted_loss",
+                1e39,
+                "predicted_loss_out_of_range",
+                "'predicted_loss' must be at most 3.40282347e+38 (float32 range): 1e+39",
+            ),
+            (
+                "cost",
+                1e-39,
+                "cost_out_of_range",
+                "'cost' must lie in [1.17549435e-38, 3.40282347e+38] (float32 range): 1e-39",
+            ),
+            (
+                "cost",
+                1e39,
+                "cost_out_of_range",
+                "'cost' must lie in [1.17549435e-38, 3.40282347e+38] (float32 range): 1e+39",
+            ),
+        ],
+    )
+    def test_value_beyond_float32_is_rejected_with_its_own_reason(
+        self, field: str, value: Any, reason: str, message: str
+    ) -> None:
+        """The record is rejected with a reason naming the field; its neighbours are kept."""
+        b = dec({"id": "x", "probs": OK}, {"id": "y", "probs": OK, field: value}, embedding_dim=2)
+        assert rejects(b) == [(1, reason, message)]
+        assert b.ids == ["x"]
+
+    def test_the_float32_limits_themselves_are_accepted(self) -> None:
+        """An embedding of norm exactly the float32 maximum, the largest loss and the extreme costs pass, and
+        the embedding is remembered as a finite float32 row."""
+        b = dec(
+            {"id": "a", "probs": OK, "embedding": [FLOAT32_MAX, 0.0], "predicted_loss": FLOAT32_MAX},
+            {"id": "b", "probs": OK, "cost": FLOAT32_TINY},
+            {"id": "c", "probs": OK, "cost": FLOAT32_MAX},
+            embedding_dim=2,
+        )
+        assert rejects(b) == []
+        assert b.vectors is not None and np.isfinite(b.vectors[:1].astype(np.float32)).all()
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        field=st.sampled_from(["embedding", "predicted_loss", "cost"]),
+        number=st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.sampled_from([FLOAT32_MAX, -FLOAT32_MAX, FLOAT32_TINY, 1e39, 2e38, 5e-324]),
+        ),
+        n=st.integers(1, 3),
+    )
+    def test_decoder_and_contract_agree(self, field: str, number: float, n: int) -> None:
+        """A value of these fields passes the fast decoder exactly when the published contract accepts it."""
+        value = [number] * n if field == "embedding" else number
+        record = {"id": "x", "probs": OK, field: value}
+        decoded = not dec(record).rejects
+        try:
+            Prediction.model_validate(record)
+            validated = True
+        except ValidationError:
+            validated = False
+        assert decoded == validated, (record, dec(record).rejects)
 
 
 ROWS = st.lists(st.floats(0.01, 1.0), min_size=C, max_size=C).map(lambda w: [x / sum(w) for x in w])
