@@ -37,6 +37,10 @@ MAX_MEMORY_BYTES = 600_000
 """Bound on a partition's embedding memory (density reservoir plus core-set, float32), which travels in every
 state snapshot: Kafka refuses records above about 1 MB by default."""
 
+DEAD_LETTER_HEADROOM_BYTES = 16_384
+"""Room a dead letter needs beside the original value (key, ``x-dlq-*`` headers, record overhead): a record of
+``input.max_record_bytes`` is dead-lettered whole only if this much more fits ``kafka.max_request_size``."""
+
 HORIZONS_S: dict[str, float] = {"minute": 60.0, "hour": 3600.0, "day": 86400.0}
 """Sliding-window lengths of the hard caps (``budget.caps``), in seconds."""
 
@@ -138,6 +142,9 @@ class KafkaConfig(_Section):
     connect_deadline_s: PositiveFloat = 60.0
     outage_deadline_s: PositiveFloat = 300.0
     linger_ms: Annotated[int, Field(ge=0)] = 5
+    max_request_size: Annotated[int, Field(ge=2 * DEAD_LETTER_HEADROOM_BYTES)] = 1_048_576
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    batch_size: Annotated[int, Field(ge=0)] = 262_144
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaConfig:
@@ -162,7 +169,7 @@ class KafkaConfig(_Section):
 class InputConfig(_Section):
     """How raw prediction records are validated."""
 
-    max_record_bytes: PositiveInt = 1_048_576
+    max_record_bytes: PositiveInt = 1_032_192
     prob_tolerance: Annotated[float, AfterValidator(_positive)] = 1e-3
     embedding_dim: PositiveInt | None = None
 
@@ -409,6 +416,21 @@ class Config(_Section):
         if self.diversity.mode != "none" and self.budget.controller != "quantile":
             raise ValueError(
                 "'diversity.mode' needs 'budget.controller' quantile (it over-selects by a quantile)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _records_fit_the_producer(self) -> Config:
+        most = self.kafka.max_request_size - DEAD_LETTER_HEADROOM_BYTES
+        if self.input.max_record_bytes > most:
+            raise ValueError(
+                f"'input.max_record_bytes' ({self.input.max_record_bytes}) plus {DEAD_LETTER_HEADROOM_BYTES} "
+                "bytes of dead-letter headers must fit 'kafka.max_request_size' "
+                f"({self.kafka.max_request_size}), or a record the decoder accepts could not be "
+                "dead-lettered whole: lower "
+                f"'input.max_record_bytes' to at most {most}, or raise 'kafka.max_request_size' to at least "
+                f"{self.input.max_record_bytes + DEAD_LETTER_HEADROOM_BYTES} (and the broker's "
+                "message.max.bytes with it)"
             )
         return self
 
