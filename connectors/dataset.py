@@ -67,6 +67,21 @@ CREATE TABLE IF NOT EXISTS pseudo_labels (
     model TEXT,
     decided_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS parked_labels (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    label TEXT,
+    annotator TEXT NOT NULL,
+    ts REAL NOT NULL,
+    parked_at REAL NOT NULL,
+    topic TEXT NOT NULL,
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset INTEGER NOT NULL,
+    kafka_timestamp INTEGER NOT NULL,
+    key BLOB,
+    value BLOB
+);
+CREATE INDEX IF NOT EXISTS parked_labels_id ON parked_labels (id);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -103,14 +118,18 @@ class Ingested:
 
     decisions: int
     labels: int
+    """label messages stored with their decision (including parked ones whose decision came now)"""
     unknown: list[ConsumerRecord]
-    """label messages for items never sent for labeling (dead-letter them: reason ``unknown_id``)"""
+    """label messages whose decision did not arrive within the wait (dead-letter them: reason
+    ``unknown_id``)"""
     invalid: list[tuple[ConsumerRecord, str, str]]
     """label messages that are not valid: (record, reason, message)"""
     latencies: list[float]
     """seconds from each stored vote's decision to its label message"""
     pseudo_labels: int = 0
     """accepted records stored as pseudo-labels"""
+    parked: int = 0
+    """label messages parked after this call: their decision was not read yet"""
 
 
 class DatasetStore:
@@ -163,10 +182,19 @@ class DatasetStore:
         classes: Sequence[str],
         before_commit: Callable[[Ingested], None] | None = None,
         accepted: Sequence[ConsumerRecord] = (),
+        *,
+        now: float = 0.0,
+        unknown_label_ttl_s: float = 0.0,
     ) -> Ingested:
         """Store to-label records and label messages, and the positions after them, in one transaction:
         records below a stored position were ingested before and are skipped, so re-reading a topic after a
-        restart stores nothing twice. Decisions go first, so a label in the same call finds its item.
+        restart stores nothing twice.
+
+        A label message waits for its decision: it is parked (with its original bytes) and joined as soon as
+        a decision with its id is stored, in this call or a later one (also after a restart: the parked
+        messages are in the file). One still parked ``unknown_label_ttl_s`` seconds after ``now`` of the call
+        that parked it comes back in :attr:`Ingested.unknown` and leaves the store. Decisions go first, so a
+        label in the same call finds its item.
 
         ``accepted``: records of the accepted topic; those that carry an embedding (the pseudo-label sample)
         are stored as pseudo-labels.
@@ -175,26 +203,28 @@ class DatasetStore:
         letters there); if it raises, nothing is stored and the positions stay, so those messages are read
         and judged again."""
         fresh_decisions = self._unread(to_label)
-        fresh_labels = self._unread(labels)
-        events: list[LabelEvent] = []
-        sources: list[ConsumerRecord] = []
+        parked: list[tuple[Any, ...]] = []
         invalid: list[tuple[ConsumerRecord, str, str]] = []
-        for rec in fresh_labels:
+        for rec in self._unread(labels):
             parsed = parse_label(rec.value, classes, rec.timestamp / 1000.0)
             if isinstance(parsed, LabelEvent):
-                events.append(parsed)
-                sources.append(rec)
+                e = parsed
+                parked.append((e.id, e.label, e.annotator, e.ts, now, rec.topic, rec.partition, rec.offset,
+                               rec.timestamp, rec.key, rec.value))  # fmt: skip
             else:
                 invalid.append((rec, *parsed))
         with self._db:
             added = self._insert_decisions(
                 orjson.loads(r.value) for r in fresh_decisions if r.value is not None
             )
-            known = self._insert_labels(events)
+            self._db.executemany(
+                "INSERT INTO parked_labels (id, label, annotator, ts, parked_at, topic, kafka_partition, "
+                "kafka_offset, kafka_timestamp, key, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                parked,
+            )
+            joined, latencies = self._join_parked()
+            unknown = self._expire_parked(now - unknown_label_ttl_s)
             pseudo = self._insert_pseudo(self._unread(accepted))
-            latencies = [
-                e.ts - parse_ts(known[e.id]) for e in events if e.id in known and e.label is not None
-            ]
             ends: dict[tuple[str, int], int] = {}
             for r in [*to_label, *labels, *accepted]:
                 key = (r.topic, r.partition)
@@ -204,11 +234,45 @@ class DatasetStore:
                 "DO UPDATE SET next_offset = max(next_offset, excluded.next_offset)",
                 [(t, p, o) for (t, p), o in ends.items()],
             )
-            unknown = [rec for rec, e in zip(sources, events, strict=True) if e.id not in known]
-            done = Ingested(added, len(events) - len(unknown), unknown, invalid, latencies, pseudo)
+            done = Ingested(added, joined, unknown, invalid, latencies, pseudo, self.parked_count())
             if before_commit is not None:
                 before_commit(done)
         return done
+
+    def _join_parked(self) -> tuple[int, list[float]]:
+        """Move the parked label messages whose decision is stored into the label events (inside the
+        caller's transaction); returns how many, and each vote's latency from its decision."""
+        rows = self._db.execute(
+            "SELECT p.seq, p.id, p.label, p.annotator, p.ts, d.decided_at FROM parked_labels p "
+            "JOIN decisions d ON d.id = p.id ORDER BY p.seq"
+        ).fetchall()
+        if not rows:
+            return 0, []
+        self._db.executemany(
+            "INSERT INTO label_events (id, label, annotator, ts) VALUES (?, ?, ?, ?)",
+            [(rid, label, annotator, ts) for _, rid, label, annotator, ts, _ in rows],
+        )
+        self._db.executemany("DELETE FROM parked_labels WHERE seq = ?", [(r[0],) for r in rows])
+        latencies = [ts - parse_ts(at) for _, _, label, _, ts, at in rows if label is not None]
+        return len(rows), latencies
+
+    def _expire_parked(self, parked_before: float) -> list[ConsumerRecord]:
+        """Remove the parked label messages parked at or before ``parked_before`` (inside the caller's
+        transaction); returns them as the records they were read as."""
+        rows = self._db.execute(
+            "SELECT seq, topic, kafka_partition, kafka_offset, kafka_timestamp, key, value "
+            "FROM parked_labels WHERE parked_at <= ? ORDER BY seq",
+            (parked_before,),
+        ).fetchall()
+        self._db.executemany("DELETE FROM parked_labels WHERE seq = ?", [(r[0],) for r in rows])
+        return [
+            ConsumerRecord(topic, partition, -1, offset, timestamp, 0, key, value, [], None, -1, -1, -1)
+            for _, topic, partition, offset, timestamp, key, value in rows
+        ]
+
+    def parked_count(self) -> int:
+        """Label messages waiting for their decision."""
+        return int(self._db.execute("SELECT count(*) FROM parked_labels").fetchone()[0])
 
     def _insert_pseudo(self, records: list[ConsumerRecord]) -> int:
         rows = []

@@ -4,8 +4,10 @@ Each round it reads the labels topic (what annotators answered), the to-label to
 for labels) and, with pseudo-labels on, the accepted topic, without a consumer group, from where the dataset
 store says it stopped, and ingests them into the store in one transaction
 (:meth:`connectors.dataset.DatasetStore.ingest`), so a restart neither loses nor repeats a message. A label
-for an item never sent for labeling, or an invalid label message, goes to the dead-letter topic (stage
-``labels``) with its original bytes and a reason; nothing is dropped. Then it refreshes the estimates
+whose decision was not read yet (a lagging to-label topic, a loop restarted between the two) is parked in the
+store and joined when the decision arrives; one still unknown after ``dataset.unknown_label_ttl_s``, or an
+invalid label message, goes to the dead-letter topic (stage ``labels``) with its original bytes and a reason;
+nothing is dropped. Then it refreshes the estimates
 (:mod:`connectors.status`, exported by :class:`connectors.metrics.LabelLoopCollector`), records label
 latencies, and lets the :class:`connectors.retraining.Retrainer` decide whether to ask for a retrain.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import orjson
@@ -52,19 +55,6 @@ def audit_confidences(records: list[ConsumerRecord]) -> list[float]:
     return out
 
 
-def _ids(records: list[ConsumerRecord]) -> set[str]:
-    """The ``id`` of every record that is a JSON object with a string id."""
-    out = set()
-    for rec in records:
-        try:
-            rid = orjson.loads(rec.value or b"").get("id")
-        except (orjson.JSONDecodeError, AttributeError):
-            continue
-        if isinstance(rid, str):
-            out.add(rid)
-    return out
-
-
 class LabelLoop:
     """Ingest to-label and label messages into the dataset store until :meth:`request_stop`."""
 
@@ -74,12 +64,17 @@ class LabelLoop:
         servers: str,
         store: DatasetStore | None = None,
         status_interval_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock``: the wall clock timing the wait of parked labels (``dataset.unknown_label_ttl_s``)."""
         self.config = config
+        self.clock = clock
         self.servers = servers
         self.store = store if store is not None else DatasetStore(config.dataset.path)
         self._stop = threading.Event()
         self.totals = {"decisions": 0, "labels": 0, "unknown": 0, "invalid": 0, "pseudo_labels": 0}
+        self.parked = self.store.parked_count()
+        """label messages waiting in the store for their decision"""
         self.rounds = 0
         """completed ingestion rounds (each reads both topics to their current end)"""
         self.latency_counts = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
@@ -116,19 +111,20 @@ class LabelLoop:
         ends = None if duration_s is None else time.monotonic() + duration_s
         try:
             while not self._stop.is_set() and (ends is None or time.monotonic() < ends):
-                # labels first, then decisions: an annotator answers a to-label record it read, so every
-                # decision a label read now answers is already on the to-label topic and is read below (read
-                # in the other order, a fast label would miss its decision and be dead-lettered)
+                # labels first, then decisions: an annotator answers a to-label record it read, so the
+                # decision a label read now answers is usually read below; one that is not (a lagging
+                # to-label topic) waits parked in the store until it is
                 answers = labels.read_new(until_end=True, timeout_s=5.0)
-                decisions = self._decisions_for(answers, to_label)
-                # decisions are stored first, so those labels find their items; dead letters are confirmed
-                # before the round's positions commit, so a crash loses none of them
+                decisions = to_label.read_new(until_end=True, timeout_s=5.0)
+                # dead letters are confirmed before the round's positions commit, so a crash loses none
                 done = self.store.ingest(
                     decisions,
                     answers,
                     cfg.classes,
                     before_commit=lambda result: self._dead_letter(producer, result),
                     accepted=accepted.read_new(until_end=True, timeout_s=5.0) if accepted else (),
+                    now=self.clock(),
+                    unknown_label_ttl_s=cfg.dataset.unknown_label_ttl_s,
                 )
                 self._count(done)
                 st = self.status
@@ -148,22 +144,6 @@ class LabelLoop:
             producer.close()
             self.retrainer.close()
 
-    def _decisions_for(self, answers: list[ConsumerRecord], to_label: TopicReader) -> list[ConsumerRecord]:
-        """New to-label records, read until every item ``answers`` names is known or a few more reads found
-        nothing new (the end a reader sees is the last fetch's high watermark, which may lag a little)."""
-        decisions = to_label.read_new(until_end=True, timeout_s=5.0)
-        wanted = _ids(answers) - _ids(decisions)
-        for _ in range(3):
-            missing = wanted - self.store.known(wanted)
-            if not missing:
-                break
-            more = to_label.read_new(until_end=True, timeout_s=1.0)
-            if not more:
-                self._stop.wait(0.2)
-            decisions += more
-            wanted = missing - _ids(more)
-        return decisions
-
     def refresh_status(self) -> None:
         """Recompute :attr:`status` from the store now."""
         self.status = label_status(self.store, self.config)
@@ -175,9 +155,10 @@ class LabelLoop:
             return
         at = rfc3339(time.time())
         topic = self.config.topics.dead_letter
+        wait = self.config.dataset.unknown_label_ttl_s
+        unknown = f"no decision sent this id for labeling within {wait:g} s (dataset.unknown_label_ttl_s)"
         outgoing: list[Outgoing] = [
-            dead_letter(topic, rec, "labels", "unknown_id", "no decision sent this id for labeling", at, [])
-            for rec in done.unknown
+            dead_letter(topic, rec, "labels", "unknown_id", unknown, at, []) for rec in done.unknown
         ]
         outgoing += [
             dead_letter(topic, rec, "labels", reason, message, at, self._secrets)
@@ -196,6 +177,7 @@ class LabelLoop:
         self.totals["unknown"] += len(done.unknown)
         self.totals["invalid"] += len(done.invalid)
         self.totals["pseudo_labels"] += done.pseudo_labels
+        self.parked = done.parked
         if done.latencies:
             lat = np.asarray(done.latencies, dtype=np.float64)
             self.latency_counts += np.bincount(
@@ -207,9 +189,11 @@ class LabelLoop:
             self.refresh_status()
         if done.decisions or done.labels or done.unknown or done.invalid:
             log.debug(
-                "ingested %d decisions and %d labels; dead-lettered %d unknown and %d invalid label messages",
+                "ingested %d decisions and %d labels; dead-lettered %d unknown and %d invalid label "
+                "messages; %d parked awaiting their decision",
                 done.decisions,
                 done.labels,
                 len(done.unknown),
                 len(done.invalid),
+                done.parked,
             )

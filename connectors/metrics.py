@@ -184,6 +184,12 @@ class LabelLoopCollector:
         )
         dlq.add_metric(["labels"], loop.totals["unknown"] + loop.totals["invalid"])
         yield dlq
+        yield GaugeMetricFamily(
+            "selector_labels_parked",
+            "Label messages waiting for their decision (joined when it is read, dead-lettered as unknown_id "
+            "after dataset.unknown_label_ttl_s).",
+            value=loop.parked,
+        )
         yield CounterMetricFamily(
             "selector_decisions_ingested",
             "Decisions read from the to-label topic and stored (first per item).",
@@ -354,6 +360,7 @@ def labels_part(loop: LabelLoop) -> Part:
         r = loop.retrainer
         return {
             **loop.status.as_dict(),
+            "parked_labels": loop.parked,
             "totals": dict(loop.totals),
             "latency": {"bounds": list(LATENCY_BUCKETS), "counts": loop.latency_counts.tolist()},
             "retrain": {

@@ -43,6 +43,9 @@ class LabelStatus:
 
     decisions: int
     label_messages: int
+    parked_labels: int
+    """label messages waiting for their decision (joined when it arrives, dead-lettered after
+    ``dataset.unknown_label_ttl_s``)"""
     labeled: int
     """items whose votes resolved (quorum met, a strict majority)"""
     unresolved: int
@@ -106,6 +109,7 @@ def label_status(store: DatasetStore, config: Config) -> LabelStatus:
     return LabelStatus(
         decisions=counts["decisions"],
         label_messages=counts["label_messages"],
+        parked_labels=store.parked_count(),
         labeled=len(examples),
         unresolved=len(book.votes) - len(examples),
         audits=len(audited),
@@ -131,6 +135,7 @@ def render(status: LabelStatus) -> str:
     lines = [
         f"decisions sent for labeling  {status.decisions}",
         f"label messages               {status.label_messages}",
+        f"labels awaiting decision     {status.parked_labels} (parked: dataset.unknown_label_ttl_s)",
         f"labeled items                {status.labeled} resolved, {status.unresolved} awaiting quorum",
         "",
         "estimates (95% intervals)",

@@ -296,6 +296,9 @@ class DatasetConfig(_Section):
     defect_classes: list[str] | None = None
     pseudo_label_share: Probability = 0.0
     pseudo_label_weight: PositiveFloat = 0.1
+    unknown_label_ttl_s: Annotated[float, Field(ge=0.0)] = 3600.0
+    """How long a label whose decision was not read yet waits (parked in the store) before it is
+    dead-lettered as ``unknown_id`` (0: at the end of the round that read it)."""
 
 
 class RetrainConfig(_Section):

@@ -266,3 +266,87 @@ class TestPseudoLabels:
             ("a-1", "ok", "pseudo", 0.1, [1.0, 2.0]),
         ]
         assert store.counts()["pseudo_labels"] == 2
+
+
+class TestParkedLabels:
+    """A label whose decision was not read yet waits in the store: joined when the decision comes,
+    dead-lettered as unknown only after ``dataset.unknown_label_ttl_s`` (time injected as ``now``)."""
+
+    def test_a_label_read_before_its_decision_is_joined_when_the_decision_arrives(
+        self, tmp_path: Path
+    ) -> None:
+        """Labels first, decisions a round later: nothing is dead-lettered, the votes are stored once, with
+        their latency from the decision, and the parked count goes back to zero."""
+        store = DatasetStore(tmp_path / "d.sqlite")
+        labels = [
+            record("labels", 0, 0, {"id": "i-01", "label": "dent", "annotator": "a", "ts": 100_000}),
+            record("labels", 0, 1, {"id": "i-02", "label": "ok", "annotator": "a", "ts": 101_000}),
+        ]
+        first = store.ingest([], labels, CLASSES, now=1000.0, unknown_label_ttl_s=60.0)
+        assert (first.labels, first.unknown, first.parked) == (0, [], 2)
+        assert store.positions("labels") == {0: 2} and store.book().votes == {}
+        late = {**decision("i-01"), "decided_at": "1970-01-01T00:01:00Z"}
+        second = store.ingest([record("to-label", 0, 0, late)], labels, CLASSES, now=1030.0,
+                              unknown_label_ttl_s=60.0)  # fmt: skip
+        assert (second.decisions, second.labels, second.unknown, second.parked) == (1, 1, [], 1)
+        assert second.latencies == [40.0]
+        assert store.book().votes == {"i-01": {"a": ("dent", 100.0)}}
+
+    def test_a_label_still_unknown_after_the_wait_comes_back_with_its_original_bytes(
+        self, tmp_path: Path
+    ) -> None:
+        """Before the wait is over the label stays parked; at ``parked_at + ttl`` it leaves the store as the
+        record it was read as (topic, partition, offset, key and value unchanged), once."""
+        store = DatasetStore(tmp_path / "d.sqlite")
+        raw = orjson.dumps({"id": "x-99", "label": "ok", "annotator": "a"})
+        label = record("labels", 3, 41, raw)._replace(key=b"x-99")
+        assert store.ingest([], [label], CLASSES, now=1000.0, unknown_label_ttl_s=60.0).parked == 1
+        assert store.ingest([], [], CLASSES, now=1059.9, unknown_label_ttl_s=60.0).unknown == []
+        done = store.ingest([], [], CLASSES, now=1060.0, unknown_label_ttl_s=60.0)
+        (dead,) = done.unknown
+        where = (dead.topic, dead.partition, dead.offset)
+        assert where == ("labels", 3, 41) and (dead.key, dead.value) == (b"x-99", raw)
+        assert dead.timestamp == label.timestamp and done.parked == 0
+        assert store.ingest([], [], CLASSES, now=5000.0, unknown_label_ttl_s=60.0).unknown == []
+
+    def test_parked_labels_survive_a_restart_and_join_afterwards(self, tmp_path: Path) -> None:
+        """A loop stopped between a label and its decision: the reopened store still holds the parked label
+        (its wait counted from when it was parked) and joins it when the decision is read."""
+        path = tmp_path / "d.sqlite"
+        before = DatasetStore(path)
+        label = record("labels", 0, 0, {"id": "i-01", "label": "dent", "annotator": "a"})
+        before.ingest([], [label], CLASSES, now=1000.0, unknown_label_ttl_s=600.0)
+        before.close()
+        after = DatasetStore(path)
+        assert after.parked_count() == 1
+        done = after.ingest([record("to-label", 0, 0, decision("i-01"))], [label], CLASSES, now=1500.0,
+                            unknown_label_ttl_s=600.0)  # fmt: skip
+        assert (done.labels, done.unknown, done.parked) == (1, [], 0)
+        assert after.counts()["label_messages"] == 1
+
+    def test_a_wait_of_zero_dead_letters_in_the_round_that_read_the_label(self, tmp_path: Path) -> None:
+        """``unknown_label_ttl_s: 0``: a label without a stored or same-round decision is unknown at once; one
+        whose decision comes in the same call is joined."""
+        store = DatasetStore(tmp_path / "d.sqlite")
+        labels = [
+            record("labels", 0, 0, {"id": "i-01", "label": "dent", "annotator": "a"}),
+            record("labels", 0, 1, {"id": "x-99", "label": "ok"}),
+        ]
+        done = store.ingest([record("to-label", 0, 0, decision("i-01"))], labels, CLASSES, now=7.0)
+        assert done.labels == 1 and [r.offset for r in done.unknown] == [1] and done.parked == 0
+
+    def test_a_failed_dead_letter_delivery_keeps_the_label_parked(self, tmp_path: Path) -> None:
+        """Expiry happens in the round's transaction: if its dead letter cannot be delivered, the label stays
+        parked and expires again in the next round."""
+        store = DatasetStore(tmp_path / "d.sqlite")
+        store.ingest([], [record("labels", 0, 0, {"id": "x-99", "label": "ok"})], CLASSES, now=0.0,
+                     unknown_label_ttl_s=10.0)  # fmt: skip
+
+        def undeliverable(done: Ingested) -> None:
+            assert len(done.unknown) == 1
+            raise RuntimeError("dead-letter topic unreachable")
+
+        with pytest.raises(RuntimeError, match="unreachable"):
+            store.ingest([], [], CLASSES, undeliverable, now=20.0, unknown_label_ttl_s=10.0)
+        assert store.parked_count() == 1
+        assert len(store.ingest([], [], CLASSES, now=21.0, unknown_label_ttl_s=10.0).unknown) == 1

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
 from connectors.broker import EmbeddedBroker
 from connectors.cli import main
 from connectors.dataset import DatasetStore
 from connectors.label_loop import LabelLoop
+from connectors.metrics import LabelLoopCollector, labels_part
 from tests.integration.streams import config_for, create_topics, produce, read_topic, wait_for
 
 pytestmark = pytest.mark.broker
@@ -57,7 +59,7 @@ def test_labels_are_joined_dead_lettered_and_never_stored_twice(
     cfg = config_for(
         servers,
         unique,
-        dataset={"path": str(tmp_path / "d.sqlite")},
+        dataset={"path": str(tmp_path / "d.sqlite"), "unknown_label_ttl_s": 0},
         retrain={
             "every_labels": 20,
             "min_interval_s": 0.0,
@@ -127,6 +129,77 @@ def test_labels_are_joined_dead_lettered_and_never_stored_twice(
     assert store.counts() == counts == {"decisions": 40, "label_messages": 40, "pseudo_labels": 0}
     assert len(read_topic(servers, cfg.topics.retrain, expect=2, timeout_s=3)) == 1
     assert again.retrainer is not None and again.retrainer.triggers.requests == 1
+
+
+class Clock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_labels_before_their_decisions_wait_across_a_restart_and_unknown_ones_expire(
+    broker: EmbeddedBroker, unique: str, tmp_path: Path
+) -> None:
+    """Labels produced before any decision (20 real, 3 for ids never decided) are parked, not dead-lettered;
+    the loop is stopped and a new one started; then the 20 decisions arrive and every label is joined once.
+    The 3 unknown ones are dead-lettered (``unknown_id``, original bytes) only once the injected clock passes
+    ``dataset.unknown_label_ttl_s``; the parked count is exported all along."""
+    servers = broker.bootstrap_servers
+    cfg = config_for(
+        servers,
+        unique,
+        dataset={"path": str(tmp_path / "d.sqlite"), "unknown_label_ttl_s": 600},
+        retrain={"every_labels": None, "registry": str(tmp_path / "models")},
+    )
+    create_topics(cfg)
+    good = [
+        (f"i-{k}".encode(), orjson.dumps({"id": f"i-{k}", "label": "dent", "annotator": "a"}))
+        for k in range(20)
+    ]
+    unknown = [(f"u-{k}".encode(), orjson.dumps({"id": f"u-{k}", "label": "ok"})) for k in range(3)]
+    produce(servers, cfg.topics.labels, good + unknown)
+    clock = Clock(1_000_000.0)
+    store = DatasetStore(cfg.dataset.path)
+    first = LabelLoop(cfg, servers, store, clock=clock)
+    run_for_a_while(first, lambda: first.rounds >= 2 and first.parked == 23)
+    assert first.totals["labels"] == first.totals["unknown"] == 0
+
+    clock.now += 300  # the loop was down for five minutes; the decisions were produced meanwhile
+    produce(servers, cfg.topics.to_label, [(f"i-{k}".encode(), to_label(f"i-{k}", 0.5)) for k in range(20)])
+    second = LabelLoop(cfg, servers, store, clock=clock)
+    assert second.parked == 23  # read back from the store
+    thread = threading.Thread(target=second.run, kwargs={"poll_s": 0.2}, daemon=True)
+    thread.start()
+    try:
+        joined = lambda: second.totals["labels"] == 20 and second.parked == 3  # noqa: E731
+        wait_for(joined, 30, "the parked labels to join")
+        assert second.totals["unknown"] == 0
+        assert read_topic(servers, cfg.topics.dead_letter, timeout_s=1) == []
+        registry = CollectorRegistry()
+        registry.register(LabelLoopCollector(second))
+        assert registry.get_sample_value("selector_labels_parked") == 3.0
+        assert labels_part(second).status()["parked_labels"] == 3
+        clock.now += 300  # 600 s after the unknown labels were parked
+        wait_for(lambda: second.totals["unknown"] == 3, 30, "the unknown labels to expire")
+        assert second.parked == 0
+    finally:
+        second.request_stop()
+        thread.join(timeout=30)
+    second.refresh_status()
+    assert second.status.parked_labels == 0
+    examples = list(store.examples())
+    assert sorted(e.id for e in examples) == sorted(f"i-{k}" for k in range(20))
+    assert store.counts()["label_messages"] == 20
+    dead = read_topic(servers, cfg.topics.dead_letter, expect=3)
+    assert sorted((m.key, m.headers["x-dlq-reason"]) for m in dead) == [
+        (f"u-{k}".encode(), b"unknown_id") for k in range(3)
+    ]
+    assert {m.value for m in dead} == {v for _, v in unknown}
+    assert b"dataset.unknown_label_ttl_s" in dead[0].headers["x-dlq-exception-message"]
 
 
 def test_the_command_refuses_the_embedded_broker(tmp_path: Path) -> None:
