@@ -209,8 +209,11 @@ class Carry:
         same = d.get("dim") == dim
         return cls(
             {k: np.asarray(v, dtype=np.float64) for k, v in d.get("values", {}).items()},
-            decode_rows(d["reservoir"], dim).astype(np.float64) if d.get("reservoir") and same else None,
-            decode_rows(d["sent"], dim).astype(np.float64) if d.get("sent") and same else None,
+            # an empty block of rows ("") is restored as empty rows, not as none, so snapshots round-trip
+            decode_rows(d["reservoir"], dim).astype(np.float64)
+            if d.get("reservoir") is not None and same
+            else None,
+            decode_rows(d["sent"], dim).astype(np.float64) if d.get("sent") is not None and same else None,
             int(d.get("n_sent", 0)),
         )
 
@@ -258,7 +261,8 @@ def normalized(raw: FloatArray, window: Ring) -> FloatArray:
     q = float(np.quantile(known, NORMALIZE_QUANTILE))
     if q <= 0.0:
         return (raw > 0).astype(np.float64)
-    out: FloatArray = np.minimum(1.0, raw / q)
+    with np.errstate(over="ignore"):  # a tiny Q: x / Q overflows to infinity, capped at 1 as it should be
+        out: FloatArray = np.minimum(1.0, raw / q)
     return out
 
 
