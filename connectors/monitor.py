@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
@@ -25,15 +24,14 @@ from kafka.structs import OffsetAndMetadata
 
 import selector
 from connectors.configfile import load_config
-from connectors.delivery import Outgoing, dead_letters, deliver
+from connectors.delivery import Outgoing, Refused, deliver, refused_to_dead_letter
 from connectors.hot_reload import ConfigWatcher, config_diff, reloadable
 from connectors.kafka_io import connect_admin, make_consumer, make_producer, prepare_topics, secrets_of
+from connectors.route_records import route_records
 from connectors.state_topic import encode_snapshot, label_ids, latest_snapshots, state_key
 from connectors.topic_reader import TopicReader
 from selector.config import Config
-from selector.decode import decode_batch
 from selector.errors import ConfigError
-from selector.records import encode_outputs
 from selector.routing import Decisions, Router
 
 log = logging.getLogger(__name__)
@@ -208,8 +206,11 @@ class Monitor:
     def process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Handle one polled batch, at least once, in this order:
 
-        1. decode, decide and encode each partition's records (nothing is mutated yet);
-        2. produce every routed record — dead letters, to-label, accepted — keyed by item id;
+        1. decode, decide and encode each partition's records (nothing is mutated yet); a record that fails
+           at any stage becomes a dead letter and the rest are decided without it
+           (:func:`connectors.route_records.route_records`);
+        2. produce every routed record — dead letters, to-label, accepted — keyed by item id (one the
+           broker refuses for good is dead-lettered in its place);
         3. confirm delivery of every one (resending failures until ``kafka.outage_deadline_s``);
         4. commit the decisions: advance each partition's budget state and the counters;
         5. mark the offsets delivered; they are committed to Kafka by :meth:`commit_offsets`.
@@ -220,7 +221,7 @@ class Monitor:
         now = self.clock()
         decided_at = rfc3339(now)
         outgoing: list[Outgoing] = []
-        plans: list[tuple[TopicPartition, Decisions, list[str], int]] = []
+        plans: list[tuple[TopicPartition, Decisions, dict[str, list[str]], int]] = []
         n_records = 0
         for tp, fetched in polled.items():
             skip_below = self._resume_at.get(tp)
@@ -228,38 +229,37 @@ class Monitor:
             if not records:
                 continue
             n_records += len(records)
-            batch = decode_batch(
-                [r.value for r in records],
-                np.fromiter((r.timestamp for r in records), dtype=np.int64, count=len(records)),
-                **self.config.decode_options(),
-            )
-            outgoing.extend(
-                dead_letters(
-                    self.config.topics.dead_letter, records, batch.rejects, decided_at, self._secrets
-                )
-            )
-            decisions = self.router.decide(tp.partition, batch, np.full(len(batch), now))
-            out = encode_outputs(
-                batch,
-                decisions,
-                self.config.classes,
+            routed = route_records(
+                self.router,
+                tp.partition,
+                records,
+                self.config,
+                now,
                 decided_at,
                 self.selector_info,
-                (self.config.dataset.pseudo_label_share, self.config.budget.seed),
+                self._secrets,
             )
-            outgoing.extend((self.config.topics.to_label, k, v, None) for k, v in out.to_label)
-            outgoing.extend((self.config.topics.accepted, k, v, None) for k, v in out.accepted)
-            plans.append((tp, decisions, [r.reason for r in batch.rejects], records[-1].offset + 1))
-        self._deliver(outgoing)
-        for tp, decisions, reasons, next_offset in plans:
+            outgoing.extend(routed.outgoing)
+            plans.append((tp, routed.decisions, routed.dead_letters, records[-1].offset + 1))
+        refused = refused_to_dead_letter(
+            self.config.topics.dead_letter, decided_at, self.config.kafka.max_request_size
+        )
+        replaced = self._deliver(outgoing, refused)
+        for tp, decisions, dead, next_offset in plans:
             self.router.commit(tp.partition, decisions)
-            self.router.stats.record_dead_letters("decode", reasons)
+            for stage, reasons in dead.items():
+                self.router.stats.record_dead_letters(stage, reasons)
             self._delivered[tp] = next_offset
+        outputs_refused = sum(("x-dlq-stage", b"produce") in (r[3] or []) for r in replaced)
+        if outputs_refused:
+            self.router.stats.record_dead_letters("produce", ["refused"] * outputs_refused)
         self.stats.observe_batch(time.perf_counter() - started, n_records)
 
-    def _deliver(self, outgoing: list[Outgoing]) -> None:
+    def _deliver(self, outgoing: list[Outgoing], refused: Refused | None = None) -> list[Outgoing]:
         assert self._producer is not None
-        deliver(self._producer, outgoing, self.config.kafka.outage_deadline_s, self._outage_message)
+        return deliver(
+            self._producer, outgoing, self.config.kafka.outage_deadline_s, self._outage_message, refused
+        )
 
     def _outage_message(self, exc: object) -> str:
         return (

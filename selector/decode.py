@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -79,6 +80,24 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def take(self, keep: Sequence[int] | IntArray) -> Batch:
+        """The batch of rows ``keep`` only (in that order), without rejects; a column that is absent (empty or
+        None) stays so."""
+        rows = np.asarray(keep, dtype=np.int64)
+        n = len(self)
+        taken: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            col = getattr(self, f.name)
+            if f.name == "rejects":
+                taken[f.name] = []
+            elif isinstance(col, np.ndarray) and len(col) == n:
+                taken[f.name] = col[rows]
+            elif isinstance(col, list) and len(col) == n:
+                taken[f.name] = [col[k] for k in rows.tolist()]
+            else:
+                taken[f.name] = col
+        return Batch(**taken)
 
 
 _OPTIONAL_STR = ("model", "segment")

@@ -7,7 +7,8 @@ may create. Only accepted and labeled items produce records; skips are counted, 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
@@ -29,6 +30,10 @@ class Outputs:
 
     to_label: list[Record]
     accepted: list[Record]
+    to_label_rows: list[int] = field(default_factory=list)
+    accepted_rows: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    """rows whose record could not be encoded, each with the reason (the others are unaffected)"""
 
 
 PSEUDO_LABEL_STREAM = 9
@@ -47,6 +52,8 @@ def encode_outputs(
     share of accepted items, drawn by id, carry their embedding for the label loop to train on."""
     route = decisions.route
     to_label: list[Record] = []
+    to_label_rows: list[int] = []
+    failed: list[tuple[int, str]] = []
     for i in np.flatnonzero((route == QUERY) | (route == AUDIT)).tolist():
         rid = batch.ids[i]
         score = float(decisions.score[i])
@@ -70,8 +77,12 @@ def encode_outputs(
             "decided_at": decided_at,
             "selector": selector_info,
         }
-        to_label.append((rid.encode(), orjson.dumps(value)))
+        encoded = _encode(value, i, failed)
+        if encoded is not None:
+            to_label.append((rid.encode(), encoded))
+            to_label_rows.append(i)
     accepted: list[Record] = []
+    accepted_rows: list[int] = []
     acc = np.flatnonzero(route == ACCEPT)
     labels = [classes[k] for k in decisions.predicted[acc].tolist()]
     conf = decisions.confidence[acc].tolist()
@@ -95,5 +106,17 @@ def encode_outputs(
         }
         if keep and batch.embedding[j] is not None:
             value["embedding"] = batch.embedding[j]
-        accepted.append((rid.encode(), orjson.dumps(value)))
-    return Outputs(to_label, accepted)
+        encoded = _encode(value, j, failed)
+        if encoded is not None:
+            accepted.append((rid.encode(), encoded))
+            accepted_rows.append(j)
+    return Outputs(to_label, accepted, to_label_rows, accepted_rows, failed)
+
+
+def _encode(value: dict[str, Any], row: int, failed: list[tuple[int, str]]) -> bytes | None:
+    """``value`` as JSON, or None with ``(row, reason)`` added to ``failed``."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        failed.append((row, f"the output record cannot be encoded as JSON: {exc}"))
+        return None
