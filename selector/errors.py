@@ -38,3 +38,22 @@ class BrokerUnavailableError(SelectorError):
 
 class DeliveryError(SelectorError):
     """Routed records could not be delivered before the deadline; offsets were not committed."""
+
+
+class KafkaOutageError(SelectorError):
+    """The cluster stopped answering and did not answer again within ``kafka.outage_deadline_s``.
+
+    Nothing undelivered was committed: the records in flight are decided again after a restart.
+    """
+
+    def __init__(self, servers: str, since: str, waited_s: float, deadline_s: float, detail: str) -> None:
+        self.servers = servers
+        self.since = since
+        self.waited_s = waited_s
+        self.deadline_s = deadline_s
+        super().__init__(
+            f"Kafka at {servers!r} unreachable since {since} ({waited_s:.0f} s, last error: {detail}), "
+            f"past 'kafka.outage_deadline_s' ({deadline_s:g} s): stopping without committing "
+            "anything undelivered; check the brokers and the network, then restart "
+            "(or raise 'kafka.outage_deadline_s')"
+        )
