@@ -42,6 +42,8 @@ MAX_MESSAGE_HEADER_BYTES = 2000
 """Bound on the ``x-dlq-exception-message`` header, in UTF-8 bytes."""
 LAST_RESORT_VALUE_BYTES = 1024
 """What a dead letter the broker itself refused keeps of its value on its last try."""
+VARINT_GROWTH_BYTES = 16
+"""Bound on how much the record's length varints grow from an empty value to a large one."""
 REFUSED_FOR_GOOD = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError)
 """Per-record errors that resending cannot cure."""
 
@@ -70,18 +72,20 @@ def truncated(
     if record_size(key, value, headers) <= max_request_size:
         return (topic, key, value, headers)
     original = value or b""
-    headers = [
-        *headers,
-        ("x-dlq-original-size", str(len(original)).encode()),
-        ("x-dlq-original-sha256", hashlib.sha256(original).hexdigest().encode()),
-    ]
+    if not any(name == "x-dlq-original-size" for name, _ in headers):  # cut once before: keep the first
+        headers = [
+            *headers,
+            ("x-dlq-original-size", str(len(original)).encode()),
+            ("x-dlq-original-sha256", hashlib.sha256(original).hexdigest().encode()),
+        ]
     if key is not None and len(key) > MAX_KEPT_KEY_BYTES:
         headers += [
             ("x-dlq-original-key-size", str(len(key)).encode()),
             ("x-dlq-original-key-sha256", hashlib.sha256(key).hexdigest().encode()),
         ]
         key = key[:MAX_KEPT_KEY_BYTES]
-    room = max(0, max_request_size - record_size(key, b"", headers))
+    # the record's length varints grow with the value: keep a few bytes for them
+    room = max(0, max_request_size - record_size(key, b"", headers) - VARINT_GROWTH_BYTES)
     return (topic, key, original[:room], headers)
 
 
