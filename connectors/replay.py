@@ -8,6 +8,8 @@ and decided by the monitor's own code, :meth:`Router.decide <selector.routing.Ro
 - Time is the records' own: a record's ``ts``; without one, from a topic, its Kafka timestamp; from a file,
   ``(line number - 1) / rate`` seconds after the epoch when ``--rate`` is given, else the record is invalid
   (reason ``missing_ts``): caps are per minute/hour/day, so an invented clock would invent their headroom.
+  Items are decided on the caps' clock, these times made non-decreasing; each output line carries both
+  (``decided_at`` and ``ts``).
 - Everything is decided as one partition: one controller with the whole of every cap. The live monitor
   splits the stream over the topic's partitions, each with its own controller and share of the caps.
 - No labels come back during a replay: a labeled item stays pending until ``pending.ttl_s`` expires.
@@ -93,12 +95,14 @@ def _truth(values: list[bytes | None], positions: IntArray) -> list[str | None] 
 def decision_lines(
     batch: Batch,
     decisions: Decisions,
+    decided: FloatArray,
     t: FloatArray,
     classes: list[str],
     origin: list[dict[str, int]],
     truth: list[str | None] | None,
 ) -> bytes:
-    """One JSON line per decided record, keys sorted, floats in orjson's shortest round-trip form."""
+    """One JSON line per decided record, keys sorted, floats in orjson's shortest round-trip form; with the
+    decision time ``decided`` (the caps' clock) and the record's own time ``t``."""
     out = bytearray()
     route = decisions.route.tolist()
     score = decisions.score.tolist()
@@ -121,6 +125,7 @@ def decision_lines(
             "confidence": confidence[i],
             "segment": batch.segment[i],
             "label": truth[i] if truth is not None else None,
+            "decided_at": rfc3339(float(decided[i])),
             "ts": rfc3339(float(t[i])),
             **origin[positions[i]],
         }
@@ -174,9 +179,11 @@ def replay(
         decisions = router.decide(PARTITION, batch, t)
         router.commit(PARTITION, decisions)
         truth = _truth(chunk.values, batch.position)
-        whatif.add(decisions, t, batch.segment, truth)
+        decided = whatif.add(decisions, t, batch.segment, truth)
         if decisions_out is not None:
-            decisions_out.write(decision_lines(batch, decisions, t, config.classes, chunk.origin, truth))
+            decisions_out.write(
+                decision_lines(batch, decisions, decided, t, config.classes, chunk.origin, truth)
+            )
     summary = whatif.summary()
     summary["input"] = {"records": records, "ts_from_records": own_ts, "ts_fallback": fallback_ts}
     return summary

@@ -8,7 +8,12 @@ commits) and the records' reasons for rejection; :meth:`WhatIf.summary` returns 
 - the label rate over time, in buckets of ``w`` consecutive items; when there are more than ``max_buckets``
   buckets, neighbours are merged pairwise and ``w`` doubles, so memory stays bounded on any stream;
 - spend (labels = queries + audits) per predicted class, per segment, per selection mechanism;
-- cap headroom per horizon: after each grant at (monotone) time ``t``, ``cap - |{grants in (t - W, t]}|``,
+- time: items are decided on the clock the caps use, the records' times made non-decreasing
+  (:meth:`CapLedger.monotone <selector.budget.caps.CapLedger.monotone>`: a clock that steps back stands
+  still until the records catch up). :meth:`WhatIf.add` returns these decision times; the summary gives the
+  first and last, how many times a record's own time stepped back from the previous record's
+  (``steps_back``), the largest such step, and how many items were decided later than their own time;
+- cap headroom per horizon: after each grant at decision time ``t``, ``cap - |{grants in (t - W, t]}|``,
   the same window rule as :class:`~selector.budget.caps.CapLedger`; its minimum, and whether it reached 0;
 - for records with a ground-truth ``label``, the capture of each true class ``c``: with ``n_c`` items of class
   ``c``, ``k_c`` of them labeled, ``N`` items with a label and ``L`` of them labeled,
@@ -35,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from selector.arrays import FloatArray, IntArray
+from selector.budget.caps import CapLedger
 from selector.config import HORIZONS_S, Config
 from selector.routing import ACCEPT, AUDIT, QUERY, ROUTES, Decisions, policy_of
 
@@ -148,9 +154,14 @@ class WhatIf:
         self.caps: dict[str, _CapTrack] = {
             h: _CapTrack(HORIZONS_S[h], cap) for h, cap in sorted(config.budget.caps.items(), key=_horizon)
         }
-        self.last_time = float("-inf")
-        self.t_min = float("inf")
+        self.clock = float("-inf")
+        """the last decision time (the caps' clock)"""
+        self.first_decided = float("nan")
+        self.last_ts = float("-inf")
+        """the previous record's own time, to tell when the records' clock steps back"""
         self.steps_back = 0
+        self.max_step_back_s = 0.0
+        self.items_behind = 0
 
     def add_invalid(self, where: Sequence[str], reasons: Sequence[str], messages: Sequence[str]) -> None:
         """Count rejected records by reason; the first ``max_examples`` are kept with where they were."""
@@ -165,11 +176,12 @@ class WhatIf:
         t: FloatArray,
         segment: Sequence[str | None],
         truth: Sequence[str | None] | None = None,
-    ) -> None:
-        """Account one committed batch: its decisions, decision times (s), segments and ground truth."""
+    ) -> FloatArray:
+        """Account one committed batch: its decisions, the records' times ``t`` (s), segments and ground
+        truth. Returns the decision times: ``t`` on the caps' monotone clock, continuing the last batch."""
         n = len(decisions)
         if n == 0:
-            return
+            return np.zeros(0)
         route = decisions.route
         labeled = (route == QUERY) | (route == AUDIT)
         self.routes += np.bincount(route, minlength=len(ROUTES))
@@ -183,13 +195,24 @@ class WhatIf:
         self.by_mechanism.update(str(decisions.selected_by[j]) for j in lab.tolist())
         if truth is not None:
             self._add_truth(truth, route)
-        tm = np.maximum.accumulate(np.maximum(t, self.last_time))
-        self.steps_back += int(np.count_nonzero(t < tm))
-        self.t_min = min(self.t_min, float(t.min()))
-        self.last_time = float(tm[-1])
+        tm = CapLedger({}, last_time=self.clock).monotone(np.asarray(t, dtype=np.float64))
+        self._add_steps(t, tm)
         headroom = {h: track.cap - track.add(tm[lab]) for h, track in self.caps.items()}
-        self._add_buckets(route, t, lab, headroom)
+        self._add_buckets(route, tm, lab, headroom)
         self.items += n
+        return tm
+
+    def _add_steps(self, t: FloatArray, tm: FloatArray) -> None:
+        """Count the steps back of the records' clock (not the records decided while it catches up)."""
+        step = np.concatenate([[self.last_ts], t[:-1]]) - t
+        back = step > 0
+        if back.any():
+            self.steps_back += int(np.count_nonzero(back))
+            self.max_step_back_s = max(self.max_step_back_s, float(step[back].max()))
+        self.items_behind += int(np.count_nonzero(t < tm))
+        if not self.items:
+            self.first_decided = float(tm[0])
+        self.clock, self.last_ts = float(tm[-1]), float(t[-1])
 
     def _add_segments(self, route: np.ndarray, segment: Sequence[str | None]) -> None:
         names = [NO_SEGMENT if s is None else s for s in segment]
@@ -308,13 +331,18 @@ class WhatIf:
         }
 
     def _time(self) -> dict[str, Any]:
-        if not self.items:
-            return {"first": None, "last": None, "span_s": 0.0, "steps_back": 0}
-        return {
-            "first": rfc3339(self.t_min),
-            "last": rfc3339(self.last_time),
-            "span_s": round(self.last_time - self.t_min, 3),
+        steps = {
             "steps_back": self.steps_back,
+            "max_step_back_s": round(self.max_step_back_s, 3),
+            "items_behind": self.items_behind,
+        }
+        if not self.items:
+            return {"first": None, "last": None, "span_s": 0.0, **steps}
+        return {
+            "first": rfc3339(self.first_decided),
+            "last": rfc3339(self.clock),
+            "span_s": round(self.clock - self.first_decided, 3),
+            **steps,
         }
 
     def _bucket(self, x: _Bucket) -> dict[str, Any]:

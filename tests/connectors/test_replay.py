@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,11 +134,12 @@ class TestDeterminism:
             "confidence",
             "segment",
             "label",
+            "decided_at",
             "ts",
             "line",
         }
         assert d["id"] == "item-000000"
-        assert d["ts"] == "2024-05-06T00:00:00.000Z"
+        assert d["ts"] == d["decided_at"] == "2024-05-06T00:00:00.000Z"
         assert d["line"] == 1
         assert set(d["scores"]) == {"entropy", "least_confidence", "margin", "ratio"}
 
@@ -192,7 +194,7 @@ class TestSummaryAgreesWithDecisions:
         for b in buckets:
             chunk = decisions[b["first_item"] : b["first_item"] + b["items"]]
             assert b["labels"] == sum(x["route"] in ("query", "audit") for x in chunk)
-            assert b["from"] == chunk[0]["ts"] and b["to"] == chunk[-1]["ts"]
+            assert b["from"] == chunk[0]["decided_at"] and b["to"] == chunk[-1]["decided_at"]
 
     def test_realized_rate_is_near_the_target(
         self, replayed: tuple[dict[str, Any], list[dict[str, Any]]]
@@ -399,6 +401,82 @@ class TestCapHeadroom:
         assert int(in_minute.max()) == caps["minute"]["max_in_window"] == 5
         assert caps["hour"]["max_in_window"] == len(times) <= 200
         assert summary["routes"]["query"] + summary["routes"]["audit"] == len(times)
+
+
+def stepping_lines(seconds: list[float]) -> list[bytes]:
+    """Predictions that all want a label (no auto-accept at threshold 1), at the given times."""
+    return [
+        orjson.dumps({"id": f"t{i}", "probs": [0.4, 0.2, 0.2, 0.2], "ts": T0_MS + round(1000 * s)})
+        for i, s in enumerate(seconds)
+    ]
+
+
+def replay_lines(
+    lines: list[bytes], chunk_records: int = 2000, **budget: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    config = parse_config(
+        {
+            "classes": CLASSES,
+            "accept": {"default_threshold": 1.0},
+            "budget": {"rate": 1.0, "audit_rate": 0.0, "max_burst": 1000, **budget},
+        }
+    )
+    buf = io.BytesIO()
+    summary = replay(
+        config, jsonl_chunks(io.BytesIO(b"\n".join(lines)), chunk_records=chunk_records), decisions_out=buf
+    )
+    return summary, [json.loads(x) for x in buf.getvalue().splitlines()]
+
+
+STEPPING = [0.0, 15.0, 30.0, 45.0, 60.0, 600.0, 20.0, 21.0, 22.0, 23.0, 24.0, 25.0]
+"""A record every 15 s, a gap to 600 s, then the records' clock steps back to 20 s."""
+
+
+def epoch_s(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+class TestTime:
+    def test_decided_at_is_the_caps_monotone_clock_and_ts_the_records_own(self) -> None:
+        """Each line's ``decided_at`` is the records' times made non-decreasing (the clock stands still at
+        600 s after the step back) and ``ts`` the record's own time; on ``decided_at`` no sliding minute holds
+        more labels than the cap, as the caps counted, while the same labels on ``ts`` crowd one minute."""
+        summary, lines = replay_lines(stepping_lines(STEPPING), caps={"minute": 5})
+        ts = np.array([epoch_s(d["ts"]) for d in lines]) - T0_MS / 1000
+        decided = np.array([epoch_s(d["decided_at"]) for d in lines]) - T0_MS / 1000
+        np.testing.assert_array_equal(ts, STEPPING)
+        np.testing.assert_array_equal(decided, np.maximum.accumulate(STEPPING))
+        labeled = np.array([d["route"] in ("query", "audit") for d in lines])
+
+        def most_in_a_minute(times: np.ndarray) -> int:
+            times = np.sort(times)
+            return int((np.arange(len(times)) - np.searchsorted(times, times - 60.0, side="right") + 1).max())
+
+        assert most_in_a_minute(decided[labeled]) == summary["caps"]["minute"]["max_in_window"] == 5
+        assert most_in_a_minute(ts[labeled]) > 5
+        assert summary["time"]["first"] == lines[0]["decided_at"]
+        assert summary["time"]["last"] == lines[-1]["decided_at"]
+        assert summary["time"]["span_s"] == 600.0
+
+    @pytest.mark.parametrize("chunk_records", [2000, 1, 6])
+    def test_steps_back_counts_steps_not_the_records_behind(self, chunk_records: int) -> None:
+        """One step back of the records' clock is one step however many records follow it before the clock
+        catches up; those records are counted apart (``items_behind``), and the largest step is given. A step
+        that falls between two chunks counts once too."""
+        summary, _ = replay_lines(stepping_lines(STEPPING), chunk_records=chunk_records)
+        assert summary["time"]["steps_back"] == 1
+        assert summary["time"]["max_step_back_s"] == 580.0
+        assert summary["time"]["items_behind"] == 6
+        two = [0.0, 100.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 200.0, 190.0]
+        summary, _ = replay_lines(stepping_lines(two), chunk_records=chunk_records)
+        assert (summary["time"]["steps_back"], summary["time"]["items_behind"]) == (2, 7)
+        assert summary["time"]["max_step_back_s"] == 50.0
+
+    def test_a_steady_clock_has_no_steps_back(self) -> None:
+        """Equal and increasing times are no steps back, and every item is decided at its own time."""
+        summary, lines = replay_lines(stepping_lines([0.0, 0.0, 1.0, 1.0, 2.0]))
+        assert summary["time"]["steps_back"] == summary["time"]["items_behind"] == 0
+        assert all(d["decided_at"] == d["ts"] for d in lines)
 
 
 class TestReport:

@@ -68,6 +68,7 @@ class TestReplayTopic:
         assert summary["input"]["ts_fallback"] == len(decided)
         times = [d["ts"] for d in decided]
         assert times == sorted(times)
+        assert [d["decided_at"] for d in decided] == times  # merged in timestamp order: the clock never waits
         assert summary["routes"]["query"] + summary["routes"]["audit"] > 0
 
     def test_a_missing_topic_is_a_usage_error(
