@@ -77,11 +77,11 @@ class Plan:
 
     @classmethod
     def full(cls) -> Plan:
-        return cls(10_000, (0, 1, 2), RATES, tuple(streams.STREAMS))
+        return cls(5_000, (0, 1, 2), RATES, tuple(streams.STREAMS))
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(4_000, (0,), (0.02, 0.1), tuple(streams.STREAMS))
+        return cls(3_000, (0,), (0.02, 0.1), tuple(streams.STREAMS))
 
 
 @dataclass(frozen=True)
@@ -368,7 +368,7 @@ def report(plan: Plan, results: Sequence[RunResult], missing: str | None, out: P
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="a smaller grid: 4,000 items, one seed, 2%% and 10%%"
+        "--quick", action="store_true", help="a smaller grid: 3,000 items, one seed, 2%% and 10%%"
     )
     parser.add_argument("--jobs", type=int, default=1, help="processes (one per stream and seed at a time)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
