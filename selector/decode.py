@@ -376,13 +376,14 @@ def _normalize(
     out = np.where(ok[:, None], m, 0.0)
     if logit_mask.any():
         z = out[logit_mask]
-        z = np.exp(z - z.max(axis=1, keepdims=True))
+        with np.errstate(over="ignore"):  # logits of float64 magnitude: a difference beyond it is -inf, exp 0
+            z = np.exp(z - z.max(axis=1, keepdims=True))
         out[logit_mask] = z / z.sum(axis=1, keepdims=True)
     pm = ~logit_mask & ok
     p = out[pm]
     in_range = ((p >= 0.0) & (p <= 1.0)).all(axis=1)
     sums = p.sum(axis=1)
-    normal = np.abs(sums - 1.0) <= tol
+    normal = (np.abs(sums - 1.0) <= tol) & (sums > 0.0)  # a tolerance of 1 or more must not let 0 / 0 in
     rows = np.flatnonzero(pm)
     for r in rows[~in_range]:
         rejects[int(r)] = ("prob_out_of_range", f"probabilities must lie in [0, 1]: {m[r].tolist()!r}")

@@ -178,7 +178,7 @@ def stack_nested(
     finite: BoolArray = np.logical_and.reduce(np.isfinite(flat), axis=1)
     in_range: BoolArray = np.logical_and.reduce((flat >= 0.0) & (flat <= 1.0), axis=1)
     sums: FloatArray = flat.sum(axis=1)
-    normal: BoolArray = np.abs(sums - 1.0) <= tol
+    normal: BoolArray = (np.abs(sums - 1.0) <= tol) & (sums > 0.0)  # a tolerance >= 1 must not let 0 / 0 in
     errors: dict[int, str] = {}
     good_row = finite & in_range & normal
     if not good_row.all():
@@ -202,5 +202,5 @@ def _nested_error(
     if not in_range.all():
         r = int(np.argmin(in_range))
         return f"'{key}' row {r} must lie in [0, 1]: {rows[r].tolist()!r}"
-    r = int(np.argmax(np.abs(sums - 1.0) > tol))
+    r = int(np.argmax((np.abs(sums - 1.0) > tol) | (sums <= 0.0)))
     return f"'{key}' row {r} must sum to 1 within 'input.prob_tolerance' {tol}: sum is {sums[r]:.6g}"

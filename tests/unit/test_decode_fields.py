@@ -238,6 +238,29 @@ class TestFloat32Range:
         assert decoded == validated, (record, dec(record).rejects)
 
 
+class TestZeroRowsUnderAWideTolerance:
+    def test_a_row_summing_to_zero_is_never_normalized(self) -> None:
+        """With 'input.prob_tolerance' 1 or more a row of zeros is within the tolerance of 1, but dividing by
+        its sum would give NaN scores: it is rejected (not_normalized, bad_<field> naming the row)."""
+        b = dec(
+            {"id": "p", "probs": [0.0, 0.0, 0.0]},
+            {"id": "s", "probs": OK, "samples": [OK, [0.0, 0.0, 0.0]]},
+            {"id": "k", "probs": [0.2, 0.2, 0.1]},
+            prob_tolerance=1.0,
+        )
+        assert rejects(b) == [
+            (0, "not_normalized", "probabilities must sum to 1 within 'input.prob_tolerance' 1.0: sum is 0"),
+            (1, "bad_samples", "'samples' row 1 must sum to 1 within 'input.prob_tolerance' 1.0: sum is 0"),
+        ]
+        np.testing.assert_allclose(b.probs, [[0.4, 0.4, 0.2]])
+
+    def test_logits_of_any_finite_magnitude_give_a_probability_vector(self) -> None:
+        """Logits at the ends of float64 (their differences overflow) still softmax to a one-hot row."""
+        b = dec({"id": "l", "logits": [0.0, 1e308, -1.7e308]})
+        assert rejects(b) == []
+        np.testing.assert_array_equal(b.probs, [[0.0, 1.0, 0.0]])
+
+
 ROWS = st.lists(st.floats(0.01, 1.0), min_size=C, max_size=C).map(lambda w: [x / sum(w) for x in w])
 RECORD = st.fixed_dictionaries(
     {"probs": ROWS},

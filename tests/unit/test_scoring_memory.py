@@ -145,3 +145,38 @@ class TestNoInputPoisonsTheScoringMemory:
             state = scorer.advance(state, x, scored, np.ones(len(b), dtype=bool), b.hashes, True)
         assert state.reservoir is not None and len(state.reservoir.values()) > 0
         assert state.coreset is not None and len(state.coreset.points) == 5
+
+
+NESTED_ROW = st.lists(
+    st.one_of(st.floats(0, 1), st.sampled_from([0.0, 5e-324, 1e-300, 1.0])), min_size=3, max_size=3
+)
+NESTED_RECORD = st.fixed_dictionaries(
+    {
+        "logits": st.lists(st.one_of(NUMBER, st.sampled_from([1e308, -1e308])), min_size=3, max_size=3),
+        "samples": st.lists(NESTED_ROW, min_size=1, max_size=4),
+        "committee": st.lists(NESTED_ROW, min_size=1, max_size=4),
+        "detections": st.lists(NESTED_ROW, max_size=3),
+    }
+)
+NESTED_MEASURES = ["bald", "predictive_entropy", "predictive_variance", "vote_entropy", "kl_consensus"]
+
+
+class TestNoInputBreaksTheProbabilityMeasures:
+    @settings(max_examples=60, deadline=None)
+    @given(records=st.lists(NESTED_RECORD, min_size=1, max_size=5), measure=st.sampled_from(NESTED_MEASURES))
+    def test_logits_samples_committee_and_boxes_give_scores_in_the_unit_interval(
+        self, records: list[dict[str, Any]], measure: str
+    ) -> None:
+        """Whatever logits (any finite magnitude), MC samples, committee rows and boxes the decoder accepts,
+        even under a tolerance wide enough to let rows far from summing to 1 in, every score is finite in
+        [0, 1]."""
+        c = parse_config(
+            {"classes": CLASSES, "scoring": {"measure": measure}, "input": {"prob_tolerance": 1.0}}
+        )
+        values = [orjson.dumps({"id": f"n{k}", **r}) for k, r in enumerate(records)]
+        b = decode_batch(values, [0] * len(values), **c.decode_options())
+        scorer = Scorer(c)
+        scored = scorer.score(scorer.initial(), inputs(b))
+        assert_unit_interval(scored.score, "score")
+        for name, values_of in scored.scores.items():
+            assert_unit_interval(values_of, name)
