@@ -252,8 +252,6 @@ class BudgetConfig(_Section):
     controller: Literal["quantile", "threshold"] = "quantile"
     query_threshold: Probability = 0.0
     window_items: Annotated[int, Field(ge=64)] = 2000
-    feedback_items: PositiveFloat = 200.0
-    max_catchup: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
     max_burst: Annotated[float, AfterValidator(_at_least_one)] = 10.0
     caps: dict[Horizon, Annotated[int, Field(ge=0)]] = Field(default_factory=_default_caps)
     audit_rate: Share = 0.002
@@ -261,6 +259,17 @@ class BudgetConfig(_Section):
     class_shares: dict[str, Share] = Field(default_factory=dict)
     segment_shares: dict[str, Share] = Field(default_factory=dict)
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        removed = [k for k in ("feedback_items", "max_catchup") if isinstance(data, dict) and k in data]
+        if removed:
+            raise ValueError(
+                f"'budget.{removed[0]}' was removed: the controller now corrects any shortfall item by item "
+                "from its token balance (see docs/budget.md); delete the key"
+            )
+        return data
 
     @model_validator(mode="after")
     def _shares_fit(self) -> BudgetConfig:

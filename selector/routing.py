@@ -20,7 +20,7 @@ same items the same way.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,14 +30,14 @@ from selector.budget.controller import (
     AUDIT as MECH_AUDIT,
 )
 from selector.budget.controller import (
-    EXPLORE,
+    COLD,
     POOL_BASE,
     Features,
     Outcome,
     PartitionState,
     Policy,
     Pool,
-    chunk_items,
+    chunk_left,
     initial_partition,
 )
 from selector.budget.controller import decide as control
@@ -72,6 +72,10 @@ class Decisions:
     """the partition's state once these decisions are committed"""
     memory: ScoringState
     """the partition's scoring memory once these decisions are committed"""
+    shortfall: dict[str, float] = field(default_factory=dict)
+    """budget credit lost in this batch, in labels, by reason (see the controller)"""
+    model_switches: list[tuple[str | None, str]] = field(default_factory=list)
+    """(old, new) model versions that restarted the partition's windows in this batch"""
 
     def __len__(self) -> int:
         return len(self.route)
@@ -105,16 +109,15 @@ def policy_of(config: Config) -> Policy:
         Pool(f"class:{c}", "class", share, config.classes.index(c)) for c, share in b.class_shares.items()
     ]
     pools += [Pool(f"segment:{g}", "segment", share, g) for g, share in b.segment_shares.items()]
+    if b.exploration > 0:
+        pools.append(Pool("exploration", "exploration", b.exploration))
     return Policy(
         rate=b.rate,
         audit_rate=b.audit_rate,
-        exploration=b.exploration,
         pools=tuple(pools),
         controller=b.controller,
         min_score=b.query_threshold,
         window_items=b.window_items,
-        feedback_items=b.feedback_items,
-        max_catchup=b.max_catchup,
         max_burst=b.max_burst,
         seed=b.seed,
         pending_ttl_s=config.pending.ttl_s,
@@ -142,9 +145,8 @@ class Router:
         self.config = config
         self.policy = policy_of(config)
         self._thresholds = np.asarray(config.accept_thresholds(), dtype=np.float64)
-        self._mechanisms = [
-            "audit" if i == MECH_AUDIT else "exploration" if i == EXPLORE else None for i in range(POOL_BASE)
-        ]
+        names = {MECH_AUDIT: "audit", COLD: "cold_start"}
+        self._mechanisms: list[str | None] = [names.get(i) for i in range(POOL_BASE)]
         self._mechanisms += [p.name for p in self.policy.pools]
         self._states = {p: self._restore(p, s.to_dict()) for p, s in self._states.items()}
         self.scorer = Scorer(config)
@@ -212,10 +214,15 @@ class Router:
         return total
 
     def query_thresholds(self) -> dict[str, float]:
-        """Threshold in force per pool, averaged over owned partitions (for the metrics)."""
+        """Threshold per pool at its base share, averaged over owned partitions (for the metrics); the share
+        in force moves around it with the pool's balance."""
         out: dict[str, float] = {}
-        for pool in self.policy.pools:
-            thetas = [self.state(p).rules[pool.name].theta for p in sorted(self.owned)]
+        base = self.policy.base_shares()
+        for k, pool in enumerate(self.policy.pools):
+            thetas = [
+                float(self.state(p).rules[pool.name].threshold(base[k : k + 1], self.policy.min_score)[0])
+                for p in sorted(self.owned)
+            ]
             finite = [t for t in thetas if np.isfinite(t)]
             out[pool.name] = float(np.mean(finite)) if finite else float("nan")
         return out
@@ -271,7 +278,7 @@ class Router:
         i = 0
         while i < n or not parts:
             # stateful scoring advances at the controller's chunk boundaries, so batch cuts change nothing
-            end = min(n, i + chunk_items(self.policy) - state.chunk_pos) if self.scorer.stateful else n
+            end = min(n, i + chunk_left(self.policy, state)) if self.scorer.stateful else n
             rows = x.rows(i, end)
             scored = self.scorer.score(memory, rows)
             features = Features(
@@ -285,6 +292,7 @@ class Router:
                 embeddings[i:end],
                 rows.vectors,
                 rows.probs,
+                batch.model[i:end] if batch.model else None,
             )
             out = control(self.policy, state, features)
             state = out.state
@@ -310,6 +318,8 @@ class Router:
             selected_by,
             state,
             memory,
+            _summed([o.shortfall for _, o in parts]),
+            [sw for _, o in parts for sw in o.model_switches],
         )
 
     def commit(self, partition: int, decisions: Decisions) -> None:
@@ -317,3 +327,12 @@ class Router:
         self._states[partition] = decisions.state
         self._memory[partition] = decisions.memory
         self.stats.record(decisions.route, decisions.score, decisions.predicted)
+        self.stats.record_budget(decisions.shortfall, len(decisions.model_switches))
+
+
+def _summed(parts: list[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for d in parts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0.0) + v
+    return out

@@ -24,6 +24,10 @@ class RouterStats:
         self.score_bucket_counts = np.zeros(len(SCORE_BUCKETS), dtype=np.int64)
         self.score_sum = 0.0
         self.score_count = 0
+        self.shortfall: dict[str, float] = {"floor": 0.0, "cap": 0.0}
+        """budget credit lost, in labels, by reason: the spend below the target and why"""
+        self.model_switches = 0
+        """new model versions that restarted a partition's windows"""
         self.dead_letters: dict[str, int] = {"decode": 0}
         self.dead_letter_reasons: dict[str, int] = {}
 
@@ -41,6 +45,12 @@ class RouterStats:
         )
         self.score_sum += float(score.sum())
         self.score_count += len(score)
+
+    def record_budget(self, shortfall: dict[str, float], model_switches: int) -> None:
+        """Count one committed batch's lost budget credit (by reason) and model switches."""
+        for reason, lost in shortfall.items():
+            self.shortfall[reason] = self.shortfall.get(reason, 0.0) + lost
+        self.model_switches += model_switches
 
     def record_dead_letters(self, stage: str, reasons: Sequence[str]) -> None:
         """Count dead-lettered records of one stage."""

@@ -13,7 +13,6 @@ of them, and a stream that is 98% exact zeros still spends its share among the z
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,79 +23,76 @@ from selector.arrays import FloatArray
 INELIGIBLE = -1.0
 """Window value of an item the pool may not select (below every score in [0, 1])."""
 
-SELECT_ALL_ELIGIBLE = -0.5
-"""Threshold meaning: fewer eligible items than wanted, select every eligible one."""
-
 COLD_START_ITEMS = 32
 """Below this many observed items a pool selects eligible items with probability ``r`` instead."""
 
 
 @dataclass(frozen=True)
-class Threshold:
-    """Selection rule in force, ``p(s)`` above; ``theta = inf`` selects nothing, ``cold`` means ``p = r``."""
+class WindowRule:
+    """The selection rule of one pool over its window, as a function of the share ``s`` it selects.
 
-    theta: float
-    q: float
-    rate: float
-    cold: bool = False
+    With ``A(x)`` the window values above ``x`` and ``E(x)`` those equal to it, a pool selecting an expected
+    share ``s`` of the ``m`` window items picks an item of score ``x`` with probability
 
-    def probability(self, s: FloatArray) -> FloatArray:
-        """Selection probability of each pool score (``INELIGIBLE`` gives 0)."""
-        eligible = s > INELIGIBLE
-        if self.cold:
-            return np.where(eligible, self.rate, 0.0)
-        p: FloatArray = np.where(s > self.theta, 1.0, np.where(s == self.theta, self.q, 0.0))
-        p[~eligible] = 0.0
-        return p
+        p(x, s) = clip((s m - A(x)) / E(x), 0, 1)       (E(x) = 0: 1 if s m > A(x), else 0)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"theta": _finite_or_str(self.theta), "q": self.q, "rate": self.rate, "cold": self.cold}
+    the exact tie rule above. An item with its own uniform draw ``u`` is therefore picked iff ``s`` exceeds
+    its *critical share* ``s*(x, u) = (A(x) + u E(x)) / m``, so a balance-driven share (the controller's
+    feedback) decides with one comparison per item. With fewer than :data:`COLD_START_ITEMS` values the pool
+    is cold: ``p = min(1, s)``, ``s* = u``.
+    """
+
+    ordered: FloatArray
+    """the window, sorted ascending"""
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Threshold:
-        return cls(float(d["theta"]), float(d["q"]), float(d["rate"]), bool(d["cold"]))
+    def of(cls, window: FloatArray) -> WindowRule:
+        return cls(np.sort(window))
 
+    @property
+    def cold(self) -> bool:
+        return len(self.ordered) < COLD_START_ITEMS
 
-def _finite_or_str(x: float) -> float | str:
-    return x if math.isfinite(x) else repr(x)
+    def above_tied(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        lo = np.searchsorted(self.ordered, x, side="left")
+        hi = np.searchsorted(self.ordered, x, side="right")
+        return (len(self.ordered) - hi).astype(np.float64), (hi - lo).astype(np.float64)
 
+    def critical(self, x: FloatArray, u: FloatArray) -> FloatArray:
+        """The share above which each item (score ``x``, draw ``u``) is picked; ``inf`` if ineligible."""
+        if self.cold:
+            out: FloatArray = np.where(x > INELIGIBLE, u, np.inf)
+            return out
+        above, tied = self.above_tied(x)
+        out = (above + u * tied) / len(self.ordered)
+        out[x <= INELIGIBLE] = np.inf
+        return out
 
-def quantile_threshold(window: FloatArray, rate: float, weights: FloatArray | None = None) -> Threshold:
-    """The rule that selects an expected fraction ``rate`` of items distributed like ``window``.
+    def probability(self, x: FloatArray, s: FloatArray) -> FloatArray:
+        """Chance that a pool selecting share ``s`` (per item) picks each item of score ``x``."""
+        if self.cold:
+            out: FloatArray = np.where(x > INELIGIBLE, np.minimum(1.0, s), 0.0)
+            return out
+        return self.probability_from(*self.above_tied(x), x, s)
 
-    With ``weights``, window item ``j`` counts ``weights[j]`` instead of 1 (the chance that nothing else
-    selects it already), so the rule selects ``rate`` of all items on top of what is selected otherwise.
-    """
-    m = len(window)
-    if m < COLD_START_ITEMS:
-        return Threshold(math.inf, 0.0, rate, cold=True)
-    k = rate * m
-    if k <= 0.0:
-        return Threshold(math.inf, 0.0, rate)
-    if weights is None:
-        ordered = np.sort(window)
-        theta = float(ordered[m - min(m, math.ceil(k))])
-        if theta <= INELIGIBLE:
-            return Threshold(SELECT_ALL_ELIGIBLE, 0.0, rate)
-        lo = int(np.searchsorted(ordered, theta, side="left"))
-        hi = int(np.searchsorted(ordered, theta, side="right"))
-        above, tied = float(m - hi), float(hi - lo)
-    else:
-        order = np.argsort(window)[::-1]
-        reached = int(np.searchsorted(np.cumsum(weights[order]), k, side="left"))
-        theta = float(window[order[reached]]) if reached < m else INELIGIBLE
-        if theta <= INELIGIBLE:
-            return Threshold(SELECT_ALL_ELIGIBLE, 0.0, rate)
-        above, tied = float(weights[window > theta].sum()), float(weights[window == theta].sum())
-    q = min(1.0, max(0.0, (k - above) / tied)) if tied > 0 else 1.0
-    return Threshold(theta, q, rate)
+    def probability_from(self, above: FloatArray, tied: FloatArray, x: FloatArray, s: FloatArray) -> FloatArray:
+        """:meth:`probability` given :meth:`above_tied` of ``x`` (a warm rule)."""
+        c = s * len(self.ordered)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = np.where(tied > 0, np.clip((c - above) / tied, 0.0, 1.0), (c > above).astype(np.float64))
+        p[x <= INELIGIBLE] = 0.0
+        return p
 
-
-def expected_share(window: FloatArray, rule: Threshold) -> float:
-    """Expected fraction of items the rule selects, judged on the window (at most the eligible fraction)."""
-    if len(window) == 0:
-        return 0.0
-    return float(rule.probability(window).mean())
+    def threshold(self, s: FloatArray, floor: float) -> FloatArray:
+        """The score a pool selecting share ``s`` picks from (ties at it by draw); ``floor`` when it selects
+        every eligible item, NaN while cold."""
+        m = len(self.ordered)
+        if self.cold:
+            return np.full(len(s), np.nan)
+        rank = np.clip(np.ceil(np.minimum(s, 1.0) * m).astype(np.int64), 1, m)
+        theta = self.ordered[m - rank]
+        out: FloatArray = np.where((theta <= INELIGIBLE) | (s * m > m), floor, theta)
+        return out
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from selector.arrays import FloatArray
-from selector.budget.controller import _AUDIT_STREAM as AUDIT_STREAM
-from selector.budget.controller import _POOL_STREAM_BASE as COMMON_POOL_STREAM  # the common pool is pool 0
-from selector.budget.controller import chunk_items
+from selector.budget.walk import _AUDIT_STREAM as AUDIT_STREAM
+from selector.budget.walk import _POOL_STREAM_BASE as COMMON_POOL_STREAM  # the common pool is pool 0
 from selector.config import Config, parse_config
 from selector.decode import Batch
 from selector.draws import id_hashes, uniforms
@@ -86,10 +85,12 @@ class TestRoutePrecedence:
         d = Router(cfg).decide(0, batch([CONFIDENT, UNCERTAIN, MIDDLING], ids), np.zeros(3))
         assert routes(d) == ["audit", "audit", "audit"]
 
-    def test_accept_beats_query(self) -> None:
-        """A confident item is accepted even when its score reaches the query threshold."""
+    def test_query_beats_accept(self) -> None:
+        """A confident item is a query candidate like any other: with the floor at 0 and the budget to spare
+        it is queried, and it still says that it met the accept rule."""
         d = Router(config(query_threshold=0.0)).decide(0, batch([CONFIDENT, MIDDLING]), np.zeros(2))
-        assert routes(d) == ["accept", "query"]
+        assert routes(d) == ["query", "query"]
+        assert d.eligible.tolist() == [True, False]
 
     def test_query_needs_the_budget(self) -> None:
         """An informative item the controller selects is skipped when the token gate has no token.
@@ -137,45 +138,33 @@ class TestRoutePrecedence:
 
 class TestInclusionProbability:
     def test_query_has_audit_plus_pool_probability_others_the_audit_rate(self) -> None:
-        """pi = a + (1 - a) p: audits take a = 0.25 of rate 1, so the cold common pool selects uncertain items
-        with p = 1 - 0.25; accepted and uninformative items can only be sent by the audit draw."""
+        """pi = a + (1 - a) p: at rate 1 a fresh balance makes the cold common pool's share exceed 1, so an
+        uncertain item is picked with p = 1; items under the floor can only be sent by the audit draw."""
         cfg = config(audit_rate=0.25)
-        ids = ids_by_audit_draw(cfg, audited=False, count=3, pool_below=0.75)
+        ids = ids_by_audit_draw(cfg, audited=False, count=3)
         d = Router(cfg).decide(0, batch([CONFIDENT, UNCERTAIN, MIDDLING], ids), np.zeros(3))
         assert routes(d) == ["accept", "query", "skip"]
-        assert d.inclusion.tolist() == [0.25, 0.25 + 0.75 * 0.75, 0.25]
+        assert d.inclusion.tolist() == [0.25, 1.0, 0.25]
 
     def test_audit_counts_both_ways_an_item_could_have_been_sent(self) -> None:
-        """An audited uncertain item could also have been queried (a + (1 - a) p); a confident one not (a)."""
+        """An audited uncertain item could also have been queried (a + (1 - a) p, here p = 1); one under the
+        floor not (a)."""
         cfg = config(audit_rate=0.25)
         ids = ids_by_audit_draw(cfg, audited=True, count=2)
         d = Router(cfg).decide(0, batch([UNCERTAIN, CONFIDENT], ids), np.zeros(2))
         assert routes(d) == ["audit", "audit"]
         assert d.selected_by == ["audit", "audit"]
-        assert d.inclusion.tolist() == [0.25 + 0.75 * 0.75, 0.25]
+        assert d.inclusion.tolist() == [1.0, 0.25]
 
-    def test_probability_is_fixed_before_the_draws_granted_or_refused_alike(self) -> None:
-        """The gate refusing a candidate does not change its inclusion probability (it is the probability of
-        being sent, taken before the draws): the granted and the refused candidate carry the same one."""
+    def test_a_closed_gate_leaves_only_the_audit_chance(self) -> None:
+        """The probability is the item's chance given the state before it: the first candidate finds a token
+        (pi = a + (1 - a) 1), the second arrives with the balance at 0.01 tokens, when only an audit could
+        have sent it (pi = a); it is skipped."""
         cfg = config(rate=0.01, audit_rate=0.005, max_burst=1.0, controller="threshold")
         ids = ids_by_audit_draw(cfg, audited=False, count=2)
         d = Router(cfg).decide(0, batch([UNCERTAIN, UNCERTAIN], ids), np.zeros(2))
         assert routes(d) == ["query", "skip"]
-        assert d.inclusion.tolist() == pytest.approx([0.005 + 0.995, 0.005 + 0.995])
-
-    def test_gate_pass_rate_lowers_the_next_chunks_probability(self) -> None:
-        """After a chunk the gate estimate becomes g = 0.8 g + 0.2 granted / candidates, and the next
-        chunk's candidates carry pi = a + (1 - a) g (threshold controller: every candidate has p = 1)."""
-        cfg = config(rate=0.01, audit_rate=0.005, max_burst=1.0, controller="threshold")
-        chunk = chunk_items(policy_of(cfg))
-        ids = [f"g-{i}" for i in range(chunk + 1)]
-        d = Router(cfg).decide(0, batch([UNCERTAIN] * (chunk + 1), ids), np.zeros(chunk + 1))
-        audit_drawn = uniforms(id_hashes(ids[:chunk]), cfg.budget.seed, AUDIT_STREAM) < 0.005
-        granted = int(np.count_nonzero(d.route[:chunk] == QUERY))
-        candidates = chunk - int(np.count_nonzero(audit_drawn))
-        assert 0 < granted < candidates  # the gate did bind
-        gate = 0.8 * 1.0 + 0.2 * granted / candidates
-        assert d.inclusion[chunk] == pytest.approx(0.005 + 0.995 * gate)
+        assert d.inclusion.tolist() == pytest.approx([1.0, 0.005])
 
 
 class TestDecideAndCommit:
@@ -252,12 +241,14 @@ class TestDecideAndCommit:
         np.testing.assert_array_equal(d.score, d.scores["entropy"])
 
     def test_threshold_column_is_the_common_pools_threshold_per_item(self) -> None:
-        """The threshold controller's threshold is the floor; a cold quantile pool has none yet (inf)."""
+        """The threshold controller's threshold is the floor; a cold quantile pool has none yet (NaN, written
+        as null), and its picks say they are cold-start picks."""
         rows = batch([CONFIDENT, UNCERTAIN])
         fixed = Router(config(controller="threshold")).decide(0, rows, np.zeros(2))
         cold = Router(config()).decide(0, rows, np.zeros(2))
         assert fixed.threshold.tolist() == [0.6, 0.6]
-        assert cold.threshold.tolist() == [float("inf"), float("inf")]
+        assert np.isnan(cold.threshold).all()
+        assert cold.selected_by == [None, "cold_start"]
 
 
 def _hour_violations(times: FloatArray, cap: int) -> int:

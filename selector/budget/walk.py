@@ -1,0 +1,382 @@
+"""The walk of one batch through the controller: label events in item order, everything else vectorized.
+
+Between two labels every balance grows linearly, so the next event is found by one vectorized comparison
+per pool (an item is picked by pool ``k`` iff its balance exceeds the item's critical balance, see
+:mod:`selector.budget.controller`), and the inclusion probabilities of the whole batch are computed once
+its events are known. The cost is proportional to labels and windows, not to items.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from selector.arrays import BoolArray, FloatArray, IntArray
+from selector.budget.caps import CapWalk
+from selector.budget.partition import Balance, PartitionState
+from selector.budget.pending import Pending
+from selector.budget.policy import AUDIT, COLD, FEEDBACK_GAIN, POOL_BASE, VERSIONS_KEPT, Policy
+from selector.budget.quantile import INELIGIBLE, Ring, WindowRule
+from selector.budget.token_bucket import BudgetState
+from selector.diversity import assign, kcenter, kmeanspp
+from selector.draws import uniforms
+from selector.scores.gradient import gradient_embedding
+
+if TYPE_CHECKING:
+    from selector.budget.controller import Features
+
+_AUDIT_STREAM, _POOL_STREAM_BASE = 1, 16
+_CLUSTERS_STREAM, _SEEDING_STREAM = 4, 5
+
+_NO_CLUSTER = -1
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """Items from ``first`` up to the next event: every balance's reference point, and when caps have room."""
+
+    first: int
+    ref: tuple[float, ...]
+    ref_at: tuple[int, ...]
+    free: float
+
+
+class Walk:
+    """Decisions of one batch, with the partition state threaded through windows and label events."""
+
+    def __init__(self, policy: Policy, state: PartitionState, f: Features, scores: FloatArray) -> None:
+        n, k_pools = len(f.score), len(policy.pools)
+        self.policy, self.state, self.f, self.scores = policy, state, f, scores
+        self.audit_at = np.flatnonzero(uniforms(f.hashes, policy.seed, _AUDIT_STREAM) < policy.audit_rate)
+        self.draws = [uniforms(f.hashes, policy.seed, _POOL_STREAM_BASE + k) for k in range(k_pools)]
+        self.index = np.arange(n)
+        self.query = np.zeros(n, dtype=bool)
+        self.audit = np.zeros(n, dtype=bool)
+        self.mechanism = np.zeros(n, dtype=np.int8)
+        self.threshold = np.full(n, np.nan)
+        self.blocked = np.zeros(n, dtype=bool)
+        """candidates found to repeat a pending item (they could not be labeled)"""
+        # per item and pool, from the window rule in force: critical balance, window counts above and tied
+        self.crit = np.full((k_pools, n), np.inf)
+        self.above = np.zeros((k_pools, n))
+        self.tied = np.zeros((k_pools, n))
+        self.size = np.zeros((k_pools, n))
+        """window size of the rule in force (0 while cold)"""
+        self.cluster = np.full(n, _NO_CLUSTER, dtype=np.int64)
+        self.cluster_taken = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        """for each item: where its cluster got its label in the item's window (diversity)"""
+        self.segments: list[_Segment] = []
+        self.pool_labels = dict.fromkeys((p.name for p in policy.pools), 0)
+        self.shortfall: dict[str, float] = {}
+        self.switches: list[tuple[str | None, str]] = []
+        # pending's clock is the caps' time axis: a clock that steps back stands still
+        self.tm = state.budget.ledger.monotone(f.t)
+        self.caps = CapWalk(state.budget.ledger)
+        self.sent: dict[str, tuple[float, tuple[float, ...] | None]] = {}  # labeled earlier in this batch
+        self.sent_at: dict[str, int] = {}
+        self.base = policy.base_shares()
+        self.rho = [policy.rate, *(policy.rate * p.share for p in policy.pools[1:])]
+        b = state.budget
+        self.ref = [min(b.tokens, policy.max_burst), *(state.balances[p.name].ref for p in policy.pools[1:])]
+        self.ref_at = [-1 - b.since, *(-1 - state.balances[p.name].since for p in policy.pools[1:])]
+        self.lost = [state.lost, *(state.pool_lost.get(p.name, 0.0) for p in policy.pools[1:])]
+
+    # -- model versions --------------------------------------------------------------------------------
+
+    def next_switch(self, i: int) -> int:
+        """Index of the next prediction after ``i`` from a model version not known: the window ends there."""
+        models = self.f.model
+        if not models:
+            return len(self.f.score)
+        known, current = self.state.versions, models[i]
+        for j in range(i + 1, len(models)):
+            v = models[j]
+            if v is not None and v != current and v not in known:
+                return j
+        return len(models)
+
+    def maybe_switch(self, i: int) -> None:
+        """At a prediction from a model version not seen recently: restart every window (balances carry on).
+        A version among the last few seen (A/B traffic) keeps them."""
+        models = self.f.model
+        v = models[i] if models else None
+        if v is None:
+            return
+        known = self.state.versions
+        if v in known:
+            if known[-1] != v:
+                self.state = replace(self.state, versions=(*(k for k in known if k != v), v))
+            return
+        if known:  # the first version a partition sees is a start, not a switch
+            self.switches.append((known[-1], v))
+            pools = self.policy.pools
+            empty = {p.name: Ring.empty(self.policy.window_items) for p in pools}
+            self.state = replace(self.state, windows=empty, chunk={p.name: [] for p in pools}).with_rules()
+        self.state = replace(self.state, versions=(*known, v)[-VERSIONS_KEPT:])
+
+    # -- one window -------------------------------------------------------------------------------------
+
+    def window(self, start: int, end: int) -> None:
+        """Decide items ``start..end``, over which every pool's rule is fixed."""
+        p = self.policy
+        w = slice(start, end)
+        for k, pool in enumerate(p.pools):
+            x = self.scores[k, w]
+            eligible = x > INELIGIBLE
+            if k == 0 and p.controller == "threshold":
+                self.crit[k, w] = np.where(eligible, -np.inf, np.inf)
+                continue
+            rule = self.state.rules[pool.name]
+            if rule.cold:
+                s_star = self.draws[k][w]
+            else:
+                m = len(rule.ordered)
+                above, tied = rule.above_tied(x)
+                self.above[k, w], self.tied[k, w], self.size[k, w] = above, tied, m
+                s_star = (above + self.draws[k][w] * tied) / m
+            if self.base[k] > 0:
+                with np.errstate(divide="ignore"):
+                    c = p.set_point + np.log(s_star / self.base[k]) / FEEDBACK_GAIN
+                self.crit[k, w] = np.where(eligible & (c < p.max_burst), c, np.inf)
+        diverse = self._clusters(start, end)
+        pos = start
+        while pos < end:
+            free = self.caps.free_at(float(self.tm[pos]))
+            self.segments.append(_Segment(pos, tuple(self.ref), tuple(self.ref_at), free))
+            j, is_audit = self._next_event(pos, end, free, diverse)
+            if j < end and self.caps.free_at(float(self.tm[j])) > self.tm[j]:
+                pos = j  # the caps' edge rounds against this item: judge it again from its own time
+                continue
+            self._account_loss(min(j, end - 1), free)
+            if j >= end:
+                break
+            if self._grant(j, is_audit) == 0 and diverse:
+                c = self.cluster[j]
+                members = np.flatnonzero(self.cluster[w] == c) + start
+                self.cluster_taken[members] = j
+            pos = j + 1
+        self._thresholds(start, end)
+
+    def _balance(self, k: int, j: IntArray) -> FloatArray:
+        out: FloatArray = np.minimum(self.policy.max_burst, self.ref[k] + self.rho[k] * (j - self.ref_at[k]))
+        return out
+
+    def _balance_at(self, k: int, j: int) -> float:
+        # the same floating-point expression as :meth:`_balance`, so scalar and vector checks agree
+        return min(self.policy.max_burst, self.ref[k] + self.rho[k] * (j - self.ref_at[k]))
+
+    def _next_event(self, pos: int, end: int, free: float, diverse: bool) -> tuple[int, bool]:
+        """The next label event from ``pos``: (index, is an audit); (end, False) if none. Candidates that
+        repeat a pending item are marked blocked and passed over."""
+        room_from = pos if free <= self.tm[pos] else int(np.searchsorted(self.tm, free, side="left"))
+        lo = max(pos, room_from)
+        a = int(np.searchsorted(self.audit_at, lo))
+        next_audit = int(self.audit_at[a]) if a < len(self.audit_at) and self.audit_at[a] < end else end
+        while lo < next_audit:
+            ar = self.index[lo:next_audit]
+            cand = np.zeros(next_audit - lo, dtype=bool)
+            for k in range(len(self.policy.pools)):
+                picks = self._balance(k, ar) > self.crit[k, lo:next_audit]
+                if k == 0 and diverse:
+                    picks &= self.cluster_taken[lo:next_audit] >= ar
+                cand |= picks
+            cand &= self._balance(0, ar) >= 1.0
+            q = int(np.argmax(cand)) if len(cand) else 0
+            if not len(cand) or not cand[q]:
+                break
+            j = lo + q
+            if self._duplicate(j):
+                self.blocked[j] = True
+                lo = j + 1
+                continue
+            return j, False
+        return (next_audit, True) if next_audit < end else (end, False)
+
+    def _duplicate(self, j: int) -> bool:
+        """Whether item ``j`` repeats an item pending at its time, or one sent earlier in this batch."""
+        f, p = self.f, self.policy
+        now = [float(self.tm[j])]
+        ids, embs = [f.ids[j]], [f.embeddings[j]]
+        pending = self.state.pending
+        if pending.items:
+            replaced = {k for k in self.sent if k in pending.items}
+            if pending.duplicates(ids, embs, p.dedup_distance, now, replaced)[0]:
+                return True
+        return bool(self.sent) and bool(Pending(self.sent).duplicates(ids, embs, p.dedup_distance, now)[0])
+
+    def _grant(self, j: int, is_audit: bool) -> int:
+        """Label item ``j``: spend a token (and the crediting pool's), note it as sent, say who chose it;
+        return the crediting pool (-1: an audit)."""
+        p, f = self.policy, self.f
+        tj = float(self.tm[j])
+        self.caps.grant(tj)
+        balances = [self._balance_at(k, j) for k in range(len(p.pools))]
+        self.ref[0], self.ref_at[0], self.lost[0] = balances[0] - 1.0, j, 0.0
+        e = f.embeddings[j]
+        self.sent.pop(f.ids[j], None)  # re-inserted last, as Pending.with_sent orders them
+        self.sent[f.ids[j]] = (tj + p.pending_ttl_s, tuple(e) if e is not None else None)
+        self.sent_at[f.ids[j]] = j
+        if is_audit:
+            self.audit[j] = True
+            self.mechanism[j] = AUDIT
+            return -1
+        self.query[j] = True
+        picked = [
+            balances[k] > self.crit[k, j] and (k > 0 or self.cluster_taken[j] >= j) for k in range(len(p.pools))
+        ]
+        # an item picked by several pools is credited to a reserved pool first: it answers for its share
+        k = next(k for k in [*range(1, len(p.pools)), 0] if picked[k])
+        if k > 0:
+            self.ref[k], self.ref_at[k], self.lost[k] = balances[k] - 1.0, j, 0.0
+        self.pool_labels[p.pools[k].name] += 1
+        self.mechanism[j] = COLD if self.size[k, j] == 0 and self.crit[k, j] != -np.inf else POOL_BASE + k
+        return k
+
+    def _account_loss(self, j: int, free: float) -> None:
+        """Credit lost to the ceiling since each balance's last label, up to item ``j``, reported once: the
+        total's reason is the caps when they hold labels back at ``j``, else the lack of eligible items."""
+        p = self.policy
+        for k, pool in enumerate(p.pools):
+            total = max(0.0, self.ref[k] + self.rho[k] * (j - self.ref_at[k]) - p.max_burst)
+            if total > self.lost[k]:
+                key = ("floor" if free <= self.tm[j] else "cap") if k == 0 else f"pool:{pool.name}"
+                self.shortfall[key] = self.shortfall.get(key, 0.0) + total - self.lost[k]
+                self.lost[k] = total
+
+    # -- after the walk ---------------------------------------------------------------------------------
+
+    def _shares(self, start: int, end: int) -> tuple[FloatArray, list[FloatArray]]:
+        """Each item's token balance and every pool's share, given the state before the item."""
+        p = self.policy
+        j = self.index[start:end]
+        firsts = np.asarray([s.first for s in self.segments])
+        seg = np.searchsorted(firsts, j, side="right") - 1
+        refs = np.asarray([s.ref for s in self.segments])[seg]
+        ats = np.asarray([s.ref_at for s in self.segments])[seg]
+        shares = []
+        t_bal = np.zeros(0)
+        for k in range(len(p.pools)):
+            bal = np.minimum(p.max_burst, refs[:, k] + self.rho[k] * (j - ats[:, k]))
+            if k == 0:
+                t_bal = bal
+            shares.append(self.base[k] * np.exp(FEEDBACK_GAIN * (bal - p.set_point)))
+        return t_bal, shares
+
+    def _thresholds(self, start: int, end: int) -> None:
+        """The threshold in force at each item of a window: the crediting pool's for a pool's label, the
+        common pool's for every other item (null while cold)."""
+        p = self.policy
+        _, shares = self._shares(start, end)
+        mech = self.mechanism[start:end]
+        theta = np.full(end - start, np.nan)
+        for k, pool in enumerate(p.pools):
+            mine = (mech == POOL_BASE + k) if k else ~((mech >= POOL_BASE + 1) | (mech == COLD))
+            if k == 0 and p.controller == "threshold":
+                theta[mine] = p.min_score
+                continue
+            if mine.any():
+                rule: WindowRule = self.state.rules[pool.name]
+                theta[mine] = rule.threshold(shares[k][mine], p.min_score)
+        self.threshold[start:end] = theta
+
+    def inclusion(self) -> FloatArray:
+        """Every item's inclusion probability given the state before it:
+        ``c (a + (1 - a) g (1 - prod_k (1 - p_k)))``."""
+        p, n = self.policy, len(self.f.score)
+        if not n:
+            return np.zeros(0)
+        t_bal, shares = self._shares(0, n)
+        none_picks = np.ones(n)
+        for k in range(len(p.pools)):
+            x, size = self.scores[k], self.size[k]
+            if k == 0 and p.controller == "threshold":
+                prob = (x > INELIGIBLE).astype(np.float64)
+            else:
+                c = shares[k] * size
+                above, tied = self.above[k], self.tied[k]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    warm = np.where(tied > 0, np.clip((c - above) / tied, 0.0, 1.0), c > above)
+                prob = np.where(size > 0, warm, np.minimum(1.0, shares[k]))
+                prob[(x <= INELIGIBLE) | (self.base[k] <= 0)] = 0.0
+                if k == 0:
+                    prob[self.cluster_taken < self.index] = 0.0
+            none_picks *= 1.0 - prob
+        p_candidate = np.where(self.blocked | self._pending_ids(), 0.0, 1.0 - none_picks)
+        firsts = np.asarray([s.first for s in self.segments])
+        free = np.asarray([s.free for s in self.segments])[np.searchsorted(firsts, self.index, side="right") - 1]
+        a = p.audit_rate
+        out: FloatArray = (self.tm >= free) * (a + (1.0 - a) * (t_bal >= 1.0) * p_candidate)
+        return out
+
+    def _pending_ids(self) -> BoolArray:
+        """Items whose id is pending at their time, or was sent earlier in this batch and still is."""
+        items, sent, sent_at, tm = self.state.pending.items, self.sent, self.sent_at, self.tm
+        n = len(self.f.ids)
+        out = np.zeros(n, dtype=bool)
+        if not items and not sent:
+            return out
+        replaced = {k for k in sent if k in items}
+        for j, i in enumerate(self.f.ids):
+            if i in sent_at and sent_at[i] < j:
+                out[j] = sent[i][0] > tm[j]
+            elif i in items and i not in replaced:
+                out[j] = items[i][0] > tm[j]
+        return out
+
+    def _clusters(self, start: int, end: int) -> bool:
+        """Diversity: the window's likely picks (critical balance within ``ln(oversample) / kappa`` of the
+        set point) clustered into ``picks / oversample`` groups; each item of the window gets its nearest
+        center. False when the mode is off or the items carry no embeddings."""
+        p, f = self.policy, self.f
+        m = p.over
+        if m == 1.0 or f.vectors is None or end <= start:
+            return False
+        likely = np.flatnonzero(self.crit[0, start:end] < p.set_point + math.log(m) / FEEDBACK_GAIN)
+        if not len(likely):
+            return False
+        x = f.vectors[start:end]
+        if p.diversity_space == "gradient":
+            assert f.probs is not None
+            x = gradient_embedding(f.probs[start:end], x)
+        u = uniforms(f.hashes[start + likely[:1]], p.seed, _CLUSTERS_STREAM)
+        k = max(1, min(len(likely), math.floor(len(likely) / m + float(u[0]))))
+        if p.diversity == "kcenter":
+            centers = kcenter(x[likely], k, int(np.argmax(f.score[start + likely])))
+        else:
+            centers = kmeanspp(x[likely], k, uniforms(f.hashes[start + likely], p.seed, _SEEDING_STREAM))
+        self.cluster[start:end] = assign(x, likely[centers])
+        return True
+
+    # -- the end ----------------------------------------------------------------------------------------
+
+    def final_state(self) -> PartitionState:
+        """The partition state once the batch is committed."""
+        p, n, state = self.policy, len(self.f.score), self.state
+        if not n:
+            return state
+        b = state.budget
+        budget = BudgetState(
+            self.ref[0],
+            b.ledger.with_grants(self.caps.new, float(self.tm[-1])),
+            b.items + n,
+            b.labels + len(self.caps.new),
+            n - 1 - self.ref_at[0],
+        )
+        reserved = list(enumerate(p.pools))[1:]
+        pending = state.pending.with_sent(
+            list(self.sent),
+            [e for _, e in self.sent.values()],
+            [x for x, _ in self.sent.values()],
+            p.pending_max_items,
+        ).expired(float(self.tm[-1]))
+        return replace(
+            state,
+            budget=budget,
+            balances={pool.name: Balance(self.ref[k], n - 1 - self.ref_at[k]) for k, pool in reserved},
+            pending=pending,
+            lost=self.lost[0],
+            pool_lost={pool.name: self.lost[k] for k, pool in reserved},
+        )
