@@ -1,7 +1,10 @@
 """Reading a whole topic from the beginning to its current end, without a consumer group.
 
 Used for the compacted state topic on every partition assignment and for the labels topic. The end is the
-high watermark each fetch response reports (some Kafka-compatible brokers answer ListOffsets imprecisely).
+high watermark each fetch response reports, and never less than the ListOffsets answer at the start of the
+read: the embedded broker answers ListOffsets with the first offset of a partition's last write batch (short
+of the end), while a fetch response parsed now may have been fetched in the background before the last writes
+(its high watermark short of the end too).
 """
 
 from __future__ import annotations
@@ -56,17 +59,18 @@ class TopicReader:
             return []
         out: list[ConsumerRecord] = []
         deadline = time.monotonic() + timeout_s
+        listed: dict[TopicPartition, int] = self._consumer.end_offsets(tps) if until_end else {}
         while True:
             polled = self._consumer.poll(timeout_ms=100 if until_end else int(timeout_s * 1000))
             for records in polled.values():
                 out.extend(records)
-            if not until_end or self._caught_up(tps) or time.monotonic() > deadline:
+            if not until_end or self._caught_up(tps, listed) or time.monotonic() > deadline:
                 return out
 
-    def _caught_up(self, tps: list[TopicPartition]) -> bool:
+    def _caught_up(self, tps: list[TopicPartition], listed: dict[TopicPartition, int]) -> bool:
         for tp in tps:
             high = self._consumer.highwater(tp)
-            if high is None or self._consumer.position(tp) < high:
+            if high is None or self._consumer.position(tp) < max(high, listed.get(tp, 0)):
                 return False
         return True
 
