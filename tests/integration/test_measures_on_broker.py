@@ -22,7 +22,8 @@ DIM = 4
 
 def records(unique: str, n: int, seed: int) -> list[tuple[bytes, bytes, str | None]]:
     """(key, value, expected dead-letter reason or None): every 40th lacks samples, every 50th has an
-    embedding of the wrong length, the rest carry samples, a committee and an embedding."""
+    embedding of the wrong length, every 70th one beyond float32 range (it would poison the core-set), the
+    rest carry samples, a committee and an embedding."""
     rng = np.random.default_rng(seed)
     out: list[tuple[bytes, bytes, str | None]] = []
     for i in range(n):
@@ -41,6 +42,9 @@ def records(unique: str, n: int, seed: int) -> list[tuple[bytes, bytes, str | No
         elif i % 50 == 0:
             rec["embedding"] = [1.0, 2.0]
             reason = "wrong_embedding_dim"
+        elif i % 70 == 0:
+            rec["embedding"] = [1e39, 0.0, 0.0, 0.0]
+            reason = "embedding_out_of_range"
         out.append((rid.encode(), orjson.dumps(rec), reason))
     return out
 
@@ -49,8 +53,9 @@ def test_required_fields_dead_letter_and_measures_reach_the_outputs(
     broker: EmbeddedBroker, unique: str, monitors: RunningMonitors
 ) -> None:
     """3,000 records under a bald + novelty combination with diversity: each record lacking samples or
-    with a wrong embedding length is dead-lettered with its reason; every other one is decided, the to-label
-    records carry both measures, and the state topic holds the scoring memory."""
+    with a wrong embedding length or beyond float32 range is dead-lettered with its reason; every other one
+    is decided, the to-label records carry both measures (finite: the memory was not poisoned), and the state
+    topic holds the scoring memory."""
     servers = broker.bootstrap_servers
     cfg = config_for(
         servers,
@@ -71,7 +76,7 @@ def test_required_fields_dead_letter_and_measures_reach_the_outputs(
     )
     dead = read_topic(servers, cfg.topics.dead_letter, expect=len(bad))
     assert {m.key.decode(): m.headers["x-dlq-reason"].decode() for m in dead} == bad
-    assert len(dead) == len(bad) == 75 + 45
+    assert len(dead) == len(bad) == 75 + 45 + 26
     missing = next(m for m in dead if m.headers["x-dlq-reason"] == b"missing_field")
     assert missing.headers["x-dlq-exception-message"] == b"'samples' is required by measure 'bald' (scoring)"
 
@@ -81,6 +86,7 @@ def test_required_fields_dead_letter_and_measures_reach_the_outputs(
     for value in to_label:
         ToLabel.model_validate(value)
         assert {"bald", "novelty", "entropy"} <= set(value["scores"])
+        assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in value["scores"].values())
         assert 0.0 < value["query_probability"] <= 1.0
     monitors.stop_all()  # drains: the last snapshots are written
     latest = {m.key: orjson.loads(m.value)["state"] for m in read_topic(servers, cfg.topics.state, expect=1)}
