@@ -60,7 +60,7 @@ import orjson
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError
 
-from connectors.delivery import Outgoing, dead_letter, deliver
+from connectors.delivery import Outgoing, dead_letter, deliver, refused_to_dead_letter
 from connectors.kafka_io import make_consumer, make_producer, prepare_topics, redact, secrets_of
 from connectors.label_studio_api import LabelStudioClient, LabelStudioError, LabelStudioUnavailableError
 from connectors.label_studio_tasks import (
@@ -290,7 +290,12 @@ class LabelStudioBridge:
                             raise
                         dlq.append(self._dead(fresh[rid][0], "rejected", str(one), at))
         if dlq:
-            deliver(self._producer, dlq, cfg.kafka.outage_deadline_s, self._undeliverable("dead letters"))
+            refused = refused_to_dead_letter(
+                cfg.topics.dead_letter, rfc3339(time.time()), cfg.kafka.max_request_size
+            )
+            deliver(
+                self._producer, dlq, cfg.kafka.outage_deadline_s, self._undeliverable("dead letters"), refused
+            )
             self.dead_letters += len(dlq)
 
     def _import(self, tasks: list[dict[str, Any]], items: list[str]) -> None:
@@ -325,8 +330,9 @@ class LabelStudioBridge:
 
     def _dead(self, rec: ConsumerRecord, reason: str, message: str, at: str) -> Outgoing:
         topic = self.config.topics.dead_letter
+        secrets = self._secrets + self.client.secrets()
         return dead_letter(
-            topic, rec, "label-studio", reason, message, at, self._secrets + self.client.secrets()
+            topic, rec, "label-studio", reason, message, at, secrets, self.config.kafka.max_request_size
         )
 
     def _undeliverable(self, what: str) -> Any:

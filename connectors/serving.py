@@ -28,7 +28,7 @@ import orjson
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from connectors.delivery import Outgoing, dead_letter, deliver
+from connectors.delivery import Outgoing, dead_letter, deliver, refused_to_dead_letter
 from connectors.kafka_io import make_consumer, make_producer, prepare_topics, redact, secrets_of
 from connectors.metrics import build_info, histogram
 from connectors.monitor import BATCH_SECONDS_BUCKETS, batch_seconds_counts, observe_seconds, rfc3339
@@ -235,7 +235,14 @@ class ModelServer:
         at = rfc3339(time.time())
         outgoing: list[Outgoing] = [
             dead_letter(
-                cfg.topics.dead_letter, records[r.position], "serve", r.reason, r.message, at, self._secrets
+                cfg.topics.dead_letter,
+                records[r.position],
+                "serve",
+                r.reason,
+                r.message,
+                at,
+                self._secrets,
+                cfg.kafka.max_request_size,
             )
             for r in batch.rejects
         ]
@@ -259,6 +266,8 @@ class ModelServer:
             outgoing,
             cfg.kafka.outage_deadline_s,
             lambda exc: f"predictions undeliverable: {redact(str(exc), self._secrets)}",
+            # a prediction too large for the producer or the broker is dead-lettered in its place
+            refused_to_dead_letter(cfg.topics.dead_letter, at, cfg.kafka.max_request_size),
         )
         self.stats.items += len(batch)
         self.stats.dead_letters += len(batch.rejects)
