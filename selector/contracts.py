@@ -26,6 +26,14 @@ DLQ_HEADERS = (
 )
 """String headers every dead-letter record carries, in this order."""
 
+DLQ_TRUNCATION_HEADERS = (
+    "x-dlq-original-size",
+    "x-dlq-original-sha256",
+    "x-dlq-original-key-size",
+    "x-dlq-original-key-sha256",
+)
+"""Headers a dead letter adds when its original value (or a key over 1 KiB) was truncated to fit."""
+
 
 class Prediction(BaseModel):
     """A model's output for one item (input topic ``predictions``); exactly one of ``probs`` or ``logits``."""
@@ -128,20 +136,39 @@ class Accepted(BaseModel):
 
 
 class DeadLetterHeaders(BaseModel):
-    """Headers of a dead-letter record; key and value are the original bytes, unchanged."""
+    """Headers of a dead-letter record; key and value are the original bytes, unchanged unless too large to
+    carry (then truncated, with the original size and SHA-256)."""
 
     model_config = ConfigDict(extra="forbid", title="dead-letter headers", populate_by_name=True)
 
     original_topic: str = Field(alias="x-dlq-original-topic")
     original_partition: str = Field(alias="x-dlq-original-partition")
     original_offset: str = Field(alias="x-dlq-original-offset")
-    stage: str = Field(alias="x-dlq-stage", description="decode, route, ...")
+    stage: str = Field(alias="x-dlq-stage", description="decode, score, encode, produce, labels, serve, ...")
     reason: str = Field(alias="x-dlq-reason", description="machine-readable reason code")
     exception_message: str = Field(
         alias="x-dlq-exception-message", description="human-readable; secrets redacted"
     )
     failed_at: str = Field(alias="x-dlq-failed-at", description="RFC 3339, UTC")
     app_version: str = Field(alias="x-dlq-app-version")
+    original_size: str | None = Field(
+        None,
+        alias="x-dlq-original-size",
+        description="only when the value was truncated to fit kafka.max_request_size: its size in bytes",
+    )
+    original_sha256: str | None = Field(
+        None,
+        alias="x-dlq-original-sha256",
+        description="with x-dlq-original-size: SHA-256 of the whole value",
+    )
+    original_key_size: str | None = Field(
+        None, alias="x-dlq-original-key-size", description="only when a key over 1 KiB was cut: its size"
+    )
+    original_key_sha256: str | None = Field(
+        None,
+        alias="x-dlq-original-key-sha256",
+        description="with x-dlq-original-key-size: SHA-256 of the key",
+    )
 
 
 SCHEMAS: dict[str, type[BaseModel]] = {

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from selector.contracts import DLQ_HEADERS, SCHEMAS, Accepted, DeadLetterHeaders, ToLabel, json_schemas
+from selector.contracts import (
+    DLQ_HEADERS,
+    DLQ_TRUNCATION_HEADERS,
+    SCHEMAS,
+    Accepted,
+    DeadLetterHeaders,
+    ToLabel,
+    json_schemas,
+)
 
 
 class TestJsonSchemas:
@@ -55,9 +63,9 @@ class TestJsonSchemas:
         assert props == {"id", "label", "confidence", "model", "payload", "meta", "decided_at", "embedding"}
 
     def test_dead_letter_schema_uses_the_header_names(self) -> None:
-        """The dead-letter schema is keyed by the x-dlq-* header names, all required."""
+        """The dead-letter schema is keyed by the x-dlq-* header names; all but truncation's are required."""
         schema = json_schemas()["dead-letter-headers"]
-        assert list(schema["properties"]) == list(DLQ_HEADERS)
+        assert list(schema["properties"]) == [*DLQ_HEADERS, *DLQ_TRUNCATION_HEADERS]
         assert sorted(schema["required"]) == sorted(DLQ_HEADERS)
 
 
