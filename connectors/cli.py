@@ -1,8 +1,8 @@
 """The ``selector`` command line: run, demo, check-config, schema.
 
 Exit codes: 0 success (including a drained stop on SIGTERM/SIGINT), 2 invalid configuration or usage,
-3 Kafka unreachable past ``kafka.connect_deadline_s``, 4 outputs undeliverable past
-``kafka.outage_deadline_s``, 1 anything else.
+3 Kafka unreachable past ``kafka.connect_deadline_s`` at start-up, 4 Kafka unreachable (or outputs
+undeliverable) past ``kafka.outage_deadline_s`` while running, 1 anything else.
 """
 
 from __future__ import annotations
@@ -26,9 +26,16 @@ from connectors.configfile import load_config
 from connectors.dataset import DatasetStore
 from connectors.metrics import labels_part, monitor_part, serve
 from connectors.monitor import Monitor
+from connectors.outage import quiet_kafka_logs
 from selector.config import Config
 from selector.contracts import json_schemas
-from selector.errors import BrokerUnavailableError, ConfigError, DeliveryError, SelectorError
+from selector.errors import (
+    BrokerUnavailableError,
+    ConfigError,
+    DeliveryError,
+    KafkaOutageError,
+    SelectorError,
+)
 
 log = logging.getLogger("selector")
 
@@ -156,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python narrates every connection at INFO
+    quiet_kafka_logs()  # kafka-python narrates every connection at INFO, and an outage many times a second
     path = Path(args.config)
     try:
         config = load_config(path if path.exists() or args.config != "config.yaml" else None)
@@ -203,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokerUnavailableError as exc:
         log.error("%s", exc)
         return EXIT_BROKER
-    except DeliveryError as exc:
+    except (DeliveryError, KafkaOutageError) as exc:
         log.error("%s", exc)
         return EXIT_DELIVERY
     except SelectorError as exc:

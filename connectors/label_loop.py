@@ -30,10 +30,12 @@ from connectors.dataset import DatasetStore, Ingested
 from connectors.delivery import Outgoing, dead_letter, deliver
 from connectors.kafka_io import redact, secrets_of, security_kwargs
 from connectors.monitor import rfc3339
+from connectors.outage import close_clients, watch_outages
 from connectors.retraining import Retrainer
 from connectors.status import LabelStatus, label_status
 from connectors.topic_reader import TopicReader
 from selector.config import Config
+from selector.errors import DeliveryError, KafkaOutageError
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +93,19 @@ class LabelLoop:
         self._secrets = secrets_of(config)
         self.retrainer: Retrainer | None = None
         """triggers and trainer runs (created by :meth:`run`)"""
+        self.outage, self._probe = watch_outages(config, servers)
 
     def request_stop(self) -> None:
         self._stop.set()
 
     def run(self, duration_s: float | None = None, poll_s: float = 0.5) -> None:
-        """Ingest round after round until stopped (or ``duration_s`` passed)."""
+        """Ingest round after round until stopped (or ``duration_s`` passed); while Kafka does not answer,
+        wait (at most ``kafka.outage_deadline_s``).
+
+        Raises:
+            KafkaOutageError: the cluster stopped answering for ``kafka.outage_deadline_s``.
+            DeliveryError: dead letters could not be delivered within it.
+        """
         cfg = self.config
         topics = cfg.topics
         to_label = TopicReader(cfg, self.servers, topics.to_label, self.store.positions(topics.to_label))
@@ -109,8 +118,14 @@ class LabelLoop:
         producer = KafkaProducer(bootstrap_servers=self.servers, acks="all", **security_kwargs(cfg))
         self.retrainer = Retrainer(cfg, self.servers, self.store, time.time())
         ends = None if duration_s is None else time.monotonic() + duration_s
+        self._probe.start()
+        cut_short = False
         try:
             while not self._stop.is_set() and (ends is None or time.monotonic() < ends):
+                self.outage.raise_if_expired(time.time())
+                if not self.outage.reachable:  # the readers resume from their positions when it answers
+                    self._stop.wait(poll_s)
+                    continue
                 # labels first, then decisions: an annotator answers a to-label record it read, so the
                 # decision a label read now answers is usually read below; one that is not (a lagging
                 # to-label topic) waits parked in the store until it is
@@ -138,10 +153,14 @@ class LabelLoop:
                 self.rounds += 1
                 self.last_round = time.time()
                 self._stop.wait(poll_s)
+        except (DeliveryError, KafkaOutageError):
+            cut_short = True
+            raise
         finally:
+            self._probe.close()
             for reader in readers:
                 reader.close()
-            producer.close()
+            close_clients(None, producer, cut_short=cut_short or not self.outage.reachable)
             self.retrainer.close()
 
     def refresh_status(self) -> None:
@@ -167,7 +186,7 @@ class LabelLoop:
         deliver(
             producer,
             outgoing,
-            self.config.kafka.outage_deadline_s,
+            self.outage.remaining_s(time.time()),
             lambda exc: f"dead letters of the label loop undeliverable: {redact(str(exc), self._secrets)}",
         )
 

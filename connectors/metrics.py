@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 import selector
 from connectors.label_loop import LATENCY_BUCKETS, LabelLoop
 from connectors.monitor import BATCH_SECONDS_BUCKETS, Monitor
+from connectors.outage import OutageWatch
 from connectors.registry import ModelRegistry
 from connectors.retraining import OUTCOMES, REASONS
 from connectors.web import Endpoint, Part
@@ -135,6 +136,7 @@ class SelectorCollector:
             "Wall-clock time of the poll loop's last completed iteration.",
             value=ms.last_progress,
         )
+        yield from kafka_outage(m.outage)
         yield build_info(m.selector_info["config_hash"])
 
 
@@ -154,6 +156,19 @@ def _intervals(name: str, doc: str, label: str | None, intervals: Mapping[str, I
         for family, value in zip(families, values, strict=True):
             family.add_metric([key] if label else [], value)
     yield from families
+
+
+def kafka_outage(watch: OutageWatch) -> Iterator[Metric]:
+    """``selector_kafka_unreachable`` (1 while the cluster does not answer) and
+    ``selector_kafka_outages_total`` (outages noticed since start)."""
+    yield GaugeMetricFamily(
+        "selector_kafka_unreachable",
+        "1 while the Kafka cluster does not answer this process (it exits 4 after kafka.outage_deadline_s).",
+        value=0.0 if watch.reachable else 1.0,
+    )
+    yield CounterMetricFamily(
+        "selector_kafka_outages", "Kafka outages this process noticed since it started.", value=watch.outages
+    )
 
 
 def build_info(config_hash: str) -> GaugeMetricFamily:
@@ -254,6 +269,7 @@ class LabelLoopCollector:
             "Wall-clock time of the label loop's last completed round.",
             value=loop.last_round,
         )
+        yield from kafka_outage(loop.outage)
         yield from self._retraining(current)
         yield build_info(loop.config.config_hash())
 
@@ -350,7 +366,8 @@ def monitor_part(m: Monitor) -> Part:
         }
 
     collector = SelectorCollector(m)
-    return Part("monitor", collector, lambda: m.stats.last_progress, lambda: bool(m.assigned), status, sample)
+    ready = lambda: bool(m.assigned)  # noqa: E731
+    return Part("monitor", collector, lambda: m.stats.last_progress, ready, status, sample, m.outage)
 
 
 def labels_part(loop: LabelLoop) -> Part:
@@ -373,7 +390,14 @@ def labels_part(loop: LabelLoop) -> Part:
             "last_progress": loop.last_round,
         }
 
-    return Part("labels", LabelLoopCollector(loop), lambda: loop.last_round, lambda: loop.rounds > 0, status)
+    return Part(
+        "labels",
+        LabelLoopCollector(loop),
+        lambda: loop.last_round,
+        lambda: loop.rounds > 0,
+        status,
+        kafka=loop.outage,
+    )
 
 
 def serve(

@@ -27,11 +27,12 @@ from connectors.configfile import load_config
 from connectors.delivery import Outgoing, Refused, deliver, refused_to_dead_letter
 from connectors.hot_reload import ConfigWatcher, config_diff, reloadable
 from connectors.kafka_io import connect_admin, make_consumer, make_producer, prepare_topics, secrets_of
+from connectors.outage import close_clients, commit_offsets, watch_outages
 from connectors.route_records import route_records
 from connectors.state_topic import encode_snapshot, label_ids, latest_snapshots, state_key
 from connectors.topic_reader import TopicReader
 from selector.config import Config
-from selector.errors import ConfigError
+from selector.errors import ConfigError, DeliveryError, KafkaOutageError
 from selector.routing import Decisions, Router
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,15 @@ class _Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]
                 self.monitor.mark_committed(offsets)
         self.monitor.on_revoked(revoked)
 
+    async def on_partitions_lost(self, lost: list[TopicPartition]) -> None:
+        # the group evicted this member (an outage, a stall): another member may own these partitions and
+        # their state now, so nothing is snapshotted or committed for them; what was delivered and not
+        # committed is decided again by the next owner (duplicates share their id)
+        log.warning(
+            "partitions %s lost (this member left the group): rejoining", sorted(tp.partition for tp in lost)
+        )
+        self.monitor.on_revoked(lost)
+
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.monitor.on_assigned(assigned)
 
@@ -131,6 +141,9 @@ class Monitor:
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self.assigned: set[int] = set()
+        self.outage, self._probe = watch_outages(config, servers)
+        self._aborted = False
+        """set when the run ends on an outage: nothing more is delivered, snapshotted or committed"""
 
     def request_stop(self) -> None:
         """Ask the loop to finish the batch in hand, commit and return (safe from a signal handler)."""
@@ -146,12 +159,14 @@ class Monitor:
         Raises:
             BrokerUnavailableError: the cluster was unreachable past ``kafka.connect_deadline_s``.
             DeliveryError: outputs could not be delivered within ``kafka.outage_deadline_s``.
+            KafkaOutageError: the cluster stopped answering for ``kafka.outage_deadline_s``.
         """
         cfg = self.config
         if cfg.kafka.create_topics:
             prepare_topics(cfg, self.servers)
         else:
             connect_admin(cfg, self.servers).close()  # fail fast (exit 3) if the cluster is unreachable
+        self._probe.start()
         self._producer = make_producer(cfg, self.servers)
         self._state_reader = TopicReader(cfg, self.servers, cfg.topics.state)
         self._labels_reader = TopicReader(cfg, self.servers, cfg.topics.labels)
@@ -162,16 +177,21 @@ class Monitor:
         log.info("monitor consuming %r as group %r", cfg.topics.predictions, cfg.kafka.group_id)
         try:
             while not self._stop.is_set() and (end is None or time.monotonic() < end):
+                self.outage.raise_if_expired(self.clock())
                 polled = self._consumer.poll(timeout_ms=cfg.kafka.poll_timeout_ms)
                 if self._to_restore:
                     self._restore_state()
                 if polled:
                     self.process(polled)
-                self.commit_offsets()
+                if self.outage.reachable:  # else the outputs wait, delivered, for the cluster to answer
+                    self.commit_offsets()
+                    self._read_labels()
                 self._update_lag()
-                self._read_labels()
                 self._maybe_reload()
                 self.stats.last_progress = self.clock()
+        except (DeliveryError, KafkaOutageError):
+            self._aborted = True
+            raise
         finally:
             self._shutdown()
 
@@ -257,8 +277,9 @@ class Monitor:
 
     def _deliver(self, outgoing: list[Outgoing], refused: Refused | None = None) -> list[Outgoing]:
         assert self._producer is not None
+        # an outage that began before this delivery counts against the deadline
         return deliver(
-            self._producer, outgoing, self.config.kafka.outage_deadline_s, self._outage_message, refused
+            self._producer, outgoing, self.outage.remaining_s(self.clock()), self._outage_message, refused
         )
 
     def _outage_message(self, exc: object) -> str:
@@ -276,8 +297,7 @@ class Monitor:
         if not force and time.monotonic() - self._last_commit < self.config.kafka.commit_interval_s:
             return
         offsets = self.snapshot_for_commit(list(self._delivered))
-        if offsets:
-            consumer.commit(offsets)
+        if offsets and commit_offsets(consumer, offsets, min(10.0, self.outage.remaining_s(self.clock()))):
             self.mark_committed(offsets)
         self._last_commit = time.monotonic()
 
@@ -285,8 +305,11 @@ class Monitor:
         """Persist the state of partitions with delivered, uncommitted offsets; return the offsets to commit.
 
         Order (at least once): the outputs of these offsets were delivered; now the state snapshot is
-        produced and confirmed; only then may the caller commit the offsets.
+        produced and confirmed; only then may the caller commit the offsets. Nothing after an outage ended
+        the run.
         """
+        if self._aborted:
+            return {}
         due = {
             tp: self._delivered[tp]
             for tp in tps
@@ -332,7 +355,7 @@ class Monitor:
             if snap is None:
                 continue
             self.router.restore(tp.partition, snap["state"])
-            committed = consumer.committed(tp)
+            committed = consumer.committed(tp, timeout_ms=30_000)
             if committed is None or snap["offset"] > committed:
                 # no seek: records this poll already fetched would come again; they are dropped instead
                 self._resume_at[tp] = snap["offset"]
@@ -403,20 +426,24 @@ class Monitor:
                 self.stats.lag[tp.partition] = max(0, high - next_offset)
 
     def _shutdown(self) -> None:
+        """Commit what was delivered and close the clients; after an outage (or during one, on SIGTERM)
+        nothing more is committed and nothing waits for the cluster."""
         consumer, producer = self._consumer, self._producer
+        cut_short = self._aborted or not self.outage.reachable
+        self._aborted = cut_short
         try:
-            if consumer is not None:
+            if consumer is not None and not cut_short:
                 try:
                     self.commit_offsets(force=True)
-                except KafkaError as exc:
+                except (KafkaError, DeliveryError) as exc:
                     log.warning("final offset commit failed (%s); the last records will be re-decided", exc)
-                consumer.close(autocommit=False)
+                    self._aborted = cut_short = True
         finally:
+            close_clients(consumer, producer, cut_short=cut_short)
+            self._probe.close()
             for reader in (self._state_reader, self._labels_reader):
                 if reader is not None:
                     reader.close()
-            if producer is not None:
-                producer.close(timeout=5)
             self._consumer = self._producer = None
             self._state_reader = self._labels_reader = None
             log.info("monitor stopped after %d records in %d batches", self.stats.records, self.stats.batches)

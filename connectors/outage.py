@@ -1,6 +1,6 @@
 """Kafka outages: noticed busy or idle, said once (then reminded), bounded by ``kafka.outage_deadline_s``.
 
-A :class:`BrokerProbe` asks the cluster for its metadata every ``PROBE_INTERVAL_S`` on its own thread and
+A :class:`BrokerProbe` asks the cluster to describe itself every ``PROBE_INTERVAL_S`` on its own thread and
 with its own client, so an outage is seen whatever the process's loop is doing: waiting in a poll,
 blocked in a delivery, or idle. Each answer goes to an :class:`OutageWatch`, which
 
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
@@ -138,10 +138,10 @@ class OutageWatch:
 class BrokerProbe:
     """A thread that probes the cluster every ``interval_s`` and tells an :class:`OutageWatch`.
 
-    The probe is a fresh bootstrap of its own group-less client (connect, the API-versions handshake and
-    authentication, a metadata request) with a short timeout (a quarter of the deadline, 1 to 5 s): a killed
-    broker refuses it, a frozen one lets it time out, and it needs no topic to exist. The client is built on
-    the probe thread, never in the constructor.
+    The probe is a DescribeCluster request of its own admin client with a short timeout (a quarter of the
+    deadline, 1 to 5 s): a killed broker refuses it, a frozen one lets it time out, and it needs no topic to
+    exist. The client is built on the probe thread, never in the
+    constructor.
     """
 
     def __init__(
@@ -161,7 +161,7 @@ class BrokerProbe:
         self.clock = clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kafka-probe", daemon=True)
-        self._consumer: KafkaConsumer | None = None
+        self._admin: KafkaAdminClient | None = None
 
     def start(self) -> BrokerProbe:
         self._thread.start()
@@ -175,24 +175,20 @@ class BrokerProbe:
         """One probe: an answer, or a failure that began now."""
         began = self.clock()
         try:
-            if self._consumer is None:
-                self._consumer = self._connect()  # its constructor bootstraps: the first probe
-            else:
-                self._consumer.bootstrap(timeout_ms=int(self.timeout_s * 1000), refresh=True)
+            if self._admin is None:
+                self._admin = self._connect()
+            self._admin.describe_cluster()
         except (KafkaError, OSError, ValueError) as exc:
             self.watch.failed(began, self.clock(), _reason(exc))
         else:
             self.watch.answered(self.clock())
 
-    def _connect(self) -> KafkaConsumer:
+    def _connect(self) -> KafkaAdminClient:
         timeout_ms = int(self.timeout_s * 1000)
-        return KafkaConsumer(
+        return KafkaAdminClient(
             bootstrap_servers=self.servers,
-            group_id=None,
-            enable_auto_commit=False,
-            request_timeout_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms,
-            fetch_max_wait_ms=100,
+            request_timeout_ms=timeout_ms,
             reconnect_backoff_max_ms=1000,
             **security_kwargs(self.config),
         )
@@ -201,9 +197,9 @@ class BrokerProbe:
         while not self._stop.is_set():
             self.probe_once()
             self._stop.wait(self.interval_s)
-        if self._consumer is not None:
+        if self._admin is not None:
             try:
-                self._consumer.close(autocommit=False, timeout_ms=500)
+                self._admin.close()
             except KafkaError as exc:  # closing a client of a dead cluster
                 log.debug("probe client close: %s", exc)
 

@@ -30,13 +30,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from connectors.delivery import Outgoing, dead_letter, deliver, refused_to_dead_letter
 from connectors.kafka_io import make_consumer, make_producer, prepare_topics, redact, secrets_of
-from connectors.metrics import build_info, histogram
+from connectors.metrics import build_info, histogram, kafka_outage
 from connectors.monitor import BATCH_SECONDS_BUCKETS, batch_seconds_counts, observe_seconds, rfc3339
+from connectors.outage import close_clients, commit_offsets, watch_outages
 from connectors.registry import ModelRegistry
 from connectors.topic_reader import TopicReader
 from connectors.web import Part
 from selector.config import Config
-from selector.errors import SelectorError
+from selector.errors import DeliveryError, KafkaOutageError, SelectorError
 from selector.features import decode_features
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ class ModelServer:
         self.stats = ServeStats()
         self._stop = threading.Event()
         self._secrets = secrets_of(config)
+        self.outage, self._probe = watch_outages(config, servers)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -168,9 +170,17 @@ class ModelServer:
         return True
 
     def run(self, duration_s: float | None = None) -> None:
+        """Score until stopped (or ``duration_s`` passed); while Kafka does not answer, wait (at most
+        ``kafka.outage_deadline_s``).
+
+        Raises:
+            KafkaOutageError: the cluster stopped answering for ``kafka.outage_deadline_s``.
+            DeliveryError: predictions could not be delivered within it.
+        """
         cfg = self.config
         if cfg.kafka.create_topics:
             prepare_topics(cfg, self.servers)
+        self._probe.start()
         models = TopicReader(cfg, self.servers, cfg.topics.models)
         # past announcements first, then CURRENT (which reflects them): a promotion in between is either
         # in CURRENT already or announced after what was read
@@ -184,9 +194,12 @@ class ModelServer:
         ends = None if duration_s is None else time.monotonic() + duration_s
         waiting_logged = False
         uncommitted, last_commit = False, time.monotonic()
+        cut_short = False
         try:
             while not self._stop.is_set() and (ends is None or time.monotonic() < ends):
-                self._follow(models)
+                self.outage.raise_if_expired(time.time())
+                if self.outage.reachable:
+                    self._follow(models)
                 self.stats.last_progress = time.time()
                 if self.model is None:
                     if not waiting_logged:
@@ -202,15 +215,23 @@ class ModelServer:
                     uncommitted = True
                     self._observe(time.perf_counter() - started)
                 # positions are past delivered records only: commit them at most every commit_interval_s
-                if uncommitted and time.monotonic() - last_commit >= cfg.kafka.commit_interval_s:
-                    consumer.commit()
-                    uncommitted, last_commit = False, time.monotonic()
-            if uncommitted:  # a clean stop: the last batches were delivered
-                consumer.commit()
+                # (a refused commit leaves them to the next one, or to the partitions' next owner)
+                due = time.monotonic() - last_commit >= cfg.kafka.commit_interval_s
+                if uncommitted and due and self.outage.reachable:
+                    uncommitted = not commit_offsets(consumer, None, self._commit_timeout_s())
+                    last_commit = time.monotonic()
+            if uncommitted and self.outage.reachable:  # a clean stop: the last batches were delivered
+                commit_offsets(consumer, None, self._commit_timeout_s())
+        except (DeliveryError, KafkaOutageError):
+            cut_short = True
+            raise
         finally:
+            self._probe.close()
             models.close()
-            consumer.close(autocommit=False)
-            producer.close(timeout=5)
+            close_clients(consumer, producer, cut_short=cut_short or not self.outage.reachable)
+
+    def _commit_timeout_s(self) -> float:
+        return min(10.0, self.outage.remaining_s(time.time()))
 
     def _follow(self, models: TopicReader) -> None:
         for rec in models.read_new():
@@ -264,7 +285,7 @@ class ModelServer:
         deliver(
             producer,
             outgoing,
-            cfg.kafka.outage_deadline_s,
+            self.outage.remaining_s(time.time()),
             lambda exc: f"predictions undeliverable: {redact(str(exc), self._secrets)}",
             # a prediction too large for the producer or the broker is dead-lettered in its place
             refused_to_dead_letter(cfg.topics.dead_letter, at, cfg.kafka.max_request_size),
@@ -319,6 +340,7 @@ class ServeCollector:
             "Wall-clock time of the serving loop's last iteration.",
             value=s.last_progress,
         )
+        yield from kafka_outage(self.server.outage)
         yield build_info(self.server.config.config_hash())
 
 
@@ -342,4 +364,5 @@ def serve_part(server: ModelServer) -> Part:
         lambda: server.stats.last_progress,
         lambda: server.model is not None,
         status,
+        kafka=server.outage,
     )

@@ -6,9 +6,11 @@ three parts on ``metrics.port`` and the collectors on the other two):
 
 - ``GET /metrics``: the Prometheus exposition of the process's collector;
 - ``GET /healthz``: 200 while the process's loop made progress in the last ``HEALTHY_WITHIN_S`` seconds
-  (or is still starting), else 503: a liveness probe;
+  (or is still starting, or waits out a Kafka outage, which ``kafka.outage_deadline_s`` bounds), else 503:
+  a liveness probe;
 - ``GET /readyz``: 200 once the process does its job (the monitor has partitions assigned, the inference
-  connector has a model loaded, the label loop completed a round), else 503: a readiness probe;
+  connector has a model loaded, the label loop completed a round) and Kafka answers, else 503: a readiness
+  probe;
 - ``GET /api/status``: a JSON snapshot for the dashboard and for scripts (documented in README, "Live
   dashboard");
 - ``GET /``: the dashboard, one HTML page that polls ``/api/status`` and draws SVG; no external assets.
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -39,6 +41,15 @@ HEALTHY_WITHIN_S = 60.0
 """A loop whose last progress is older than this is reported unhealthy."""
 SAMPLE_S = 2.0
 """How often the parts record their history (what the dashboard draws over time)."""
+
+
+class Reachability(Protocol):
+    """Whether a part's Kafka cluster answers (:class:`connectors.outage.OutageWatch`)."""
+
+    @property
+    def reachable(self) -> bool: ...
+
+    def status(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -54,6 +65,8 @@ class Part:
     status: Callable[[], dict[str, Any]]
     sample: Callable[[float], None] | None = None
     """called every SAMPLE_S seconds to record what the status's history shows"""
+    kafka: Reachability | None = None
+    """the part's view of its cluster: not ready while unreachable (status section ``kafka``)"""
 
 
 class Endpoint:
@@ -114,15 +127,31 @@ class Endpoint:
         self.server.server_close()
 
     def healthy(self, now: float) -> bool:
-        return all(now - max(p.last_progress(), self.started) < HEALTHY_WITHIN_S for p in self.parts)
+        return all(
+            now - max(p.last_progress(), self.started) < HEALTHY_WITHIN_S or not _reachable(p)
+            for p in self.parts
+        )
 
     def ready(self) -> bool:
-        return all(p.ready() for p in self.parts)
+        return all(p.ready() and _reachable(p) for p in self.parts)
 
     def status(self) -> dict[str, Any]:
+        """Each part's section, plus ``kafka``: ``reachable`` (every part's cluster answers),
+        ``unreachable_since`` (the earliest outage start, unix seconds, or None) and ``outages`` (seen)."""
         out: dict[str, Any] = {"at": time.time(), "version": selector.__version__}
+        views = []
         for part in self.parts:
             out[part.name] = part.status()
+            if part.kafka is not None:
+                views.append(part.kafka.status())
+                out[part.name]["kafka"] = views[-1]
+        if views:
+            since = [v["unreachable_since"] for v in views if v["unreachable_since"] is not None]
+            out["kafka"] = {
+                "reachable": all(v["reachable"] for v in views),
+                "unreachable_since": min(since) if since else None,
+                "outages": max(v["outages"] for v in views),
+            }
         return out
 
     def handle(self, request: BaseHTTPRequestHandler) -> None:
@@ -152,6 +181,10 @@ class Endpoint:
         request.send_header("Cache-Control", "no-store")
         request.end_headers()
         request.wfile.write(body)
+
+
+def _reachable(part: Part) -> bool:
+    return part.kafka is None or part.kafka.reachable
 
 
 def json_ready(value: Any) -> Any:

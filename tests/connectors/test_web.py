@@ -67,7 +67,9 @@ class TestEndpoint:
         assert get(port, "/readyz")[0] == 200
         code, kind, body = get(port, "/api/status")
         status = orjson.loads(body)
-        assert code == 200 and kind == "application/json" and set(status) == {"at", "version", "monitor"}
+        assert code == 200 and kind == "application/json"
+        assert set(status) == {"at", "version", "monitor", "kafka"}
+        assert status["kafka"] == {"reachable": True, "unreachable_since": None, "outages": 0}
         m = status["monitor"]
         assert m["items"] == monitor.router.stats.items and m["total"] == 400
         assert sum(m["requested_by_class"].values()) == m["items"]["query"] + m["items"]["audit"]
@@ -88,6 +90,32 @@ class TestEndpoint:
         monitor.stats.last_progress = endpoint.started + 2 * HEALTHY_WITHIN_S - 1
         assert get(endpoint.port, "/healthz")[0] == 200
 
+    def test_a_kafka_outage_is_not_ready_nor_stalled_and_the_status_says_since_when(
+        self, endpoints: list[Endpoint]
+    ) -> None:
+        """While the cluster does not answer: /readyz 503, /healthz 200 even with a loop blocked in a delivery
+        (the outage deadline bounds the wait, not a liveness restart), the status and the metrics say so;
+        all back to normal when it answers."""
+        monitor = decided_monitor(10)
+        monitor.assigned = {0}
+        endpoint = Endpoint([monitor_part(monitor)], "127.0.0.1", 0).start()
+        endpoints.append(endpoint)
+        endpoint.started -= 2 * HEALTHY_WITHIN_S
+        monitor.stats.last_progress = endpoint.started + 1  # blocked for long
+        monitor.outage.failed(1_800_000_000.0, 1_800_000_002.0, "connection refused")
+        assert get(endpoint.port, "/readyz")[:1] == (503,)
+        assert get(endpoint.port, "/healthz")[0] == 200
+        status = orjson.loads(get(endpoint.port, "/api/status")[2])
+        expected = {"reachable": False, "unreachable_since": 1_800_000_000.0, "outages": 1}
+        assert status["kafka"] == expected and status["monitor"]["kafka"] == expected
+        body = get(endpoint.port, "/metrics")[2]
+        assert b"selector_kafka_unreachable 1.0" in body and b"selector_kafka_outages_total 1.0" in body
+        monitor.outage.answered(1_800_000_009.0)
+        assert get(endpoint.port, "/readyz")[0] == 200
+        assert get(endpoint.port, "/healthz")[0] == 503  # stalled, and no outage explains it
+        body = get(endpoint.port, "/metrics")[2]
+        assert b"selector_kafka_unreachable 0.0" in body and b"selector_kafka_outages_total 1.0" in body
+
     def test_one_endpoint_for_three_parts_exposes_one_parts_metrics(
         self, endpoints: list[Endpoint], tmp_path: Path
     ) -> None:
@@ -101,10 +129,12 @@ class TestEndpoint:
         endpoint = Endpoint(parts, "127.0.0.1", 0, metrics_of=parts[:1]).start()
         endpoints.append(endpoint)
         status = orjson.loads(get(endpoint.port, "/api/status")[2])
-        assert set(status) == {"at", "version", "monitor", "labels", "serve"}
+        assert set(status) == {"at", "version", "monitor", "labels", "serve", "kafka"}
         assert status["labels"]["accuracy"]["overall"] == {"estimate": None, "low": 0.0, "high": 1.0, "n": 0}
+        reachable = {"reachable": True, "unreachable_since": None, "outages": 0}
         assert status["serve"] == {"model": None, "members": 0, "items": 0, "dead_letters": 0,
-                                   "loads": {"loaded": 0, "refused": 0}, "last_progress": 0.0}  # fmt: skip
+                                   "loads": {"loaded": 0, "refused": 0}, "last_progress": 0.0,
+                                   "kafka": reachable}  # fmt: skip
         assert get(endpoint.port, "/readyz")[0] == 503  # no round done, no model
         loop.rounds = 1
         assert get(endpoint.port, "/readyz")[0] == 503  # still no model
