@@ -27,6 +27,7 @@ from connectors.dataset import DatasetStore
 from connectors.metrics import labels_part, monitor_part, serve
 from connectors.monitor import Monitor
 from connectors.outage import quiet_kafka_logs
+from connectors.startup import Reserved, StartupError, preflight
 from selector.config import Config
 from selector.contracts import json_schemas
 from selector.errors import (
@@ -174,6 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"# effective configuration (hash {config.config_hash()}); secrets masked")
         print(yaml.safe_dump(config.masked(), sort_keys=False), end="")
         return EXIT_OK
+    try:  # before any heavy work: a taken port or an unwritable path is one line and exit 2, at once
+        reserved = preflight(config, args.command)
+    except StartupError as exc:
+        print(f"selector: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         if args.command == "replay":
             from connectors.replay import run_replay  # noqa: PLC0415 (replay-only module)
@@ -191,9 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_calibrate(config, args.input, sys.stdout, as_json=args.json, err=sys.stderr)
         if args.command == "labels":
-            return _labels(config, args.duration)
+            return _labels(config, args.duration, reserved)
         if args.command == "serve-model":
-            return _serve_model(config, args.duration)
+            return _serve_model(config, args.duration, reserved)
         if args.command == "label-studio":
             return _label_studio(config, args.duration)
         if args.command == "dataset":
@@ -205,8 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(config, as_json=args.json)
         watched = path if path.exists() else None
         if args.command == "run":
-            return _run(config, args.duration, watched)
-        return _demo(config, args.duration, args.rate, args.interval, args.label_delay, args.annotator_error)
+            return _run(config, args.duration, watched, reserved)
+        return _demo(
+            config, args.duration, args.rate, args.interval, args.label_delay, args.annotator_error, reserved
+        )
     except BrokerUnavailableError as exc:
         log.error("%s", exc)
         return EXIT_BROKER
@@ -363,14 +371,16 @@ def _stop_after_round(loop: _Stoppable) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _labels(config: Config, duration: float | None) -> int:
+def _labels(config: Config, duration: float | None, reserved: Reserved) -> int:
     if not _needs_cluster(config, "labels"):
+        reserved.close()
         return EXIT_CONFIG
     from connectors.label_loop import LabelLoop  # noqa: PLC0415 (labels-only module)
 
     loop = LabelLoop(config, config.kafka.bootstrap_servers)
     if config.metrics.enabled:
-        serve([labels_part(loop)], config.metrics.host, config.metrics.labels_port, dashboard=False)
+        m = config.metrics
+        serve([labels_part(loop)], m.host, m.labels_port, dashboard=False, sock=reserved.take("labels_port"))
     with _stop_after_round(loop):
         try:
             loop.run(duration)
@@ -390,28 +400,30 @@ def _label_studio(config: Config, duration: float | None) -> int:
     return EXIT_OK
 
 
-def _serve_model(config: Config, duration: float | None) -> int:
+def _serve_model(config: Config, duration: float | None, reserved: Reserved) -> int:
     if not _needs_cluster(config, "serve-model"):
+        reserved.close()
         return EXIT_CONFIG
     from connectors.serving import ModelServer, serve_part  # noqa: PLC0415 (needs onnxruntime)
 
     server = ModelServer(config, config.kafka.bootstrap_servers)
     if config.metrics.enabled:
-        serve([serve_part(server)], config.metrics.host, config.metrics.serve_port, dashboard=False)
+        m = config.metrics
+        serve([serve_part(server)], m.host, m.serve_port, dashboard=False, sock=reserved.take("serve_port"))
     with _stop_after_round(server):
         server.run(duration)
     return EXIT_OK
 
 
-def _start_metrics(monitor: Monitor, config: Config) -> None:
+def _start_metrics(monitor: Monitor, config: Config, reserved: Reserved) -> None:
     if config.metrics.enabled:
-        serve([monitor_part(monitor)], config.metrics.host, config.metrics.port)
+        serve([monitor_part(monitor)], config.metrics.host, config.metrics.port, sock=reserved.take("port"))
 
 
-def _run(config: Config, duration: float | None, config_path: Path | None = None) -> int:
+def _run(config: Config, duration: float | None, config_path: Path | None, reserved: Reserved) -> int:
     with _bootstrap(config) as (servers, effective):
         monitor = Monitor(effective, servers, config_path=config_path)
-        _start_metrics(monitor, effective)
+        _start_metrics(monitor, effective, reserved)
         with _stop_on_signals(monitor):
             monitor.run(duration)
     return EXIT_OK
@@ -424,15 +436,17 @@ def _demo(
     interval: float,
     label_delay: float,
     annotator_error: float,
+    reserved: Reserved,
 ) -> int:
     if not 0.0 <= annotator_error <= 1.0 or label_delay < 0:
+        reserved.close()
         log.error("--annotator-error must lie in [0, 1] and --label-delay be >= 0")
         return EXIT_CONFIG
     from connectors.demo import create_demo  # noqa: PLC0415 (demo-only: scikit-learn, torch, onnxruntime)
 
     with _bootstrap(config) as (servers, effective):
         demo = create_demo(effective, servers, rate, label_delay, annotator_error)
-        demo.start_metrics()
+        demo.start_metrics(reserved)
         print(demo.intro(), flush=True)
         with _stop_on_signals(demo.monitor):
             demo.run(duration, interval)

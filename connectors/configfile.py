@@ -3,7 +3,8 @@
 An override names a key path with double underscores, e.g. ``SELECTOR_BUDGET__RATE=0.05`` sets
 ``budget.rate`` and ``SELECTOR_KAFKA__SASL_PLAIN_PASSWORD`` sets the SASL password. Values are parsed as YAML
 scalars, so ``0.05``, ``true`` and ``[a, b]`` have their natural types. A key path ending in ``_FILE`` reads
-the value from that file (for secrets mounted by Kubernetes or Docker).
+the value from that file (for secrets mounted by Kubernetes or Docker); a file that cannot be read is a
+:class:`connectors.startup.StartupError` naming the key and the file.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from connectors.startup import StartupError
 from selector.config import Config, parse_config
 from selector.errors import ConfigError
 
@@ -61,9 +63,14 @@ def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
             parts[-1] = parts[-1].removesuffix("_file")
             try:
                 raw = Path(raw).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                problems.append(f"{name}: cannot read {raw!r}: {exc.strerror}")
-                continue
+            except OSError as exc:  # a secret the process cannot read: one line, naming key and file
+                key = ".".join(parts)
+                raise StartupError(
+                    key,
+                    f"{name}={raw}",
+                    f"cannot read the secret file ({exc.strerror or type(exc).__name__})",
+                    f"make it readable by this user (uid {os.getuid()}) or fix {name}",
+                ) from exc
             value: Any = raw
         else:
             try:

@@ -30,6 +30,7 @@ from connectors.metrics import labels_part, monitor_part, serve
 from connectors.monitor import Monitor
 from connectors.registry import ModelRegistry
 from connectors.serving import ModelServer, serve_part
+from connectors.startup import Reserved
 from connectors.web import Endpoint
 from selector.config import Config
 
@@ -158,16 +159,18 @@ class Demo:
             self.stop()
         print(self.summary(), flush=True)
 
-    def start_metrics(self) -> None:
+    def start_metrics(self, reserved: Reserved | None = None) -> None:
         """One dashboard over all three parts on ``metrics.port``; each part's metrics alone on its own port
-        (as the three processes of a deployment would serve them)."""
+        (as the three processes of a deployment would serve them). ``reserved``: the ports bound at
+        start-up (:func:`connectors.startup.preflight`)."""
         m = self.config.metrics
         if m.enabled:
+            take = reserved.take if reserved is not None else lambda _key: None
             parts = [monitor_part(self.monitor), labels_part(self.loop), serve_part(self.server)]
             self.endpoints = [
-                serve(parts, m.host, m.port, metrics_of=parts[:1]),
-                serve([parts[1]], m.host, m.labels_port, dashboard=False),
-                serve([parts[2]], m.host, m.serve_port, dashboard=False),
+                serve(parts, m.host, m.port, metrics_of=parts[:1], sock=take("port")),
+                serve([parts[1]], m.host, m.labels_port, dashboard=False, sock=take("labels_port")),
+                serve([parts[2]], m.host, m.serve_port, dashboard=False, sock=take("serve_port")),
             ]
 
     def start(self) -> None:

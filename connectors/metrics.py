@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -401,7 +402,14 @@ def labels_part(loop: LabelLoop) -> Part:
 
 
 def serve(
-    parts: list[Part], host: str, port: int, *, dashboard: bool = True, metrics_of: list[Part] | None = None
+    parts: list[Part],
+    host: str,
+    port: int,
+    *,
+    dashboard: bool = True,
+    metrics_of: list[Part] | None = None,
+    sock: socket.socket | None = None,
 ) -> Endpoint:
-    """Start a process's HTTP endpoint (metrics, health, status, dashboard) in a daemon thread."""
-    return Endpoint(parts, host, port, dashboard=dashboard, metrics_of=metrics_of).start()
+    """Start a process's HTTP endpoint (metrics, health, status, dashboard) in a daemon thread (on ``sock``
+    when the port was bound at start-up)."""
+    return Endpoint(parts, host, port, dashboard=dashboard, metrics_of=metrics_of, sock=sock).start()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -80,9 +81,12 @@ class Endpoint:
         *,
         dashboard: bool = True,
         metrics_of: list[Part] | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         """``metrics_of``: the parts whose collectors ``/metrics`` exposes (default: all; two parts' metrics
-        share names, so one process's endpoint exposes one part's)."""
+        share names, so one process's endpoint exposes one part's). ``sock``: a socket already listening on
+        ``host:port`` (bound at start-up, :func:`connectors.startup.reserve_port`), served instead of binding
+        a new one."""
         self.parts = parts
         self.dashboard = dashboard
         self.started = time.time()
@@ -98,7 +102,12 @@ class Endpoint:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s " + format, self.address_string(), *args)
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        if sock is None:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        else:
+            self.server = ThreadingHTTPServer(sock.getsockname()[:2], Handler, bind_and_activate=False)
+            self.server.socket.close()
+            self.server.socket = sock
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
