@@ -22,7 +22,7 @@ import yaml
 
 from connectors.broker import free_port
 from connectors.simulate import prediction_records
-from tests.integration.outage_cluster import Tansu
+from tests.integration.outage_cluster import Tansu, s3_store
 from tests.integration.streams import config_for, produce, read_topic, wait_for
 
 pytestmark = pytest.mark.broker
@@ -185,4 +185,34 @@ class TestMonitorOutage:
                 assert len([ln for ln in proc.lines if "Kafka unreachable since" in ln]) == 2
             finally:
                 broker.signal(signal.SIGCONT)
+                proc.stop()
+
+
+class TestBrokerRestart:
+    def test_a_broker_killed_and_restarted_with_its_data_loses_nothing(
+        self, unique: str, tmp_path: Path
+    ) -> None:
+        """A broker on a store that outlives it (S3) is SIGKILLed with predictions flowing and restarted
+        before the 20 s deadline: the monitor warns, then resumes where it was; every produced id is routed
+        and the process is ready again."""
+        with s3_store() as (storage, env), Tansu(storage, env) as broker:
+            servers = broker.servers
+            proc = Process(
+                tmp_path, servers, unique, "run", kafka={"outage_deadline_s": 20}, accept=ACCEPT_ALL
+            )
+            topic = f"predictions-{unique}"
+            records = list(prediction_records(np.random.default_rng(4), 4_000, CLASSES, prefix=unique))
+            try:
+                proc.wait_ready()
+                produce(servers, topic, records[:2_000])
+                until(proc, lambda: len(outputs(servers, unique)) >= 500, 60, "first outputs")
+                broker.signal(signal.SIGKILL)
+                assert_loud_outage(proc)
+                broker.start()
+                produce(servers, topic, records[2_000:])
+                wanted = {k.decode() for k, _ in records}
+                until(proc, lambda: outputs(servers, unique) >= wanted, 90, "every id routed after it")
+                until(proc, lambda: proc.get("/readyz")[0] == 200, 30, "ready again")
+                assert proc.proc.poll() is None and "Traceback" not in proc.output, proc.output
+            finally:
                 proc.stop()
