@@ -21,7 +21,10 @@ import pytest
 import yaml
 
 from connectors.broker import free_port
+from connectors.dataset import DatasetStore
+from connectors.registry import ModelRegistry
 from connectors.simulate import prediction_records
+from tests.connectors.test_serving import ensemble, graph
 from tests.integration.outage_cluster import Tansu, s3_store
 from tests.integration.streams import config_for, produce, read_topic, wait_for
 
@@ -189,30 +192,60 @@ class TestMonitorOutage:
 
 
 class TestBrokerRestart:
-    def test_a_broker_killed_and_restarted_with_its_data_loses_nothing(
+    def test_a_broker_restarted_with_its_data_loses_nothing_of_the_whole_pipeline(
         self, unique: str, tmp_path: Path
     ) -> None:
-        """A broker on a store that outlives it (S3) is SIGKILLed with predictions flowing and restarted
-        before the 20 s deadline: the monitor warns, then resumes where it was; every produced id is routed
-        and the process is ready again."""
+        """serve-model, the monitor and the label loop run on a broker whose store outlives it (S3); the
+        broker is SIGKILLed with features flowing and restarted before the 20 s deadline. Each process warns
+        and is not ready, then resumes where it was: every feature id is predicted and routed, every decision
+        sent for labeling is stored, nobody exited."""
+        registry = ModelRegistry(tmp_path / "models")
+        registry.add(graph(ensemble(1)), {"created_at": 0.0, "classes": CLASSES}, promote=True)
+        sections: dict[str, dict[str, object]] = {
+            "kafka": {"outage_deadline_s": 20},
+            "accept": ACCEPT_ALL,
+            "budget": {"rate": 0.05, "caps": {}},
+            "input": {"embedding_dim": 6},
+            "retrain": {"registry": str(registry.root)},
+            "dataset": {"path": str(tmp_path / "dataset.sqlite")},
+        }
+        rng = np.random.default_rng(4)
+        x = rng.normal(size=(3_000, 6))
+        features = [
+            (f"{unique}-{k}".encode(), orjson.dumps({"id": f"{unique}-{k}", "embedding": x[k].tolist()}))
+            for k in range(len(x))
+        ]
         with s3_store() as (storage, env), Tansu(storage, env) as broker:
             servers = broker.servers
-            proc = Process(
-                tmp_path, servers, unique, "run", kafka={"outage_deadline_s": 20}, accept=ACCEPT_ALL
-            )
-            topic = f"predictions-{unique}"
-            records = list(prediction_records(np.random.default_rng(4), 4_000, CLASSES, prefix=unique))
+            procs = [Process(tmp_path, servers, unique, c, **sections) for c in ("run", "serve-model")]
             try:
-                proc.wait_ready()
-                produce(servers, topic, records[:2_000])
-                until(proc, lambda: len(outputs(servers, unique)) >= 500, 60, "first outputs")
+                for proc in procs:
+                    proc.wait_ready()
+                procs.append(Process(tmp_path, servers, unique, "labels", **sections))
+                procs[-1].wait_ready()
+                produce(servers, f"features-{unique}", features[:1_500])
+                until(procs[0], lambda: len(outputs(servers, unique)) >= 300, 60, "first outputs")
                 broker.signal(signal.SIGKILL)
-                assert_loud_outage(proc)
+                for proc in procs:
+                    assert_loud_outage(proc)
                 broker.start()
-                produce(servers, topic, records[2_000:])
-                wanted = {k.decode() for k, _ in records}
-                until(proc, lambda: outputs(servers, unique) >= wanted, 90, "every id routed after it")
-                until(proc, lambda: proc.get("/readyz")[0] == 200, 30, "ready again")
-                assert proc.proc.poll() is None and "Traceback" not in proc.output, proc.output
+                produce(servers, f"features-{unique}", features[1_500:])
+                wanted = {k.decode() for k, _ in features}
+                until(procs[0], lambda: outputs(servers, unique) >= wanted, 120, "every id routed after it")
+                asked = {
+                    orjson.loads(m.value)["id"] for m in read_topic(servers, f"to-label-{unique}", idle_s=1.0)
+                }
+                assert asked, "nothing was sent for labeling: the label loop was not tested"
+                for proc in procs:
+                    until(proc, lambda p=proc: p.get("/readyz")[0] == 200, 30, "ready again")
+                    assert proc.proc.poll() is None and "Traceback" not in proc.output, proc.output
+                procs[-1].stop()
+                store = DatasetStore(tmp_path / "dataset.sqlite")
+                try:
+                    missing = asked - store.known(asked)
+                finally:
+                    store.close()
+                assert not missing, f"{len(missing)} decisions not stored, e.g. {sorted(missing)[:3]}"
             finally:
-                proc.stop()
+                for proc in procs:
+                    proc.stop()
