@@ -86,6 +86,21 @@ class SelectorCollector:
         for horizon, left in m.router.cap_remaining(self.clock()).items():
             remaining.add_metric([horizon], left)
         yield remaining
+        short = CounterMetricFamily(
+            "selector_budget_shortfall_labels",
+            "Labels the budget allowed and that were not spent, by reason: floor (too few items above "
+            "budget.query_threshold), cap (a hard cap held labels back), pool:<name> (a reserved pool found too "
+            "few eligible items; the common pool made it up).",
+            labels=["reason"],
+        )
+        for reason, lost in sorted(rs.shortfall.items()):
+            short.add_metric([reason], lost)
+        yield short
+        yield CounterMetricFamily(
+            "selector_model_switches",
+            "New model versions in the predictions that restarted a partition's score windows.",
+            value=rs.model_switches,
+        )
         thr = GaugeMetricFamily(
             "selector_threshold",
             "Decision thresholds by class: kind=accept (confidence) and kind=query (informativeness).",
@@ -353,6 +368,8 @@ def monitor_part(m: Monitor) -> Part:
                 "audit_rate": cfg.budget.audit_rate,
                 "caps": dict(cfg.budget.caps),
                 "cap_remaining": m.router.cap_remaining(time.time()),
+                "shortfall": dict(rs.shortfall),
+                "model_switches": rs.model_switches,
             },
             "requested_by_class": dict(zip(cfg.classes, rs.requested_by_class.tolist(), strict=True)),
             "thresholds": thresholds(m),

@@ -78,6 +78,9 @@ class Walk:
         self.sent: dict[str, tuple[float, tuple[float, ...] | None]] = {}  # labeled earlier in this batch
         self.sent_at: dict[str, int] = {}
         self.base = policy.base_shares()
+        self.diversity_yields = policy.set_point + math.log(policy.over) / FEEDBACK_GAIN + 1.0
+        """the token balance from which a used-up cluster no longer holds a label back (a budget that would
+        go unspent outweighs diversity): one token above where the clusters' likely picks are drawn"""
         self.rho = [policy.rate, *(policy.rate * p.share for p in policy.pools[1:])]
         b = state.budget
         self.ref = [min(b.tokens, policy.max_burst), *(state.balances[p.name].ref for p in policy.pools[1:])]
@@ -156,7 +159,7 @@ class Walk:
             if self._grant(j, is_audit) == 0 and diverse:
                 c = self.cluster[j]
                 members = np.flatnonzero(self.cluster[w] == c) + start
-                self.cluster_taken[members] = j
+                self.cluster_taken[members] = np.minimum(self.cluster_taken[members], j)
             pos = j + 1
         self._thresholds(start, end)
 
@@ -178,12 +181,13 @@ class Walk:
         while lo < next_audit:
             ar = self.index[lo:next_audit]
             cand = np.zeros(next_audit - lo, dtype=bool)
+            tokens = self._balance(0, ar)
             for k in range(len(self.policy.pools)):
-                picks = self._balance(k, ar) > self.crit[k, lo:next_audit]
+                picks = (tokens if k == 0 else self._balance(k, ar)) > self.crit[k, lo:next_audit]
                 if k == 0 and diverse:
-                    picks &= self.cluster_taken[lo:next_audit] >= ar
+                    picks &= (self.cluster_taken[lo:next_audit] >= ar) | (tokens >= self.diversity_yields)
                 cand |= picks
-            cand &= self._balance(0, ar) >= 1.0
+            cand &= tokens >= 1.0
             q = int(np.argmax(cand)) if len(cand) else 0
             if not len(cand) or not cand[q]:
                 break
@@ -224,9 +228,8 @@ class Walk:
             self.mechanism[j] = AUDIT
             return -1
         self.query[j] = True
-        picked = [
-            balances[k] > self.crit[k, j] and (k > 0 or self.cluster_taken[j] >= j) for k in range(len(p.pools))
-        ]
+        free_cluster = self.cluster_taken[j] >= j or balances[0] >= self.diversity_yields
+        picked = [balances[k] > self.crit[k, j] and (k > 0 or free_cluster) for k in range(len(p.pools))]
         # an item picked by several pools is credited to a reserved pool first: it answers for its share
         k = next(k for k in [*range(1, len(p.pools)), 0] if picked[k])
         if k > 0:
@@ -302,7 +305,7 @@ class Walk:
                 prob = np.where(size > 0, warm, np.minimum(1.0, shares[k]))
                 prob[(x <= INELIGIBLE) | (self.base[k] <= 0)] = 0.0
                 if k == 0:
-                    prob[self.cluster_taken < self.index] = 0.0
+                    prob[(self.cluster_taken < self.index) & (t_bal < self.diversity_yields)] = 0.0
             none_picks *= 1.0 - prob
         p_candidate = np.where(self.blocked | self._pending_ids(), 0.0, 1.0 - none_picks)
         firsts = np.asarray([s.first for s in self.segments])
@@ -334,7 +337,7 @@ class Walk:
         m = p.over
         if m == 1.0 or f.vectors is None or end <= start:
             return False
-        likely = np.flatnonzero(self.crit[0, start:end] < p.set_point + math.log(m) / FEEDBACK_GAIN)
+        likely = np.flatnonzero(self.crit[0, start:end] < self.diversity_yields - 1.0)
         if not len(likely):
             return False
         x = f.vectors[start:end]

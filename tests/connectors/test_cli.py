@@ -38,7 +38,7 @@ class TestCheckConfig:
             (
                 "budget: {rat: 0.1}",
                 "'budget.rat' is not a known key: 0.1 (valid keys: rate, controller, query_threshold, "
-                "window_items, feedback_items, max_catchup, max_burst, caps, audit_rate, exploration, "
+                "window_items, max_burst, caps, audit_rate, exploration, "
                 "class_shares, segment_shares, seed)",
             ),
             ("classes: []", "'classes' must list at least 2 class names: []"),

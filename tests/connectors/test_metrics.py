@@ -20,6 +20,8 @@ REQUIRED = (
     "selector_dead_letters_total",
     "selector_budget_target_ratio",
     "selector_budget_cap_remaining",
+    "selector_budget_shortfall_labels_total",
+    "selector_model_switches_total",
     "selector_threshold",
     "selector_score_bucket",
     "selector_batch_seconds_bucket",
@@ -50,6 +52,8 @@ class TestCollector:
         assert reg.get_sample_value("selector_dead_letters_total", {"stage": "decode"}) == 0
         assert reg.get_sample_value("selector_consumer_lag_messages", {"partition": "1"}) == 0
         assert reg.get_sample_value("selector_budget_target_ratio") == 0.02
+        for reason in ("floor", "cap"):
+            assert reg.get_sample_value("selector_budget_shortfall_labels_total", {"reason": reason}) == 0
         assert reg.get_sample_value("selector_threshold", {"class": "crack", "kind": "accept"}) == 0.995
         for name in cfg.classes:  # a fresh partition's quantile pool has no threshold yet
             assert math.isnan(reg.get_sample_value("selector_threshold", {"class": name, "kind": "query"}))
@@ -64,6 +68,22 @@ class TestCollector:
         reg = registry_for(monitor)
         assert reg.get_sample_value("selector_budget_cap_remaining", {"horizon": "hour"}) == 3 + 2
         assert reg.get_sample_value("selector_budget_cap_remaining", {"horizon": "day"}) == 1 + 0
+
+    def test_a_binding_cap_is_counted_as_the_reason_of_the_shortfall(self) -> None:
+        """Rate 0.5 with a cap of 3 an hour, 400 items within the hour: the cap holds all but 3 labels back, and
+        the budget credit lost while it binds is counted under reason=cap, none under floor."""
+        cfg = parse_config({"budget": {"rate": 0.5, "audit_rate": 0.0, "caps": {"hour": 3}}})
+        monitor = Monitor(cfg, "127.0.0.1:9")
+        values = [b'{"id": "c%d", "probs": [0.4, 0.3, 0.2, 0.1]}' % i for i in range(400)]
+        batch = decode_batch(values, np.zeros(400, dtype=np.int64), n_classes=4)
+        decisions = monitor.router.decide(0, batch, 1_800_000_000.0 + np.arange(400.0))
+        monitor.router.commit(0, decisions)
+        reg = registry_for(monitor)
+        assert decisions.counts()["query"] == 3
+        lost = reg.get_sample_value("selector_budget_shortfall_labels_total", {"reason": "cap"})
+        # 0.5 x 400 credited, 3 spent, at most max_burst (10) still held as balance
+        assert 200 - 3 - 10 <= lost <= 200 - 3
+        assert reg.get_sample_value("selector_budget_shortfall_labels_total", {"reason": "floor"}) == 0
 
     def test_counters_and_score_histogram_follow_committed_decisions(self) -> None:
         """After one committed batch the route counters and the score histogram count exactly its items."""

@@ -78,7 +78,7 @@ class TestValidationMessages:
         """A typo must fail loudly with the full key path and the keys that section accepts."""
         assert problems_of({"budget": {"rat": 2}}) == [
             "'budget.rat' is not a known key: 2 "
-            "(valid keys: rate, controller, query_threshold, window_items, feedback_items, max_catchup, "
+            "(valid keys: rate, controller, query_threshold, window_items, "
             "max_burst, caps, audit_rate, exploration, class_shares, segment_shares, seed)"
         ]
 

@@ -115,7 +115,7 @@ class TestEnvironmentOverrides:
             load_config(None, environ={"SELECTOR_BUDGET__RAT": "0.05"})
         assert info.value.problems == [
             "'budget.rat' is not a known key: 0.05 "
-            "(valid keys: rate, controller, query_threshold, window_items, feedback_items, max_catchup, "
+            "(valid keys: rate, controller, query_threshold, window_items, "
             "max_burst, caps, audit_rate, exploration, class_shares, segment_shares, seed)"
         ]
 
