@@ -37,7 +37,7 @@ from selector.budget.controller import (
     PartitionState,
     Policy,
     Pool,
-    chunk_left,
+    chunk_items,
     initial_partition,
 )
 from selector.budget.controller import decide as control
@@ -277,8 +277,10 @@ class Router:
         parts: list[tuple[Scored, Outcome]] = []
         i = 0
         while i < n or not parts:
-            # stateful scoring advances at the controller's chunk boundaries, so batch cuts change nothing
-            end = min(n, i + chunk_left(self.policy, state)) if self.scorer.stateful else n
+            # stateful scoring advances every chunk_items of the partition (absolute positions, whatever the
+            # controller's windows do), so batch cuts change nothing
+            chunk = chunk_items(self.policy)
+            end = min(n, i + chunk - state.budget.items % chunk) if self.scorer.stateful else n
             rows = x.rows(i, end)
             scored = self.scorer.score(memory, rows)
             features = Features(
@@ -296,7 +298,7 @@ class Router:
             )
             out = control(self.policy, state, features)
             state = out.state
-            boundary = state.chunk_pos == 0
+            boundary = state.budget.items % chunk == 0
             memory = self.scorer.advance(memory, rows, scored, out.query | out.audit, hashes[i:end], boundary)
             parts.append((scored, out))
             i = end

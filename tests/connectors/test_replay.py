@@ -323,14 +323,14 @@ class TestDefectCapture:
     def test_recall_and_enrichment_on_known_labels(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """A fixed-threshold controller with room to spare queries every uncertain item and no audit is
-        drawn: 150 of 1000 items are labeled, 100 of the 120 defects and 50 of the 880 ok items. So the
+        """A fixed-threshold controller with room to spare queries every uncertain item (the confident ones
+        are under its threshold 0.5) and no audit is drawn: 150 of 1000 items are labeled, 100 of the 120 defects and 50 of the 880 ok items. So the
         defect recall is 100/120 against 150/1000 for random sampling at that budget, an enrichment of
         (100/150) / (120/1000) = 5.5556, and ok's is (50/150) / (880/1000) = 0.3788."""
         config = write_config(
             tmp_path / "config.yaml",
             "classes: [ok, defect]\n"
-            "budget: {rate: 0.9, audit_rate: 0.0, controller: threshold, query_threshold: 0.0,"
+            "budget: {rate: 0.9, audit_rate: 0.0, controller: threshold, query_threshold: 0.5,"
             " caps: {day: 100000}}\n",
         )
         out = tmp_path / "decisions.jsonl"

@@ -128,27 +128,28 @@ class TestEncodeOutputs:
         assert out.accepted == []
 
     def test_cold_quantile_threshold_is_null_and_the_probability_is_the_pool_rate(self) -> None:
-        """On a fresh partition the quantile pool has no threshold yet (null) and selects with its rate.
+        """On a fresh partition the quantile pool has no threshold yet (null) and selects with its share.
 
         Rate 1 without audits: the common pool's cold-start rule selects every uncertain item with
-        probability 1, so the record says threshold null, probability 1, chosen by 'uncertainty'.
+        probability 1, so the record says threshold null, probability 1, chosen by 'cold_start'.
         """
         raw = orjson.dumps({"id": "x2", "probs": [0.3, 0.3, 0.2, 0.2]})
         _, d, out = decided([raw], cfg(audit_rate=0.0, rate=1.0))
         ((_, value),) = out.to_label
         rec = ToLabel.model_validate_json(value)
-        assert d.threshold.tolist() == [float("inf")]
+        assert np.isnan(d.threshold).all()
         assert (rec.route, rec.threshold, rec.query_probability, rec.selected_by) == (
             "query",
             None,
             1.0,
-            "uncertainty",
+            "cold_start",
         )
 
     def test_accepted_fields_carry_the_pseudo_label(self) -> None:
         """An accepted record names the predicted class by name with its confidence."""
         raw = orjson.dumps({"id": "a1", "probs": [0.05, 0.05, 0.2, 0.7], "model": "v7", "payload": "p"})
-        _, _, out = decided([raw], cfg(audit_rate=0.0))
+        # under the floor: a confident item is a query candidate like any other, so keep it out of the pools
+        _, _, out = decided([raw], cfg(audit_rate=0.0, query_threshold=0.9))
         ((key, value),) = out.accepted
         rec = Accepted.model_validate_json(value)
         assert key == b"a1"
