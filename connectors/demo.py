@@ -14,6 +14,7 @@ in-memory broker's topics: each demo starts afresh.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import threading
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
 
+from connectors.cap_watch import describe, ledgers_of
 from connectors.dataset import DatasetStore
 from connectors.demo_line import CLASSES, RARE, Annotators, Digits, FeatureLine
 from connectors.kafka_io import prepare_topics
@@ -32,7 +34,8 @@ from connectors.registry import ModelRegistry
 from connectors.serving import ModelServer, serve_part
 from connectors.startup import Reserved
 from connectors.web import Endpoint
-from selector.config import Config
+from selector.cap_pause import cap_pauses
+from selector.config import HORIZONS_S, Config
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +43,32 @@ SEED_ITEMS = 40
 """Labeled digits the first model is trained on (common digits only): a weak start to improve on."""
 
 
-def demo_config(config: Config, workdir: Path) -> Config:
+CAP_HEADROOM = 1.5
+"""The demo raises every cap below this multiple of what its line's rate spends at the target rate in the
+cap's window, so that a cap meant for a real line does not stop the demo's labels after two minutes."""
+
+
+def caps_for_rate(config: Config, items_per_s: float) -> tuple[dict[str, int], list[str]]:
+    """The caps the demo runs at ``items_per_s``: each at least ``CAP_HEADROOM`` times ``rate x budget.rate
+    x window``; and one note per cap raised, saying from what to what."""
+    caps: dict[str, int] = {}
+    notes: list[str] = []
+    for horizon, cap in config.budget.caps.items():
+        need = math.ceil(CAP_HEADROOM * items_per_s * config.budget.rate * HORIZONS_S[horizon])
+        caps[horizon] = max(cap, need)
+        if cap < need:
+            notes.append(f"budget.caps.{horizon} {cap} -> {need}")
+    return caps, notes
+
+
+def demo_config(config: Config, workdir: Path, items_per_s: float | None = None) -> Config:
     """The configuration the demo runs: the user's, with the digits' classes, embedding length and the
-    label loop's files in ``workdir``; class-specific keys of the user's file do not apply to digits."""
+    label loop's files in ``workdir``; class-specific keys of the user's file do not apply to digits. With
+    ``items_per_s``, caps too low for that rate are raised (:func:`caps_for_rate`)."""
     r = config.retrain
     data = config.model_dump()
+    if items_per_s is not None:
+        data["budget"]["caps"] = caps_for_rate(config, items_per_s)[0]
     data["classes"] = CLASSES
     data["input"]["embedding_dim"] = 64
     data["accept"]["thresholds"] = {}
@@ -125,6 +149,8 @@ class Demo:
             error_rate=annotator_error,
         )
         self.endpoints: list[Endpoint] = []
+        self.notes: list[str] = []
+        """what the demo changed in the user's configuration, for the intro"""
         self._threads = [
             threading.Thread(target=self.server.run, name="serve-model", daemon=True),
             threading.Thread(target=self.loop.run, kwargs={"poll_s": 1.0}, name="label-loop", daemon=True),
@@ -138,6 +164,12 @@ class Demo:
             f"{c.budget.rate:.1%}; simulated annotators (mean delay {self.annotators.delay_s:g} s, "
             f"{self.annotators.error_rate:.0%} wrong); a retrain every {c.retrain.every_labels} labels "
             f"at most every {c.retrain.min_interval_s:g} s; files in {self.workdir}; Ctrl-C stops"
+            + (
+                f"\ncaps raised to follow the line's rate: {', '.join(self.notes)} (a cap that binds pauses "
+                "labeling, and the summary line says until when)"
+                if self.notes
+                else ""
+            )
         )
 
     def run(self, duration: float | None, interval: float) -> None:
@@ -193,26 +225,32 @@ class Demo:
             endpoint.close()
 
     def summary(self) -> str:
-        s = self.monitor.router.stats
-        total = s.total
-        labeled = s.items["query"] + s.items["audit"]
-        served = self.server.model.version if self.server.model else "none"
-        st = self.loop.status
-        acc = st.by_model.get(served)
-        estimate = (
-            f"{acc.estimate:5.1%} [{acc.low:5.1%}, {acc.high:5.1%}] n={acc.n}"
-            if acc is not None and acc.n
-            else "awaiting labels"
-        )
-        retrainer = self.loop.retrainer
-        retrains = retrainer.outcomes if retrainer else {}
-        return (
-            f"items {self.line.sent:>7} decided {total:>7} | accept {s.items['accept']:>6} query "
-            f"{s.items['query']:>4} audit {s.items['audit']:>3} | label rate {labeled / max(total, 1):6.2%} "
-            f"(budget {self.config.budget.rate:.2%}) | labels {st.label_messages:>4} | model {served} "
-            f"accuracy {estimate} | retrains {retrains.get('promoted', 0)} promoted "
-            f"{retrains.get('rejected', 0)} rejected"
-        )
+        return summary_line(self.line.sent, self.monitor, self.server, self.loop, time.time())
+
+
+def summary_line(sent: int, monitor: Monitor, server: ModelServer, loop: LabelLoop, now: float) -> str:
+    """The demo's summary: routes, label rate against the budget, labels, the served model's estimated
+    accuracy, retrains; and, when a hard cap holds labeling back, which and until when."""
+    s = monitor.router.stats
+    total = s.total
+    labeled = s.items["query"] + s.items["audit"]
+    served = server.model.version if server.model else "none"
+    st = loop.status
+    acc = st.by_model.get(served)
+    estimate = (
+        f"{acc.estimate:5.1%} [{acc.low:5.1%}, {acc.high:5.1%}] n={acc.n}"
+        if acc is not None and acc.n
+        else "awaiting labels"
+    )
+    retrains = loop.retrainer.outcomes if loop.retrainer else {}
+    caps = "".join(f" | {describe(p)}" for p in cap_pauses(ledgers_of(monitor.router), now))
+    return (
+        f"items {sent:>7} decided {total:>7} | accept {s.items['accept']:>6} query "
+        f"{s.items['query']:>4} audit {s.items['audit']:>3} | label rate {labeled / max(total, 1):6.2%} "
+        f"(budget {monitor.config.budget.rate:.2%}) | labels {st.label_messages:>4} | model {served} "
+        f"accuracy {estimate} | retrains {retrains.get('promoted', 0)} promoted "
+        f"{retrains.get('rejected', 0)} rejected{caps}"
+    )
 
 
 def create_demo(
@@ -220,7 +258,8 @@ def create_demo(
 ) -> Demo:
     """The demo's configuration, topics, first model and components, in a fresh temporary directory."""
     workdir = Path(tempfile.mkdtemp(prefix="selector-demo-"))
-    effective = demo_config(config, workdir)
+    effective = demo_config(config, workdir, rate)
     prepare_topics(effective, servers)
     demo = Demo(effective, servers, rate, label_delay=label_delay, annotator_error=annotator_error)
+    demo.notes = caps_for_rate(config, rate)[1]
     return demo

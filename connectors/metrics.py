@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 import selector
+from connectors.cap_watch import pause_status
 from connectors.label_loop import LATENCY_BUCKETS, LabelLoop
 from connectors.monitor import BATCH_SECONDS_BUCKETS, Monitor
 from connectors.outage import OutageWatch
@@ -360,6 +361,7 @@ def monitor_part(m: Monitor) -> Part:
 
     def status() -> dict[str, Any]:
         cfg, rs, ms = m.config, m.router.stats, m.stats
+        now = time.time()
         return {
             "items": dict(rs.items),
             "total": rs.total,
@@ -367,7 +369,8 @@ def monitor_part(m: Monitor) -> Part:
                 "rate": cfg.budget.rate,
                 "audit_rate": cfg.budget.audit_rate,
                 "caps": dict(cfg.budget.caps),
-                "cap_remaining": m.router.cap_remaining(time.time()),
+                "cap_remaining": m.router.cap_remaining(now),
+                "cap_reached": pause_status(m.router, now),
                 "shortfall": dict(rs.shortfall),
                 "model_switches": rs.model_switches,
             },

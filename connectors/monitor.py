@@ -23,6 +23,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 import selector
+from connectors.cap_watch import CapWatch
 from connectors.configfile import load_config
 from connectors.delivery import Outgoing, Refused, deliver, refused_to_dead_letter
 from connectors.hot_reload import ConfigWatcher, config_diff, reloadable
@@ -142,6 +143,8 @@ class Monitor:
         self._producer: KafkaProducer | None = None
         self.assigned: set[int] = set()
         self.outage, self._probe = watch_outages(config, servers)
+        self.caps = CapWatch()
+        """says so in the log when a hard cap pauses labeling, and when it lifts"""
         self._aborted = False
         """set when the run ends on an outage: nothing more is delivered, snapshotted or committed"""
 
@@ -188,6 +191,7 @@ class Monitor:
                     self._read_labels()
                 self._update_lag()
                 self._maybe_reload()
+                self.caps.check(self.router, self.clock())
                 self.stats.last_progress = self.clock()
         except (DeliveryError, KafkaOutageError):
             self._aborted = True

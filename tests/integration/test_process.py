@@ -176,6 +176,8 @@ class TestDemo:
         assert proc.returncode == 0, proc.stderr
         assert "selector demo: handwritten digits at 400 items/s" in proc.stdout
         assert "simulated annotators (mean delay 3 s, 10% wrong)" in proc.stdout
+        # the shipped cap of 1,000 labels an hour would stop the demo's labels after ~2 minutes: raised, said
+        assert "caps raised to follow the line's rate: budget.caps.hour 1000 -> 43200" in proc.stdout
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("items")]
         assert len(lines) >= 3, proc.stdout
         final = lines[-1].split()
