@@ -74,7 +74,15 @@ class TestEndpoint:
         assert m["items"] == monitor.router.stats.items and m["total"] == 400
         assert sum(m["requested_by_class"].values()) == m["items"]["query"] + m["items"]["audit"]
         assert len(m["score_histogram"]["counts"]) == 20 and sum(m["score_histogram"]["counts"]) == 400
-        expected = {"rate": 0.1, "audit_rate": 0.002, "caps": {}, "cap_remaining": {}, "cap_reached": []}
+        expected = {
+            "rate": 0.1,
+            "audit_rate": 0.002,
+            "caps": {},
+            "cap_remaining": {},
+            "cap_reached": [],
+            "shortfall": {"floor": 0.0, "cap": 0.0},
+            "model_switches": 0,
+        }
         assert {k: m["budget"][k] for k in expected} == expected
         code, kind, body = get(port, "/")
         assert code == 200 and kind.startswith("text/html") and b'data-metric="items.query"' in body
