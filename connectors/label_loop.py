@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
 
 from connectors.dataset import DatasetStore, Ingested
 from connectors.delivery import Outgoing, dead_letter, deliver
@@ -108,13 +109,14 @@ class LabelLoop:
         """
         cfg = self.config
         topics = cfg.topics
-        to_label = TopicReader(cfg, self.servers, topics.to_label, self.store.positions(topics.to_label))
-        labels = TopicReader(cfg, self.servers, topics.labels, self.store.positions(topics.labels))
-        readers = [to_label, labels]
-        accepted = None
-        if cfg.dataset.pseudo_label_share > 0:  # the pseudo-label sample rides on the accepted topic
-            accepted = TopicReader(cfg, self.servers, topics.accepted, self.store.positions(topics.accepted))
-            readers.append(accepted)
+
+        def open_reader(topic: str) -> TopicReader:  # from where the store says it stopped
+            return TopicReader(cfg, self.servers, topic, self.store.positions(topic))
+
+        to_label, labels = open_reader(topics.to_label), open_reader(topics.labels)
+        # the pseudo-label sample rides on the accepted topic
+        accepted = open_reader(topics.accepted) if cfg.dataset.pseudo_label_share > 0 else None
+        readers = [r for r in (to_label, labels, accepted) if r is not None]
         producer = KafkaProducer(bootstrap_servers=self.servers, acks="all", **security_kwargs(cfg))
         self.retrainer = Retrainer(cfg, self.servers, self.store, time.time())
         ends = None if duration_s is None else time.monotonic() + duration_s
@@ -129,18 +131,31 @@ class LabelLoop:
                 # labels first, then decisions: an annotator answers a to-label record it read, so the
                 # decision a label read now answers is usually read below; one that is not (a lagging
                 # to-label topic) waits parked in the store until it is
-                answers = labels.read_new(until_end=True, timeout_s=5.0)
-                decisions = to_label.read_new(until_end=True, timeout_s=5.0)
-                # dead letters are confirmed before the round's positions commit, so a crash loses none
-                done = self.store.ingest(
-                    decisions,
-                    answers,
-                    cfg.classes,
-                    before_commit=lambda result: self._dead_letter(producer, result),
-                    accepted=accepted.read_new(until_end=True, timeout_s=5.0) if accepted else (),
-                    now=self.clock(),
-                    unknown_label_ttl_s=cfg.dataset.unknown_label_ttl_s,
-                )
+                try:
+                    answers = labels.read_new(until_end=True, timeout_s=5.0)
+                    decisions = to_label.read_new(until_end=True, timeout_s=5.0)
+                    # dead letters are confirmed before the round's positions commit, so a crash loses none
+                    done = self.store.ingest(
+                        decisions,
+                        answers,
+                        cfg.classes,
+                        before_commit=lambda result: self._dead_letter(producer, result),
+                        accepted=accepted.read_new(until_end=True, timeout_s=5.0) if accepted else (),
+                        now=self.clock(),
+                        unknown_label_ttl_s=cfg.dataset.unknown_label_ttl_s,
+                    )
+                except KafkaError as exc:
+                    if not exc.retriable:
+                        raise
+                    # the cluster stopped answering mid-round: what was read is not stored, so the readers
+                    # start again from the store's positions
+                    log.warning("label round interrupted (%s); read again from the stored positions", exc)
+                    for r in readers:
+                        r.close()
+                    to_label, labels = open_reader(topics.to_label), open_reader(topics.labels)
+                    accepted = open_reader(topics.accepted) if accepted is not None else None
+                    readers = [r for r in (to_label, labels, accepted) if r is not None]
+                    continue
                 self._count(done)
                 st = self.status
                 self.retrainer.step(

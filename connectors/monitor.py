@@ -182,8 +182,8 @@ class Monitor:
             while not self._stop.is_set() and (end is None or time.monotonic() < end):
                 self.outage.raise_if_expired(self.clock())
                 polled = self._consumer.poll(timeout_ms=cfg.kafka.poll_timeout_ms)
-                if self._to_restore:
-                    self._restore_state()
+                if self._to_restore and not self._restore_state(polled):
+                    polled = {}  # sought back: decided once the state is restored
                 if polled:
                     self.process(polled)
                 if self.outage.reachable:  # else the outputs wait, delivered, for the cluster to answer
@@ -342,24 +342,36 @@ class Monitor:
     def _state_key(self, partition: int) -> bytes:
         return state_key(self.config.kafka.group_id, self.config.topics.predictions, partition)
 
-    def _restore_state(self) -> None:
+    def _restore_state(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> bool:
         """Adopt the latest snapshot of each newly assigned partition; skip records it already covers.
 
         Snapshots are written after the outputs of their records were delivered and before the offsets are
         committed, so a snapshot ahead of the committed offset means those records were delivered: records
         below the snapshot's offset are dropped instead of decided (and spent on) twice.
+
+        Returns False when the cluster did not answer (an outage right after the assignment): the partitions
+        of ``polled`` are sought back to their first record and the restore is tried again next time.
         """
         reader, consumer = self._state_reader, self._consumer
         assigned, self._to_restore = self._to_restore, []
         if reader is None or consumer is None or not assigned:
-            return
-        latest = latest_snapshots(reader.read_all())
+            return True
+        try:
+            latest = latest_snapshots(reader.read_all())
+            committed_at = {tp: consumer.committed(tp, timeout_ms=30_000) for tp in assigned}
+        except KafkaError as exc:
+            log.warning("state restore interrupted (%s); retried at the next poll", exc)
+            self._to_restore = assigned
+            for tp, records in polled.items():
+                if records:
+                    consumer.seek(tp, records[0].offset)
+            return False
         for tp in assigned:
             snap = latest.get(self._state_key(tp.partition))
             if snap is None:
                 continue
             self.router.restore(tp.partition, snap["state"])
-            committed = consumer.committed(tp, timeout_ms=30_000)
+            committed = committed_at[tp]
             if committed is None or snap["offset"] > committed:
                 # no seek: records this poll already fetched would come again; they are dropped instead
                 self._resume_at[tp] = snap["offset"]
@@ -369,6 +381,7 @@ class Monitor:
                 snap["offset"],
                 committed,
             )
+        return True
 
     def _read_labels(self, until_end: bool = False) -> None:
         """Labels that arrived clear their items from the pending set (any label, update or retraction)."""

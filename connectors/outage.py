@@ -237,7 +237,8 @@ class _OncePerWindow(logging.Filter):
 
 
 def quiet_kafka_logs(window_s: float = REMINDER_S) -> None:
-    """kafka-python's loggers: warnings and errors only, each distinct message at most once per window.
+    """kafka-python's loggers: warnings and errors only, each distinct message at most once per window, and
+    an exception as one line instead of a traceback.
 
     Call after logging is configured: the filter goes on the root logger's handlers (a logger's own filters
     never see records propagated from its children) and passes every record not from ``kafka.*``.
@@ -247,7 +248,13 @@ def quiet_kafka_logs(window_s: float = REMINDER_S) -> None:
     once = _OncePerWindow(window_s)
 
     def only_kafka(record: logging.LogRecord) -> bool:
-        return not (record.name == "kafka" or record.name.startswith("kafka.")) or once.filter(record)
+        if not (record.name == "kafka" or record.name.startswith("kafka.")):
+            return True
+        if record.exc_info and record.exc_info[1] is not None:  # a network error's stack helps no operator
+            exc = record.exc_info[1]
+            record.msg = f"{record.msg} ({type(exc).__name__}: {str(exc).replace('%', '%%')})"
+            record.exc_info, record.exc_text = None, None
+        return once.filter(record)
 
     for handler in logging.getLogger().handlers:
         handler.addFilter(only_kafka)
