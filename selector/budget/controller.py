@@ -172,7 +172,7 @@ def decide(policy: Policy, state: PartitionState, f: Features) -> Outcome:
         walk.audit,
         walk.mechanism,
         walk.inclusion(),
-        walk.threshold,
+        walk.thresholds(),
         walk.final_state(),
         walk.pool_labels,
         walk.shortfall,

@@ -9,6 +9,7 @@ its events are known. The cost is proportional to labels and windows, not to ite
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -50,17 +51,20 @@ class Walk:
     def __init__(self, policy: Policy, state: PartitionState, f: Features, scores: FloatArray) -> None:
         n, k_pools = len(f.score), len(policy.pools)
         self.policy, self.state, self.f, self.scores = policy, state, f, scores
-        self.audit_at = np.flatnonzero(uniforms(f.hashes, policy.seed, _AUDIT_STREAM) < policy.audit_rate)
+        self.audit_at: list[int] = np.flatnonzero(
+            uniforms(f.hashes, policy.seed, _AUDIT_STREAM) < policy.audit_rate
+        ).tolist()
         self.draws = [uniforms(f.hashes, policy.seed, _POOL_STREAM_BASE + k) for k in range(k_pools)]
         self.index = np.arange(n)
         self.query = np.zeros(n, dtype=bool)
         self.audit = np.zeros(n, dtype=bool)
         self.mechanism = np.zeros(n, dtype=np.int8)
-        self.threshold = np.full(n, np.nan)
         self.blocked = np.zeros(n, dtype=bool)
         """candidates found to repeat a pending item (they could not be labeled)"""
         # per item and pool, from the window rule in force: critical balance, window counts above and tied
         self.crit = np.full((k_pools, n), np.inf)
+        self.h = np.full((k_pools, n), np.inf)
+        """``crit - rho j``: pool ``k`` picks item ``j`` iff this is below ``ref - rho at`` of its balance"""
         self.above = np.zeros((k_pools, n))
         self.tied = np.zeros((k_pools, n))
         self.size = np.zeros((k_pools, n))
@@ -68,7 +72,17 @@ class Walk:
         self.cluster = np.full(n, _NO_CLUSTER, dtype=np.int64)
         self.cluster_taken = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
         """for each item: where its cluster got its label in the item's window (diversity)"""
+        models = f.model
+        self.changes: IntArray = (
+            np.flatnonzero([a != b for a, b in zip(models[1:], models[:-1], strict=True)]) + 1
+            if models and models.count(models[0]) != len(models)
+            else np.zeros(0, dtype=np.int64)
+        )
+        """positions where the model version differs from the previous item's"""
         self.segments: list[_Segment] = []
+        self._shares_cache: tuple[FloatArray, list[FloatArray]] | None = None
+        self.windows: list[tuple[int, int, list[WindowRule]]] = []
+        """each window's items and the rules in force over them"""
         self.pool_labels = dict.fromkeys((p.name for p in policy.pools), 0)
         self.shortfall: dict[str, float] = {}
         self.switches: list[tuple[str | None, str]] = []
@@ -91,15 +105,11 @@ class Walk:
 
     def next_switch(self, i: int) -> int:
         """Index of the next prediction after ``i`` from a model version not known: the window ends there."""
-        models = self.f.model
-        if not models:
-            return len(self.f.score)
-        known, current = self.state.versions, models[i]
-        for j in range(i + 1, len(models)):
-            v = models[j]
-            if v is not None and v != current and v not in known:
-                return j
-        return len(models)
+        models, known = self.f.model, self.state.versions
+        for j in self.changes[int(np.searchsorted(self.changes, i, side="right")) :].tolist():
+            if models is not None and models[j] is not None and models[j] not in known:
+                return int(j)
+        return len(self.f.score)
 
     def maybe_switch(self, i: int) -> None:
         """At a prediction from a model version not seen recently: restart every window (balances carry on).
@@ -144,6 +154,8 @@ class Walk:
                 with np.errstate(divide="ignore"):
                     c = p.set_point + np.log(s_star / self.base[k]) / FEEDBACK_GAIN
                 self.crit[k, w] = np.where(eligible & (c < p.max_burst), c, np.inf)
+        for k in range(len(p.pools)):
+            self.h[k, w] = self.crit[k, w] - self.rho[k] * self.index[w]
         diverse = self._clusters(start, end)
         pos = start
         while pos < end:
@@ -161,7 +173,7 @@ class Walk:
                 members = np.flatnonzero(self.cluster[w] == c) + start
                 self.cluster_taken[members] = np.minimum(self.cluster_taken[members], j)
             pos = j + 1
-        self._thresholds(start, end)
+        self.windows.append((start, end, [self.state.rules[pool.name] for pool in p.pools]))
 
     def _balance(self, k: int, j: IntArray) -> FloatArray:
         out: FloatArray = np.minimum(self.policy.max_burst, self.ref[k] + self.rho[k] * (j - self.ref_at[k]))
@@ -176,28 +188,53 @@ class Walk:
         repeat a pending item are marked blocked and passed over."""
         room_from = pos if free <= self.tm[pos] else int(np.searchsorted(self.tm, free, side="left"))
         lo = max(pos, room_from)
-        a = int(np.searchsorted(self.audit_at, lo))
-        next_audit = int(self.audit_at[a]) if a < len(self.audit_at) and self.audit_at[a] < end else end
+        a = bisect_left(self.audit_at, lo)
+        next_audit = self.audit_at[a] if a < len(self.audit_at) and self.audit_at[a] < end else end
+        lo = max(lo, self._gate_from(lo))
         while lo < next_audit:
-            ar = self.index[lo:next_audit]
-            cand = np.zeros(next_audit - lo, dtype=bool)
-            tokens = self._balance(0, ar)
-            for k in range(len(self.policy.pools)):
-                picks = (tokens if k == 0 else self._balance(k, ar)) > self.crit[k, lo:next_audit]
-                if k == 0 and diverse:
-                    picks &= (self.cluster_taken[lo:next_audit] >= ar) | (tokens >= self.diversity_yields)
-                cand |= picks
-            cand &= tokens >= 1.0
-            q = int(np.argmax(cand)) if len(cand) else 0
-            if not len(cand) or not cand[q]:
+            j = min(self._first_pick(k, lo, next_audit, diverse) for k in range(len(self.policy.pools)))
+            if j >= next_audit:
                 break
-            j = lo + q
             if self._duplicate(j):
                 self.blocked[j] = True
                 lo = j + 1
                 continue
             return j, False
         return (next_audit, True) if next_audit < end else (end, False)
+
+    def _gate_from(self, lo: int) -> int:
+        """The first item from ``lo`` at which the token balance holds a token (it only grows until the next
+        label); the arithmetic guess is settled by the exact expression the balance uses."""
+        if self._balance_at(0, lo) >= 1.0:
+            return lo
+        j = max(lo, self.ref_at[0] + math.ceil((1.0 - self.ref[0]) / self.rho[0]) - 1)
+        while self._balance_at(0, j) < 1.0:
+            j += 1
+        return j
+
+    def _first_pick(self, k: int, lo: int, hi: int, diverse: bool) -> int:
+        """The first item in ``lo..hi`` pool ``k`` picks at its balance then (``hi`` if none): its balance
+        ``ref + rho (j - at)`` exceeds the item's critical balance, i.e. ``crit_j - rho j < ref - rho at``,
+        found on that precomputed difference and confirmed by the exact expression."""
+        if k == 0 and diverse:
+            ar = self.index[lo:hi]
+            tokens = self._balance(0, ar)
+            free = (self.cluster_taken[lo:hi] >= ar) | (tokens >= self.diversity_yields)
+            picks = (tokens > self.crit[0, lo:hi]) & free
+            q = int(np.argmax(picks)) if hi > lo else 0
+            return lo + q if hi > lo and picks[q] else hi
+        c = self.ref[k] - self.rho[k] * self.ref_at[k]
+        tol = 1e-9 * max(1.0, abs(c))
+        while lo < hi:
+            hits = self.h[k, lo:hi] < c + tol
+            q = int(np.argmax(hits))
+            if not hits[q]:
+                return hi
+            j = lo + q
+            if self._balance_at(k, j) > self.crit[k, j]:
+                return j
+            lo = j + 1
+        return hi
 
     def _duplicate(self, j: int) -> bool:
         """Whether item ``j`` repeats an item pending at its time, or one sent earlier in this batch."""
@@ -268,22 +305,30 @@ class Walk:
             shares.append(self.base[k] * np.exp(FEEDBACK_GAIN * (bal - p.set_point)))
         return t_bal, shares
 
-    def _thresholds(self, start: int, end: int) -> None:
-        """The threshold in force at each item of a window: the crediting pool's for a pool's label, the
-        common pool's for every other item (null while cold)."""
-        p = self.policy
-        _, shares = self._shares(start, end)
-        mech = self.mechanism[start:end]
-        theta = np.full(end - start, np.nan)
-        for k, pool in enumerate(p.pools):
-            mine = (mech == POOL_BASE + k) if k else ~((mech >= POOL_BASE + 1) | (mech == COLD))
-            if k == 0 and p.controller == "threshold":
-                theta[mine] = p.min_score
-                continue
-            if mine.any():
-                rule: WindowRule = self.state.rules[pool.name]
-                theta[mine] = rule.threshold(shares[k][mine], p.min_score)
-        self.threshold[start:end] = theta
+    def _all_shares(self) -> tuple[FloatArray, list[FloatArray]]:
+        if self._shares_cache is None:
+            self._shares_cache = self._shares(0, len(self.f.score))
+        return self._shares_cache
+
+    def thresholds(self) -> FloatArray:
+        """The threshold in force at each item: the crediting pool's for a pool's label, the common pool's
+        for every other item (null while cold)."""
+        p, n = self.policy, len(self.f.score)
+        theta = np.full(n, np.nan)
+        if not n:
+            return theta
+        _, shares = self._all_shares()
+        mech = self.mechanism
+        common = ~((mech >= POOL_BASE + 1) | (mech == COLD))
+        for start, end, rules in self.windows:
+            w = slice(start, end)
+            for k, rule in enumerate(rules):
+                mine = ((mech[w] == POOL_BASE + k) if k else common[w])
+                if k == 0 and p.controller == "threshold":
+                    theta[w][mine] = p.min_score
+                elif not rule.cold and mine.any():
+                    theta[w][mine] = rule.threshold(shares[k][w][mine], p.min_score)
+        return theta
 
     def inclusion(self) -> FloatArray:
         """Every item's inclusion probability given the state before it:
@@ -291,7 +336,7 @@ class Walk:
         p, n = self.policy, len(self.f.score)
         if not n:
             return np.zeros(0)
-        t_bal, shares = self._shares(0, n)
+        t_bal, shares = self._all_shares()
         none_picks = np.ones(n)
         for k in range(len(p.pools)):
             x, size = self.scores[k], self.size[k]
@@ -317,12 +362,14 @@ class Walk:
     def _pending_ids(self) -> BoolArray:
         """Items whose id is pending at their time, or was sent earlier in this batch and still is."""
         items, sent, sent_at, tm = self.state.pending.items, self.sent, self.sent_at, self.tm
-        n = len(self.f.ids)
-        out = np.zeros(n, dtype=bool)
-        if not items and not sent:
+        ids = self.f.ids
+        out = np.zeros(len(ids), dtype=bool)
+        hits = (items.keys() | sent.keys()) & set(ids) if items or sent else set()
+        if not hits:
             return out
         replaced = {k for k in sent if k in items}
-        for j, i in enumerate(self.f.ids):
+        for j in [j for j, i in enumerate(ids) if i in hits]:
+            i = ids[j]
             if i in sent_at and sent_at[i] < j:
                 out[j] = sent[i][0] > tm[j]
             elif i in items and i not in replaced:
