@@ -90,8 +90,8 @@ class SelectorCollector:
         short = CounterMetricFamily(
             "selector_budget_shortfall_labels",
             "Labels the budget allowed and that were not spent, by reason: floor (too few items above "
-            "budget.query_threshold), cap (a hard cap held labels back), pool:<name> (a reserved pool found too "
-            "few eligible items; the common pool made it up).",
+            "budget.query_threshold), cap (a hard cap held labels back), pool:<name> (a reserved pool found "
+            "too few eligible items; the common pool made it up).",
             labels=["reason"],
         )
         for reason, lost in sorted(rs.shortfall.items()):

@@ -83,6 +83,10 @@ def _header(s: dict[str, Any]) -> str:
         _card(_pct(rates["accept"], 1), "auto-accept rate"),
         _card(f"{s['invalid']['total']}", "invalid records", warn=s["invalid"]["total"] > 0),
     ]
+    short = s.get("shortfall")
+    if short and short["labels"] > 0:
+        why = ", ".join(f"{k} {v:g}" for k, v in short["by_reason"].items() if v > 0)
+        cards.append(_card(f"{short['labels']:g}", f"labels unspent ({why})", warn=True))
     cards += [
         _card(f"{c['min_headroom']} / {c['cap']}", f"least {h} cap headroom", warn=c["reached"])
         for h, c in caps.items()

@@ -64,7 +64,7 @@ def rfc3339(t: float) -> str:
 
 def mechanism_names(config: Config) -> list[str]:
     """Every value ``selected_by`` can take for a labeled item under ``config``."""
-    return ["audit", "exploration", *(p.name for p in policy_of(config).pools)]
+    return ["audit", "cold_start", *(p.name for p in policy_of(config).pools)]
 
 
 @dataclass
@@ -146,6 +146,9 @@ class WhatIf:
         self.by_class = {r: np.zeros(c, dtype=np.int64) for r in ("items", "query", "audit", "accept")}
         self.by_segment: dict[str, Counter[str]] = {}
         self.by_mechanism: Counter[str] = Counter(dict.fromkeys(mechanism_names(config), 0))
+        self.shortfall: dict[str, float] = {}
+        """budget credit the controller lost, in labels, by reason"""
+        self.model_switches = 0
         self.truth = {r: np.zeros(c, dtype=np.int64) for r in ("items", "labeled", "query")}
         self.unknown_labels: Counter[str] = Counter()
         self.invalid: Counter[str] = Counter()
@@ -199,6 +202,9 @@ class WhatIf:
         self._add_steps(t, tm)
         headroom = {h: track.cap - track.add(tm[lab]) for h, track in self.caps.items()}
         self._add_buckets(route, tm, lab, headroom)
+        for reason, lost in decisions.shortfall.items():
+            self.shortfall[reason] = self.shortfall.get(reason, 0.0) + lost
+        self.model_switches += len(decisions.model_switches)
         self.items += n
         return tm
 
@@ -316,6 +322,7 @@ class WhatIf:
                     m: {"labels": k, "share": _ratio(k, labels)} for m, k in self.by_mechanism.items()
                 },
             },
+            "shortfall": self._shortfall(labels),
             "caps": {
                 h: {
                     "cap": t.cap,
@@ -328,6 +335,17 @@ class WhatIf:
                 for h, t in self.caps.items()
             },
             "ground_truth": self._ground_truth(),
+        }
+
+    def _shortfall(self, labels: int) -> dict[str, Any]:
+        """Budget the controller could not spend, in labels, and why (floor, cap, pool:<name>)."""
+        target = self.items * self.config.budget.rate
+        total = sum(v for k, v in self.shortfall.items() if not k.startswith("pool:"))
+        return {
+            "labels": round(total, 3),
+            "share_of_target": _ratio(total, target),
+            "by_reason": {k: round(v, 3) for k, v in sorted(self.shortfall.items())},
+            "model_switches": self.model_switches,
         }
 
     def _time(self) -> dict[str, Any]:

@@ -70,7 +70,7 @@ from selector.budget.policy import (
     Pool,
     chunk_items,
 )
-from selector.budget.quantile import INELIGIBLE, Ring
+from selector.budget.quantile import INELIGIBLE
 from selector.budget.token_bucket import BudgetState
 from selector.budget.walk import Walk
 
@@ -188,7 +188,8 @@ def _refresh(policy: Policy, state: PartitionState, seg_scores: FloatArray) -> P
     if len(chunk[policy.pools[0].name]) < chunk_items(policy, filled):
         return replace(state, chunk=chunk)
     windows = {
-        p.name: state.windows[p.name].extended(np.asarray(chunk[p.name], dtype=np.float64)) for p in policy.pools
+        p.name: state.windows[p.name].extended(np.asarray(chunk[p.name], dtype=np.float64))
+        for p in policy.pools
     }
     return replace(state, windows=windows, chunk={p.name: [] for p in policy.pools}).with_rules()
 

@@ -75,7 +75,9 @@ class WindowRule:
             return out
         return self.probability_from(*self.above_tied(x), x, s)
 
-    def probability_from(self, above: FloatArray, tied: FloatArray, x: FloatArray, s: FloatArray) -> FloatArray:
+    def probability_from(
+        self, above: FloatArray, tied: FloatArray, x: FloatArray, s: FloatArray
+    ) -> FloatArray:
         """:meth:`probability` given :meth:`above_tied` of ``x`` (a warm rule)."""
         c = s * len(self.ordered)
         with np.errstate(divide="ignore", invalid="ignore"):

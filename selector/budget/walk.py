@@ -268,7 +268,7 @@ class Walk:
         free_cluster = self.cluster_taken[j] >= j or balances[0] >= self.diversity_yields
         picked = [balances[k] > self.crit[k, j] and (k > 0 or free_cluster) for k in range(len(p.pools))]
         # an item picked by several pools is credited to a reserved pool first: it answers for its share
-        k = next(k for k in [*range(1, len(p.pools)), 0] if picked[k])
+        k: int = next(k for k in [*range(1, len(p.pools)), 0] if picked[k])
         if k > 0:
             self.ref[k], self.ref_at[k], self.lost[k] = balances[k] - 1.0, j, 0.0
         self.pool_labels[p.pools[k].name] += 1
@@ -323,7 +323,7 @@ class Walk:
         for start, end, rules in self.windows:
             w = slice(start, end)
             for k, rule in enumerate(rules):
-                mine = ((mech[w] == POOL_BASE + k) if k else common[w])
+                mine = (mech[w] == POOL_BASE + k) if k else common[w]
                 if k == 0 and p.controller == "threshold":
                     theta[w][mine] = p.min_score
                 elif not rule.cold and mine.any():
@@ -354,7 +354,9 @@ class Walk:
             none_picks *= 1.0 - prob
         p_candidate = np.where(self.blocked | self._pending_ids(), 0.0, 1.0 - none_picks)
         firsts = np.asarray([s.first for s in self.segments])
-        free = np.asarray([s.free for s in self.segments])[np.searchsorted(firsts, self.index, side="right") - 1]
+        free = np.asarray([s.free for s in self.segments])[
+            np.searchsorted(firsts, self.index, side="right") - 1
+        ]
         a = p.audit_rate
         out: FloatArray = (self.tm >= free) * (a + (1.0 - a) * (t_bal >= 1.0) * p_candidate)
         return out

@@ -70,8 +70,8 @@ class TestCollector:
         assert reg.get_sample_value("selector_budget_cap_remaining", {"horizon": "day"}) == 1 + 0
 
     def test_a_binding_cap_is_counted_as_the_reason_of_the_shortfall(self) -> None:
-        """Rate 0.5 with a cap of 3 an hour, 400 items within the hour: the cap holds all but 3 labels back, and
-        the budget credit lost while it binds is counted under reason=cap, none under floor."""
+        """Rate 0.5 with a cap of 3 an hour, 400 items within the hour: the cap holds all but 3 labels back,
+        and the budget credit lost while it binds is counted under reason=cap, none under floor."""
         cfg = parse_config({"budget": {"rate": 0.5, "audit_rate": 0.0, "caps": {"hour": 3}}})
         monitor = Monitor(cfg, "127.0.0.1:9")
         values = [b'{"id": "c%d", "probs": [0.4, 0.3, 0.2, 0.1]}' % i for i in range(400)]

@@ -323,10 +323,11 @@ class TestDefectCapture:
     def test_recall_and_enrichment_on_known_labels(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """A fixed-threshold controller with room to spare queries every uncertain item (the confident ones
-        are under its threshold 0.5) and no audit is drawn: 150 of 1000 items are labeled, 100 of the 120 defects and 50 of the 880 ok items. So the
-        defect recall is 100/120 against 150/1000 for random sampling at that budget, an enrichment of
-        (100/150) / (120/1000) = 5.5556, and ok's is (50/150) / (880/1000) = 0.3788."""
+        """A fixed-threshold controller with room to spare queries every uncertain item (the confident
+        ones are under its threshold 0.5) and no audit is drawn: 150 of 1000 items are labeled, 100 of the
+        120 defects and 50 of the 880 ok items. So the defect recall is 100/120 against 150/1000 for random
+        sampling at that budget, an enrichment of (100/150) / (120/1000) = 5.5556, and ok's is
+        (50/150) / (880/1000) = 0.3788."""
         config = write_config(
             tmp_path / "config.yaml",
             "classes: [ok, defect]\n"
@@ -357,6 +358,24 @@ class TestDefectCapture:
         }
         assert gt["by_class"]["ok"]["recall"] == 0.056818
         assert gt["by_class"]["ok"]["enrichment"] == 0.378788
+
+    def test_the_summary_says_why_the_budget_went_unspent(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """At 10% of 1000 items with a cap of 20 labels a day the cap holds 80 labels back; with the floor
+        above every score nothing is eligible: the summary counts each under its reason, within the
+        balance still held at the end (max_burst 10)."""
+        for budget, reason in (
+            ("rate: 0.1, audit_rate: 0.0, caps: {day: 20}", "cap"),
+            ("rate: 0.1, audit_rate: 0.0, query_threshold: 1.0, caps: {}", "floor"),
+        ):
+            config = write_config(tmp_path / "config.yaml", f"classes: [ok, defect]\nbudget: {{{budget}}}\n")
+            code, summary, _ = run_cli(capsys, config, "--input", str(constructed_stream(tmp_path)))
+            assert code == 0 and summary is not None
+            short = summary["shortfall"]
+            spent = summary["routes"]["query"] + summary["routes"]["audit"]
+            assert 100 - spent - 10 <= short["by_reason"][reason] <= 100 - spent, short
+            assert short["labels"] == pytest.approx(sum(short["by_reason"].values()))
 
     def test_without_labels_there_is_no_capture(
         self, tmp_path: Path, config_path: Path, capsys: pytest.CaptureFixture[str]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pytest
@@ -26,8 +26,6 @@ from selector.config import COMBINATION, Config, DiversityConfig, parse_config
 from selector.decode import Batch
 from selector.routing import AUDIT, QUERY, Router
 from selector.scores.base import FIELD_OF
-
-from typing import get_args
 
 N = 32_000
 WINDOW = 2000
@@ -182,7 +180,7 @@ SCENARIOS: dict[str, type[Scenario]] = {
     "covariate_drift": CovariateDrift,
 }
 
-MEASURES = sorted(m for m, f in FIELD_OF.items() if f in ("probs", "embedding")) + [COMBINATION]
+MEASURES = [*sorted(m for m, f in FIELD_OF.items() if f in ("probs", "embedding")), COMBINATION]
 """Every measure a prediction with probabilities and an embedding can feed, and the combination."""
 
 DIVERSITY = [m for m in get_args(DiversityConfig.model_fields["mode"].annotation) if m != "none"]

@@ -21,10 +21,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from selector.arrays import BoolArray, FloatArray, IntArray, UIntArray
-from selector.budget.walk import _AUDIT_STREAM as AUDIT_STREAM
 from selector.budget.controller import (
     AUDIT,
-    pool_scores,
     COLD,
     NONE,
     POOL_BASE,
@@ -32,12 +30,12 @@ from selector.budget.controller import (
     Outcome,
     PartitionState,
     Policy,
-    chunk_items,
     decide,
     initial_partition,
+    pool_scores,
 )
-
 from selector.budget.policy import FEEDBACK_GAIN
+from selector.budget.walk import _AUDIT_STREAM as AUDIT_STREAM
 from selector.config import HORIZONS_S, BudgetConfig, Config, DiversityConfig, parse_config
 from selector.decode import Batch
 from selector.draws import id_hashes, uniforms

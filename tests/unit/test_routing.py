@@ -15,7 +15,7 @@ from selector.budget.walk import _POOL_STREAM_BASE as COMMON_POOL_STREAM  # the 
 from selector.config import Config, parse_config
 from selector.decode import Batch
 from selector.draws import id_hashes, uniforms
-from selector.routing import ACCEPT, AUDIT, QUERY, ROUTES, SKIP, Decisions, Router, policy_of
+from selector.routing import ACCEPT, AUDIT, QUERY, ROUTES, SKIP, Decisions, Router
 
 CLASSES = ["ok", "scratch", "dent"]
 CONFIDENT = [0.97, 0.02, 0.01]  # accepted at the default threshold 0.9
