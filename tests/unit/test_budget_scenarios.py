@@ -307,3 +307,39 @@ def test_a_new_model_version_restarts_the_windows_and_is_counted() -> None:
         restored = Router(cfg)
         restored.restore(0, router.snapshot(0))
         assert restored.state(0).versions == router.state(0).versions
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_reserved_pool_realizes_its_share_when_it_has_eligible_items(seed: int) -> None:
+    """The reproduction of issue 11: the rare class is predicted for 1% of items, all of them eligible, at a
+    2% budget with a reserved share of 0.3: at least 0.3 - 2% relative of the labels go to it (0.277 with
+    the earlier controller), and the total stays on target."""
+    rng = np.random.default_rng(seed)
+    cfg = config(class_shares={"crack": 0.3})
+    router = Router(cfg)
+    labels, crack_labels, items = 0, 0, 0
+    for start in range(0, N, 1000):
+        rows = rng.dirichlet([4.0, 1.0, 1.0, 0.05], 1000)
+        rare = rng.random(1000) < 0.01
+        rows[rare] = rng.dirichlet([1.0, 0.3, 0.3, 2.0], int(rare.sum()))
+        rows[rare, 3] = np.maximum(rows[rare, 3], rows[rare].max(axis=1) + 1e-6)
+        rows[rare] /= rows[rare].sum(axis=1, keepdims=True)
+        b = Batch(
+            position=np.arange(1000, dtype=np.int64),
+            ids=[f"r{seed}-{start + k}" for k in range(1000)],
+            probs=rows,
+            ts_s=np.zeros(1000),
+            model=[None] * 1000,
+            segment=[None] * 1000,
+            payload=[None] * 1000,
+            meta=[None] * 1000,
+        )
+        d = router.decide(0, b, (start + np.arange(1000)) * 0.05)
+        router.commit(0, d)
+        sent = (d.route == QUERY) | (d.route == AUDIT)
+        if start >= WINDOW:
+            items += 1000
+            labels += int(sent.sum())
+            crack_labels += int((sent & (d.predicted == 3)).sum())
+    assert crack_labels / labels >= 0.3 * 0.98, crack_labels / labels
+    assert labels / (items * 0.02) == pytest.approx(1.0, abs=0.02)
