@@ -40,6 +40,9 @@ from selector.errors import DeliveryError, KafkaOutageError
 
 log = logging.getLogger(__name__)
 
+DEAD_LETTER_STAGE = "labels"
+"""The ``x-dlq-stage`` of the label messages the loop dead-letters (unknown id, invalid)."""
+
 LATENCY_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0, 86400.0,
                    172800.0, 345600.0, 604800.0)  # fmt: skip
 """Upper bounds (seconds) of the label latency histogram: one minute to one week."""
@@ -192,10 +195,10 @@ class LabelLoop:
         wait = self.config.dataset.unknown_label_ttl_s
         unknown = f"no decision sent this id for labeling within {wait:g} s (dataset.unknown_label_ttl_s)"
         outgoing: list[Outgoing] = [
-            dead_letter(topic, rec, "labels", "unknown_id", unknown, at, []) for rec in done.unknown
+            dead_letter(topic, rec, DEAD_LETTER_STAGE, "unknown_id", unknown, at, []) for rec in done.unknown
         ]
         outgoing += [
-            dead_letter(topic, rec, "labels", reason, message, at, self._secrets)
+            dead_letter(topic, rec, DEAD_LETTER_STAGE, reason, message, at, self._secrets)
             for rec, reason, message in done.invalid
         ]
         deliver(

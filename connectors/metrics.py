@@ -18,18 +18,21 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 import selector
 from connectors.cap_watch import pause_status
-from connectors.label_loop import LATENCY_BUCKETS, LabelLoop
+from connectors.label_loop import DEAD_LETTER_STAGE, LATENCY_BUCKETS, LabelLoop
 from connectors.monitor import BATCH_SECONDS_BUCKETS, Monitor
 from connectors.outage import OutageWatch
 from connectors.registry import ModelRegistry
 from connectors.retraining import OUTCOMES, REASONS
+from connectors.route_records import STAGES
 from connectors.web import Endpoint, Part
 from selector.estimates import Interval
 from selector.stats import ROUTE_NAMES, SCORE_BUCKETS
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_STAGES = ("decode",)
+DEAD_LETTER_STAGES = STAGES
+"""The monitor's dead-letter stages, each exported from the first scrape (the label loop's is
+:data:`~connectors.label_loop.DEAD_LETTER_STAGE`)."""
 
 
 def histogram(
@@ -71,8 +74,8 @@ class SelectorCollector:
         dlq = CounterMetricFamily(
             "selector_dead_letters", "Records sent to the dead-letter topic, by stage.", labels=["stage"]
         )
-        for stage in sorted(set(DEAD_LETTER_STAGES) | set(rs.dead_letters)):
-            dlq.add_metric([stage], rs.dead_letters.get(stage, 0))
+        for stage, n in sorted(dead_letters(m).items()):
+            dlq.add_metric([stage], n)
         yield dlq
         yield GaugeMetricFamily(
             "selector_budget_target_ratio",
@@ -94,7 +97,7 @@ class SelectorCollector:
             "too few eligible items; the common pool made it up).",
             labels=["reason"],
         )
-        for reason, lost in sorted(rs.shortfall.items()):
+        for reason, lost in sorted(shortfall(m).items()):
             short.add_metric([reason], lost)
         yield short
         yield CounterMetricFamily(
@@ -214,7 +217,7 @@ class LabelLoopCollector:
         dlq = CounterMetricFamily(
             "selector_dead_letters", "Records sent to the dead-letter topic, by stage.", labels=["stage"]
         )
-        dlq.add_metric(["labels"], loop.totals["unknown"] + loop.totals["invalid"])
+        dlq.add_metric([DEAD_LETTER_STAGE], loop.totals["unknown"] + loop.totals["invalid"])
         yield dlq
         yield GaugeMetricFamily(
             "selector_labels_parked",
@@ -337,6 +340,20 @@ class LabelLoopCollector:
         yield info
 
 
+def dead_letters(m: Monitor) -> dict[str, int]:
+    """Records dead-lettered by stage: every stage of :data:`DEAD_LETTER_STAGES` (0 until one fails there)."""
+    counted = m.router.stats.dead_letters
+    return {stage: counted.get(stage, 0) for stage in DEAD_LETTER_STAGES} | counted
+
+
+def shortfall(m: Monitor) -> dict[str, float]:
+    """Budget credit lost, in labels, by reason: ``floor``, ``cap`` and ``pool:<name>`` of every reserved
+    pool of the current policy (0 until it falls short)."""
+    lost = m.router.stats.shortfall
+    reasons = ["floor", "cap", *(f"pool:{pool.name}" for pool in m.router.policy.pools[1:])]
+    return {reason: lost.get(reason, 0.0) for reason in reasons} | lost
+
+
 def thresholds(m: Monitor) -> dict[str, dict[str, float]]:
     """Per class: its accept threshold and the live query threshold of its pool (or the common pool's)."""
     live = m.router.query_thresholds()
@@ -371,7 +388,7 @@ def monitor_part(m: Monitor) -> Part:
                 "caps": dict(cfg.budget.caps),
                 "cap_remaining": m.router.cap_remaining(now),
                 "cap_reached": pause_status(m.router, now),
-                "shortfall": dict(rs.shortfall),
+                "shortfall": shortfall(m),
                 "model_switches": rs.model_switches,
             },
             "requested_by_class": dict(zip(cfg.classes, rs.requested_by_class.tolist(), strict=True)),
@@ -379,7 +396,7 @@ def monitor_part(m: Monitor) -> Part:
             "score_histogram": {"bounds": list(SCORE_BUCKETS), "counts": rs.score_bucket_counts.tolist()},
             "labels_pending": m.router.pending_count(),
             "labels_received": ms.labels_received,
-            "dead_letters": dict(rs.dead_letters),
+            "dead_letters": dead_letters(m),
             "assigned": sorted(m.assigned),
             "lag": {str(p): ms.lag.get(p, 0) for p in sorted(m.assigned)},
             "last_progress": ms.last_progress,

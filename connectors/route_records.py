@@ -30,6 +30,8 @@ from selector.routing import Decisions, Router
 
 log = logging.getLogger(__name__)
 
+STAGES = ("decode", "score", "encode", "produce")
+"""The stages at which a predictions record can be dead-lettered (``x-dlq-stage``)."""
 SIZE_OVERHEAD_BOUND = 1024
 """More than the batch and record overhead kafka-python adds to a header-less record's key and value."""
 

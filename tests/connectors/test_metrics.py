@@ -9,7 +9,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 import selector
-from connectors.metrics import SelectorCollector
+from connectors.metrics import DEAD_LETTER_STAGES, SelectorCollector, monitor_part
 from connectors.monitor import Monitor
 from selector.config import parse_config
 from selector.decode import decode_batch
@@ -49,7 +49,8 @@ class TestCollector:
         assert set(REQUIRED) <= names
         for route in ("accept", "query", "audit", "skip"):
             assert reg.get_sample_value("selector_items_total", {"route": route}) == 0
-        assert reg.get_sample_value("selector_dead_letters_total", {"stage": "decode"}) == 0
+        for stage in ("decode", "score", "encode", "produce"):
+            assert reg.get_sample_value("selector_dead_letters_total", {"stage": stage}) == 0
         assert reg.get_sample_value("selector_consumer_lag_messages", {"partition": "1"}) == 0
         assert reg.get_sample_value("selector_budget_target_ratio") == 0.02
         for reason in ("floor", "cap"):
@@ -59,6 +60,37 @@ class TestCollector:
             assert math.isnan(reg.get_sample_value("selector_threshold", {"class": name, "kind": "query"}))
         info = {"version": selector.__version__, "config_hash": cfg.config_hash()}
         assert reg.get_sample_value("selector_build_info", info) == 1.0
+
+    def test_every_reserved_pool_has_its_shortfall_series_from_the_first_scrape(self) -> None:
+        """A class share, a segment share and an exploration share each get a pool:<name> reason at 0,
+        beside floor and cap, in the metric and in /api/status's budget section."""
+        cfg = parse_config(
+            {
+                "budget": {
+                    "class_shares": {"crack": 0.2},
+                    "segment_shares": {"line-2": 0.1},
+                    "exploration": 0.05,
+                }
+            }
+        )
+        monitor = Monitor(cfg, "127.0.0.1:9")
+        reg = registry_for(monitor)
+        reasons = {"floor", "cap", "pool:class:crack", "pool:segment:line-2", "pool:exploration"}
+        for reason in reasons:
+            assert reg.get_sample_value("selector_budget_shortfall_labels_total", {"reason": reason}) == 0
+        assert set(monitor_part(monitor).status()["budget"]["shortfall"]) == reasons
+
+    def test_dead_letters_by_stage_count_every_stage_in_metric_and_status(self) -> None:
+        """Records dead-lettered at score and produce count under their stage; the other stages stay at 0."""
+        monitor = Monitor(parse_config({}), "127.0.0.1:9")
+        monitor.router.stats.record_dead_letters("score", ["score_error"] * 2)
+        monitor.router.stats.record_dead_letters("produce", ["output_too_large"])
+        reg = registry_for(monitor)
+        got = {
+            s: reg.get_sample_value("selector_dead_letters_total", {"stage": s}) for s in DEAD_LETTER_STAGES
+        }
+        assert got == {"decode": 0, "score": 2, "encode": 0, "produce": 1}
+        assert monitor_part(monitor).status()["dead_letters"] == got
 
     def test_cap_remaining_sums_the_owned_partitions_shares(self) -> None:
         """Owning 2 of 4 partitions, an instance may spend those 2 shares of each cap (largest remainder)."""
