@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from selector.fields import FLOAT32_MAX, FLOAT32_TINY
 
@@ -94,10 +94,12 @@ class ToLabel(BaseModel):
     score: float = Field(ge=0, le=1, description="the informativeness that decided")
     scores: dict[str, float] = Field(description="every computed measure, each in [0, 1]")
     threshold: float | None = Field(
-        description="the common pool's query threshold in force (null: it selects none)"
+        description="the threshold in force for the pool that chose it, at its share then (the common "
+        "pool's for an audit); null while the pool's window is young (cold_start)"
     )
     selected_by: str = Field(
-        description="audit, exploration, or the pool that chose it: uncertainty, class:<name>, segment:<name>"
+        description="audit, cold_start, or the pool that chose it: uncertainty, exploration, class:<name>, "
+        "segment:<name>"
     )
     query_probability: float = Field(gt=0, le=1, description="inclusion probability of this decision")
     priority: float = Field(ge=0, le=1, description="higher is more urgent for the labelers")
@@ -171,14 +173,121 @@ class DeadLetterHeaders(BaseModel):
     )
 
 
+class Label(BaseModel):
+    """A human label (input, topic ``labels``): one annotator's vote on one item; ``label: null`` retracts it.
+    Parsed by :func:`selector.labels.parse_label`."""
+
+    model_config = ConfigDict(extra="allow", title="label")
+
+    id: str = Field(min_length=1, description="the id of the item sent for labeling")
+    label: str | None = Field(description="a configured class name, or null to retract this annotator's vote")
+    annotator: str = Field(
+        "unknown", min_length=1, description="who labeled; one vote per annotator and item"
+    )
+    ts: str | int | None = Field(
+        None, description="RFC 3339 string or epoch milliseconds; else the Kafka timestamp"
+    )
+
+
+class FeatureRecord(BaseModel):
+    """Features for the inference connector (input of ``selector serve-model``, topic ``features``).
+    Parsed by :func:`selector.features.decode_features`."""
+
+    model_config = ConfigDict(extra="allow", title="features", allow_inf_nan=False)
+
+    id: str = Field(min_length=1)
+    embedding: list[Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]] = Field(
+        description="the features the model head scores: the model's embedding_dim numbers"
+    )
+    ts: str | int | None = None
+    payload: Any = Field(None, description="opaque, passed through to the prediction")
+    meta: Any = Field(None, description="opaque, passed through to the prediction")
+
+
+class ModelEvent(BaseModel):
+    """The outcome of a retrain (topic ``models``, keyed by version): ``promoted`` makes serve-model swap to
+    the version (after checking its SHA-256); ``rejected`` changes nothing. Parsed by
+    :func:`parse_model_event`."""
+
+    model_config = ConfigDict(extra="allow", title="model event")
+
+    type: Literal["promoted", "rejected"]
+    version: str = Field(min_length=1, description="registry version, e.g. v3")
+    parent: str | None = Field(None, description="the version it was trained to replace")
+    sha256: str | None = Field(None, description="SHA-256 of the version's model.onnx")
+    reason: str | None = Field(None, description="why it was promoted or rejected")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="the promotion gate's figures")
+    at: str | None = Field(None, description="RFC 3339, UTC")
+
+
+class RetrainRequest(BaseModel):
+    """A retrain trigger fired by the label loop (topic ``retrain``, keyed by request number), for the
+    built-in trainer or an external pipeline. Parsed by :func:`parse_retrain_request`."""
+
+    model_config = ConfigDict(extra="allow", title="retrain request")
+
+    type: Literal["retrain_request"]
+    request: int = Field(ge=1, description="1, 2, ... per label loop")
+    reasons: list[str] = Field(description="labels, schedule, audit_error, drift")
+    labels: int = Field(ge=0, description="human labels stored since the previous request")
+    at: str = Field(description="RFC 3339, UTC")
+
+
+class StateSnapshot(BaseModel):
+    """One input partition's controller and scoring state (compacted topic ``selector-state``, keyed by
+    ``<topic>:<partition>``), written after the outputs were delivered and before the offsets are committed;
+    restored on assignment. Produced by :meth:`selector.routing.Router.snapshot`."""
+
+    model_config = ConfigDict(extra="allow", title="state snapshot")
+
+    budget: dict[str, Any] = Field(description="token balance, cap ledger, items and labels counted")
+    windows: dict[str, Any] = Field(description="each pool's window of recent scores, exact values")
+    pending: dict[str, Any] = Field(default_factory=dict, description="items sent and not labeled yet")
+    chunk: dict[str, list[float]] = Field(default_factory=dict, description="scores since the last refresh")
+    balances: dict[str, list[float]] = Field(default_factory=dict, description="reserved pools' balances")
+    versions: list[str] = Field(default_factory=list, description="model versions seen, the current last")
+    lost: float = 0.0
+    pool_lost: dict[str, float] = Field(default_factory=dict)
+    scoring: dict[str, Any] | None = Field(None, description="stateful measures' memory, when configured")
+
+
 SCHEMAS: dict[str, type[BaseModel]] = {
     "prediction": Prediction,
     "to-label": ToLabel,
     "accepted": Accepted,
     "dead-letter-headers": DeadLetterHeaders,
+    "label": Label,
+    "features": FeatureRecord,
+    "model-event": ModelEvent,
+    "retrain-request": RetrainRequest,
+    "state-snapshot": StateSnapshot,
 }
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
     """JSON Schema of every message contract, by name."""
     return {name: model.model_json_schema(by_alias=True) for name, model in SCHEMAS.items()}
+
+
+def parse_model_event(raw: bytes | None) -> ModelEvent | None:
+    """A models-topic event, or None when the record is not one (logged by the caller, never fatal)."""
+    try:
+        return ModelEvent.model_validate_json(raw or b"")
+    except ValidationError:
+        return None
+
+
+def parse_retrain_request(raw: bytes | None) -> RetrainRequest | None:
+    """A retrain-topic event, or None when the record is not one."""
+    try:
+        return RetrainRequest.model_validate_json(raw or b"")
+    except ValidationError:
+        return None
+
+
+def parse_to_label(raw: bytes | None) -> ToLabel | None:
+    """A to-label record as the labeling side reads it, or None when the record is not one."""
+    try:
+        return ToLabel.model_validate_json(raw or b"")
+    except ValidationError:
+        return None

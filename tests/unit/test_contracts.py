@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from selector.config import parse_config
 from selector.contracts import (
     DLQ_HEADERS,
     DLQ_TRUNCATION_HEADERS,
     SCHEMAS,
     Accepted,
     DeadLetterHeaders,
+    FeatureRecord,
+    Label,
+    StateSnapshot,
     ToLabel,
     json_schemas,
+    parse_model_event,
+    parse_retrain_request,
 )
+from selector.decode import decode_batch
+from selector.routing import Router
 
 
 class TestJsonSchemas:
     def test_one_schema_per_contract(self) -> None:
-        """Schemas exist for prediction, to-label, accepted and dead-letter headers."""
-        assert set(json_schemas()) == {"prediction", "to-label", "accepted", "dead-letter-headers"}
+        """Every message has a schema: the monitor's input and outputs, dead-letter headers, labels,
+        features, model events, retrain requests and state snapshots."""
+        assert set(json_schemas()) == {
+            "prediction",
+            "to-label",
+            "accepted",
+            "dead-letter-headers",
+            "label",
+            "features",
+            "model-event",
+            "retrain-request",
+            "state-snapshot",
+        }
 
     @pytest.mark.parametrize(
         ("name", "title"),
@@ -28,6 +48,11 @@ class TestJsonSchemas:
             ("to-label", "to-label"),
             ("accepted", "accepted"),
             ("dead-letter-headers", "dead-letter headers"),
+            ("label", "label"),
+            ("features", "features"),
+            ("model-event", "model event"),
+            ("retrain-request", "retrain request"),
+            ("state-snapshot", "state snapshot"),
         ],
     )
     def test_schema_is_an_object_schema_with_a_readable_title(self, name: str, title: str) -> None:
@@ -117,3 +142,38 @@ class TestModels:
         """Headers validate from their wire names."""
         headers = DeadLetterHeaders.model_validate({h: "v" for h in DLQ_HEADERS})
         assert headers.reason == "v"
+
+
+class TestEveryMessageParsesThroughItsContract:
+    def test_a_router_snapshot_is_a_state_snapshot(self) -> None:
+        """What the monitor writes to the state topic validates against the published contract."""
+        cfg = parse_config({"budget": {"class_shares": {"crack": 0.2}}})
+        router = Router(cfg)
+        values = [b'{"id": "s%d", "probs": [0.4, 0.3, 0.2, 0.1], "model": "v1"}' % i for i in range(300)]
+        batch = decode_batch(values, np.zeros(300, dtype=np.int64), n_classes=4)
+        router.commit(0, router.decide(0, batch, np.arange(300.0)))
+        snap = StateSnapshot.model_validate(router.snapshot(0))
+        assert snap.versions == ["v1"] and "class:crack" in snap.balances
+
+    def test_model_events_parse_or_are_refused(self) -> None:
+        """A promoted event parses with its version; a record that is not an event gives None."""
+        event = parse_model_event(b'{"type": "promoted", "version": "v3", "sha256": "ab", "metrics": {}}')
+        assert event is not None and (event.type, event.version, event.sha256) == ("promoted", "v3", "ab")
+        for raw in (None, b"", b"[]", b'{"type": "promoted"}', b'{"type": "other", "version": "v1"}'):
+            assert parse_model_event(raw) is None
+
+    def test_retrain_requests_parse_or_are_refused(self) -> None:
+        """The label loop's request parses; one without its number is refused."""
+        raw = b'{"type": "retrain_request", "request": 2, "reasons": ["labels"], "labels": 500, "at": "x"}'
+        req = parse_retrain_request(raw)
+        assert req is not None and (req.request, req.reasons) == (2, ["labels"])
+        assert parse_retrain_request(b'{"type": "retrain_request", "reasons": []}') is None
+
+    def test_labels_and_features_follow_their_parsers(self) -> None:
+        """The label and feature contracts accept what their parsers accept on the common cases."""
+        assert Label.model_validate({"id": "a", "label": None}).annotator == "unknown"
+        with pytest.raises(ValidationError):
+            Label.model_validate({"id": "", "label": "ok"})
+        assert FeatureRecord.model_validate({"id": "f", "embedding": [1, 2.5]}).embedding == [1.0, 2.5]
+        with pytest.raises(ValidationError):
+            FeatureRecord.model_validate({"id": "f", "embedding": [1e39]})
