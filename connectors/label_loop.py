@@ -28,8 +28,8 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 from connectors.dataset import DatasetStore, Ingested
-from connectors.delivery import Outgoing, dead_letter, deliver
-from connectors.kafka_io import redact, secrets_of, security_kwargs
+from connectors.delivery import Outgoing, dead_letter, deliver, refused_to_dead_letter
+from connectors.kafka_io import make_producer, redact, secrets_of
 from connectors.monitor import rfc3339
 from connectors.outage import close_clients, watch_outages
 from connectors.retraining import Retrainer
@@ -120,7 +120,7 @@ class LabelLoop:
         # the pseudo-label sample rides on the accepted topic
         accepted = open_reader(topics.accepted) if cfg.dataset.pseudo_label_share > 0 else None
         readers = [r for r in (to_label, labels, accepted) if r is not None]
-        producer = KafkaProducer(bootstrap_servers=self.servers, acks="all", **security_kwargs(cfg))
+        producer = make_producer(cfg, self.servers)
         self.retrainer = Retrainer(cfg, self.servers, self.store, time.time())
         ends = None if duration_s is None else time.monotonic() + duration_s
         self._probe.start()
@@ -191,14 +191,15 @@ class LabelLoop:
         if not done.unknown and not done.invalid:
             return
         at = rfc3339(time.time())
-        topic = self.config.topics.dead_letter
+        topic, limit = self.config.topics.dead_letter, self.config.kafka.max_request_size
         wait = self.config.dataset.unknown_label_ttl_s
         unknown = f"no decision sent this id for labeling within {wait:g} s (dataset.unknown_label_ttl_s)"
         outgoing: list[Outgoing] = [
-            dead_letter(topic, rec, DEAD_LETTER_STAGE, "unknown_id", unknown, at, []) for rec in done.unknown
+            dead_letter(topic, rec, DEAD_LETTER_STAGE, "unknown_id", unknown, at, [], limit)
+            for rec in done.unknown
         ]
         outgoing += [
-            dead_letter(topic, rec, DEAD_LETTER_STAGE, reason, message, at, self._secrets)
+            dead_letter(topic, rec, DEAD_LETTER_STAGE, reason, message, at, self._secrets, limit)
             for rec, reason, message in done.invalid
         ]
         deliver(
@@ -206,6 +207,7 @@ class LabelLoop:
             outgoing,
             self.outage.remaining_s(time.time()),
             lambda exc: f"dead letters of the label loop undeliverable: {redact(str(exc), self._secrets)}",
+            refused_to_dead_letter(topic, at, limit),  # a dead letter the broker refuses is cut, not resent
         )
 
     def _count(self, done: Ingested) -> None:

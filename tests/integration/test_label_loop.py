@@ -8,13 +8,17 @@ from pathlib import Path
 
 import orjson
 import pytest
+from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 
+from connectors import label_loop
 from connectors.broker import EmbeddedBroker
 from connectors.cli import main
 from connectors.dataset import DatasetStore
+from connectors.kafka_io import make_producer
 from connectors.label_loop import LabelLoop
 from connectors.metrics import LabelLoopCollector, labels_part
+from selector.config import Config
 from tests.integration.streams import config_for, create_topics, produce, read_topic, wait_for
 
 pytestmark = pytest.mark.broker
@@ -200,6 +204,50 @@ def test_labels_before_their_decisions_wait_across_a_restart_and_unknown_ones_ex
     ]
     assert {m.value for m in dead} == {v for _, v in unknown}
     assert b"dataset.unknown_label_ttl_s" in dead[0].headers["x-dlq-exception-message"]
+
+
+def test_the_loop_produces_with_the_kafka_producer_keys(
+    broker: EmbeddedBroker, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's producer takes ``kafka.compression_type``, ``batch_size``, ``linger_ms`` and
+    ``max_request_size``: an invalid label message of 150 kB under a 64 kB limit is dead-lettered cut to fit
+    (with its original size), not refused, and the producer carries every configured setting."""
+    servers = broker.bootstrap_servers
+    limit = 64 * 1024
+    cfg = config_for(
+        servers,
+        unique,
+        dataset={"path": str(tmp_path / "d.sqlite")},
+        retrain={"every_labels": None, "registry": str(tmp_path / "models")},
+        kafka={"max_request_size": limit, "compression_type": "gzip", "batch_size": 32768, "linger_ms": 7},
+        input={"max_record_bytes": 32 * 1024},
+    )
+    create_topics(cfg)
+    big = orjson.dumps({"id": "i-1", "label": "rust", "note": "x" * 150_000})
+    produce(servers, cfg.topics.labels, [(b"big", big)])
+    built: list[KafkaProducer] = []
+
+    def spy(config: Config, at: str) -> KafkaProducer:
+        built.append(make_producer(config, at))
+        return built[-1]
+
+    monkeypatch.setattr(label_loop, "make_producer", spy)
+    loop = LabelLoop(cfg, servers, DatasetStore(cfg.dataset.path))
+    run_for_a_while(loop, lambda: loop.totals["invalid"] == 1)
+    (producer,) = built
+    settings = {
+        k: producer.config[k] for k in ("compression_type", "batch_size", "linger_ms", "max_request_size")
+    }
+    assert settings == {
+        "compression_type": "gzip",
+        "batch_size": 32768,
+        "linger_ms": 7,
+        "max_request_size": limit,
+    }
+    (dead,) = read_topic(servers, cfg.topics.dead_letter, expect=1)
+    assert dead.headers["x-dlq-reason"] == b"unknown_label"
+    assert dead.headers["x-dlq-original-size"] == str(len(big)).encode()
+    assert 0 < len(dead.value) < limit and big.startswith(dead.value)
 
 
 def test_the_command_refuses_the_embedded_broker(tmp_path: Path) -> None:
