@@ -37,6 +37,7 @@ from connectors.registry import ModelRegistry
 from connectors.topic_reader import TopicReader
 from connectors.web import Part
 from selector.config import Config
+from selector.contracts import parse_model_event
 from selector.errors import DeliveryError, KafkaOutageError, SelectorError
 from selector.features import decode_features
 
@@ -235,17 +236,11 @@ class ModelServer:
 
     def _follow(self, models: TopicReader) -> None:
         for rec in models.read_new():
-            try:
-                event = orjson.loads(rec.value or b"")
-            except orjson.JSONDecodeError:
-                log.warning("ignored a models event that is not JSON at offset %d", rec.offset)
-                continue
-            if (
-                isinstance(event, dict)
-                and event.get("type") == "promoted"
-                and isinstance(event.get("version"), str)
-            ):
-                self.swap(event["version"], event.get("sha256"))
+            event = parse_model_event(rec.value)
+            if event is None:
+                log.warning("ignored a record that is not a model event at offset %d", rec.offset)
+            elif event.type == "promoted":
+                self.swap(event.version, event.sha256)
 
     def handle(self, producer: Any, records: list[ConsumerRecord]) -> None:
         """Score one polled batch and deliver its predictions and dead letters (waits for the acks)."""
