@@ -68,7 +68,7 @@ lint: $(DEVSTAMP) ## ruff, mypy and the import contract that keeps the core pure
 test: $(DEVSTAMP) $(TOOLSTAMP) $(LSVENV)/bin/label-studio lint ## lint, then the whole test suite (unit, connector, broker integration)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(BENCHSTAMP) ## print the performance, budget and selection tables of README.md (installs scikit-activeml, river)
+bench: $(BENCHSTAMP) ## print the performance, budget and selection tables of docs/performance.md (installs scikit-activeml, river)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/selection.py $(filter --quick,$(BENCH_ARGS)) $(SELECTION_ARGS)
 

@@ -1,1 +1,1 @@
-"""Benchmarks that print the performance tables of README.md: ``python bench/run.py [--quick]``."""
+"""Benchmarks that print the performance tables of docs/performance.md: ``python bench/run.py [--quick]``."""

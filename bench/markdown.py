@@ -1,4 +1,4 @@
-"""Markdown rendering of benchmark results: tables and number formats, ready to paste into README.md."""
+"""Markdown rendering of benchmark results: tables and numbers, ready to paste into docs/performance.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Print the performance tables of README.md: ``python bench/run.py [--quick] [--only SECTION ...]``.
+"""Print the tables of docs/performance.md: ``python bench/run.py [--quick] [--only SECTION ...]``.
 
 Sections, in order: the machine, the decision core in process, memory over a long stream, budget control on
 synthetic score streams (our controllers beside scikit-activeml's budget managers), end-to-end throughput
@@ -109,7 +109,7 @@ def timed_section(name: str) -> Iterator[None]:
 
 
 def section_machine() -> None:
-    print("## Performance\n")
+    print("## Benchmark run\n")
     print("Measured by `make bench` (`python bench/run.py`) on:\n")
     print(table(["", ""], machine.describe(REPO)))
 
