@@ -27,7 +27,7 @@ from connectors.dataset import DatasetStore
 from connectors.metrics import labels_part, monitor_part, serve
 from connectors.monitor import Monitor
 from connectors.outage import quiet_kafka_logs
-from connectors.startup import Reserved, StartupError, preflight
+from connectors.startup import Reserved, StartupError, compression_library, preflight
 from selector.config import Config
 from selector.contracts import json_schemas
 from selector.errors import (
@@ -172,6 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"selector: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check-config":
+        try:
+            compression_library(config)
+        except StartupError as exc:
+            print(f"selector: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
         print(f"# effective configuration (hash {config.config_hash()}); secrets masked")
         print(yaml.safe_dump(config.masked(), sort_keys=False), end="")
         return EXIT_OK

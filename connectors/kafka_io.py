@@ -10,11 +10,11 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from connectors.startup import compression_library
 from selector.config import Config
-from selector.errors import BrokerUnavailableError, ConfigError
+from selector.errors import BrokerUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -146,32 +146,15 @@ def make_consumer(config: Config, servers: str, group_id: str | None = None) -> 
     )
 
 
-CODEC_LIBRARIES = {
-    "gzip": (has_gzip, "built in"),
-    "snappy": (has_snappy, "pip install python-snappy"),
-    "lz4": (has_lz4, "pip install lz4"),
-    "zstd": (has_zstd, "pip install zstandard"),
-}
-"""Per compression type: whether kafka-python can use it here, and what to install when it cannot."""
-
-
 def producer_kwargs(config: Config) -> dict[str, Any]:
     """The ``kafka.*`` producer limits (``max_request_size``, ``compression_type``, ``batch_size``,
     ``linger_ms``) as kafka-python arguments.
 
     Raises:
-        ConfigError: the compression type's library is not installed.
+        StartupError: the compression type's library is not installed.
     """
     k = config.kafka
-    if k.compression_type != "none":
-        available, install = CODEC_LIBRARIES[k.compression_type]
-        if not available():
-            raise ConfigError(
-                [
-                    f"'kafka.compression_type' {k.compression_type} needs a library that is not installed: "
-                    f"{install}, or choose gzip or none"
-                ]
-            )
+    compression_library(config)
     return {
         "max_request_size": k.max_request_size,
         "compression_type": None if k.compression_type == "none" else k.compression_type,

@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
+
 from selector.config import Config
 from selector.errors import ConfigError, SelectorError
 
@@ -145,6 +147,34 @@ def readable_file(path: str | Path, key: str) -> None:
         ) from exc
 
 
+CODEC_LIBRARIES = {
+    "gzip": (has_gzip, "it is built into Python"),
+    "snappy": (has_snappy, "pip install python-snappy"),
+    "lz4": (has_lz4, "pip install lz4"),
+    "zstd": (has_zstd, "pip install zstandard"),
+}
+"""Per compression type: whether kafka-python can use it here, and what to install when it cannot."""
+
+
+def compression_library(config: Config) -> None:
+    """Check kafka-python can compress with ``kafka.compression_type`` here (its library is importable).
+
+    Raises:
+        StartupError: naming the key and what to install.
+    """
+    codec = config.kafka.compression_type
+    if codec == "none":
+        return
+    available, install = CODEC_LIBRARIES[codec]
+    if not available():
+        raise StartupError(
+            "kafka.compression_type",
+            codec,
+            "its Python library is not installed",
+            f"{install}, or set 'kafka.compression_type' to gzip or none",
+        )
+
+
 PORTS: dict[str, tuple[str, ...]] = {
     "run": ("port",),
     "demo": ("port", "labels_port", "serve_port"),
@@ -174,7 +204,8 @@ class Reserved:
 
 
 def preflight(config: Config, command: str) -> Reserved:
-    """Everything ``command`` needs from the host under ``config``, tried in order: the TLS files it reads,
+    """Everything ``command`` needs from the host under ``config``, tried in order: the compression library
+    and the TLS files of its Kafka clients,
     the paths it writes, the ports it serves (bound and returned).
 
     Raises:
@@ -182,6 +213,7 @@ def preflight(config: Config, command: str) -> Reserved:
     """
     k = config.kafka
     if command in KAFKA_COMMANDS:
+        compression_library(config)
         for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             value = getattr(k, key)
             if value is not None:

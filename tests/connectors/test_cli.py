@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from connectors import startup
 from connectors.cli import EXIT_CONFIG, EXIT_OK, main
+from connectors.kafka_io import producer_kwargs
+from connectors.startup import StartupError
+from selector.config import parse_config
 from selector.contracts import json_schemas
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,6 +126,47 @@ class TestCheckConfig:
         monkeypatch.setenv("SELECTOR_BUDGET__RATE", "7")
         code, _, err = check(tmp_path, "", capsys)
         assert code == EXIT_CONFIG and "'budget.rate' must be in (0, 1]: 7" in err
+
+
+class TestCompressionLibrary:
+    """A ``kafka.compression_type`` whose Python library is missing is refused before anything connects."""
+
+    @pytest.fixture
+    def without_lz4(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setitem(startup.CODEC_LIBRARIES, "lz4", (lambda: False, "pip install lz4"))
+
+    def test_check_config_refuses_it_in_one_line_naming_key_and_remedy(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], without_lz4: None
+    ) -> None:
+        code, out, err = check(tmp_path, "kafka: {compression_type: lz4}", capsys)
+        assert code == EXIT_CONFIG and out == ""
+        assert err.splitlines() == [
+            "selector: 'kafka.compression_type' (lz4): its Python library is not installed: pip install lz4, "
+            "or set 'kafka.compression_type' to gzip or none"
+        ]
+
+    def test_check_config_takes_an_installed_one(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(startup.CODEC_LIBRARIES, "zstd", (lambda: True, "pip install zstandard"))
+        code, out, _ = check(tmp_path, "kafka: {compression_type: zstd}", capsys)
+        assert code == EXIT_OK and "compression_type: zstd" in out
+
+    def test_a_kafka_command_refuses_it_before_connecting(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], without_lz4: None
+    ) -> None:
+        """`selector run` against an address nobody serves returns at once: the check comes first."""
+        path = tmp_path / "config.yaml"
+        path.write_text(
+            "kafka: {compression_type: lz4, bootstrap_servers: '127.0.0.1:9'}\nmetrics: {port: 0}\n"
+        )
+        assert main(["run", "-c", str(path)]) == EXIT_CONFIG
+        assert "'kafka.compression_type' (lz4)" in capsys.readouterr().err
+
+    def test_the_producer_settings_refuse_it_too(self, without_lz4: None) -> None:
+        cfg = parse_config({"kafka": {"compression_type": "lz4"}})
+        with pytest.raises(StartupError, match="pip install lz4"):
+            producer_kwargs(cfg)
 
 
 class TestSchema:
