@@ -272,7 +272,9 @@ class Walk:
         if k > 0:
             self.ref[k], self.ref_at[k], self.lost[k] = balances[k] - 1.0, j, 0.0
         self.pool_labels[p.pools[k].name] += 1
-        self.mechanism[j] = COLD if self.size[k, j] == 0 and self.crit[k, j] != -np.inf else POOL_BASE + k
+        # a pool whose window is young picks at random (an exploration pool always does: it is not cold)
+        cold = self.size[k, j] == 0 and self.crit[k, j] != -np.inf and p.pools[k].kind != "exploration"
+        self.mechanism[j] = COLD if cold else POOL_BASE + k
         return k
 
     def _account_loss(self, j: int, free: float) -> None:
