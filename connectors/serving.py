@@ -28,18 +28,18 @@ import orjson
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from connectors.delivery import Outgoing, dead_letter, deliver, refused_to_dead_letter
+from connectors.delivery import deliver, refused_to_dead_letter
 from connectors.kafka_io import make_consumer, make_producer, prepare_topics, redact, secrets_of
 from connectors.metrics import build_info, histogram, kafka_outage
 from connectors.monitor import BATCH_SECONDS_BUCKETS, batch_seconds_counts, observe_seconds, rfc3339
 from connectors.outage import close_clients, commit_offsets, watch_outages
 from connectors.registry import ModelRegistry
+from connectors.serve_records import STAGES, score_records
 from connectors.topic_reader import TopicReader
 from connectors.web import Part
 from selector.config import Config
 from selector.contracts import parse_model_event
 from selector.errors import DeliveryError, KafkaOutageError, SelectorError
-from selector.features import decode_features
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,15 @@ class ServeStats:
     """What the connector counts (read by its metrics collector)."""
 
     items: int = 0
-    dead_letters: int = 0
+    dead_letters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
+    """records dead-lettered, by stage"""
     loads: dict[str, int] = field(default_factory=lambda: {"loaded": 0, "refused": 0})
     batch_bucket_counts: list[int] = field(default_factory=batch_seconds_counts)
     batch_seconds_sum: float = 0.0
     last_progress: float = 0.0
+
+    def count_dead_letters(self, stage: str, n: int) -> None:
+        self.dead_letters[stage] = self.dead_letters.get(stage, 0) + n
 
 
 class ModelServer:
@@ -243,50 +247,28 @@ class ModelServer:
                 self.swap(event.version, event.sha256)
 
     def handle(self, producer: Any, records: list[ConsumerRecord]) -> None:
-        """Score one polled batch and deliver its predictions and dead letters (waits for the acks)."""
+        """Score one polled batch and deliver its predictions and dead letters (waits for the acks); a record
+        that fails at any stage is dead-lettered and the batch goes on
+        (:func:`connectors.serve_records.score_records`)."""
         model = self.model
         assert model is not None  # run() polls only with a model
         cfg = self.config
-        batch = decode_features([r.value for r in records], model.embedding_dim, cfg.input.max_record_bytes)
         at = rfc3339(time.time())
-        outgoing: list[Outgoing] = [
-            dead_letter(
-                cfg.topics.dead_letter,
-                records[r.position],
-                "serve",
-                r.reason,
-                r.message,
-                at,
-                self._secrets,
-                cfg.kafka.max_request_size,
-            )
-            for r in batch.rejects
-        ]
-        if len(batch):
-            probs, members = model.predict(batch.x)
-            for i, rid in enumerate(batch.ids):
-                value: dict[str, Any] = {
-                    "id": rid,
-                    "probs": probs[i].tolist(),
-                    "embedding": batch.x[i].tolist(),
-                    "model": model.version,
-                    "ts": batch.ts[i] if batch.ts[i] is not None else records[batch.position[i]].timestamp,
-                    "payload": batch.payload[i],
-                    "meta": batch.meta[i],
-                }
-                if members is not None and members.shape[1] > 1:
-                    value["committee"] = members[i].tolist()
-                outgoing.append((cfg.topics.predictions, rid.encode(), orjson.dumps(value), None))
-        deliver(
+        scored = score_records(model, records, cfg, at, self._secrets)
+        replaced = deliver(
             producer,
-            outgoing,
+            scored.outgoing,
             self.outage.remaining_s(time.time()),
             lambda exc: f"predictions undeliverable: {redact(str(exc), self._secrets)}",
-            # a prediction too large for the producer or the broker is dead-lettered in its place
+            # a prediction too large for the broker is dead-lettered in its place
             refused_to_dead_letter(cfg.topics.dead_letter, at, cfg.kafka.max_request_size),
         )
-        self.stats.items += len(batch)
-        self.stats.dead_letters += len(batch.rejects)
+        refused = sum(("x-dlq-reason", b"refused") in (r[3] or []) for r in replaced)
+        self.stats.items += scored.predictions - refused
+        for stage, reasons in scored.dead_letters.items():
+            self.stats.count_dead_letters(stage, len(reasons))
+        if refused:
+            self.stats.count_dead_letters("produce", refused)
 
     def _observe(self, seconds: float) -> None:
         self.stats.batch_seconds_sum += seconds
@@ -307,7 +289,8 @@ class ServeCollector:
         dlq = CounterMetricFamily(
             "selector_dead_letters", "Records sent to the dead-letter topic, by stage.", labels=["stage"]
         )
-        dlq.add_metric(["serve"], s.dead_letters)
+        for stage, n in sorted(s.dead_letters.items()):
+            dlq.add_metric([stage], n)
         yield dlq
         loads = CounterMetricFamily(
             "selector_model_loads",
@@ -348,7 +331,8 @@ def serve_part(server: ModelServer) -> Part:
             "model": model.version if model else None,
             "members": model.members if model else 0,
             "items": server.stats.items,
-            "dead_letters": server.stats.dead_letters,
+            "dead_letters": sum(server.stats.dead_letters.values()),
+            "dead_letters_by_stage": dict(server.stats.dead_letters),
             "loads": dict(server.stats.loads),
             "last_progress": server.stats.last_progress,
         }

@@ -141,7 +141,9 @@ class TestEndpoint:
         assert set(status) == {"at", "version", "monitor", "labels", "serve", "kafka"}
         assert status["labels"]["accuracy"]["overall"] == {"estimate": None, "low": 0.0, "high": 1.0, "n": 0}
         reachable = {"reachable": True, "unreachable_since": None, "outages": 0}
+        no_dead_letters = {"serve": 0, "score": 0, "encode": 0, "produce": 0}
         assert status["serve"] == {"model": None, "members": 0, "items": 0, "dead_letters": 0,
+                                   "dead_letters_by_stage": no_dead_letters,
                                    "loads": {"loaded": 0, "refused": 0}, "last_progress": 0.0,
                                    "kafka": reachable}  # fmt: skip
         assert get(endpoint.port, "/readyz")[0] == 503  # no round done, no model

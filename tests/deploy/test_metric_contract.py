@@ -192,9 +192,9 @@ class TestExportedSeries:
 
     def test_every_dead_letter_stage_is_exported_before_anything_fails(self, exported: Exported) -> None:
         """An alert or a panel on one stage has a series at 0 from the first scrape: the monitor's
-        decode, score, encode and produce, the label loop's labels."""
+        decode, score, encode and produce, the label loop's labels, serve-model's serve (its decoding)."""
         stages = exported["selector_dead_letters_total"]["stage"]
-        assert {"decode", "score", "encode", "produce", "labels"} <= stages
+        assert {"decode", "score", "encode", "produce", "labels", "serve"} <= stages
 
     def test_the_budget_shortfall_reasons_are_exported_before_any_shortfall(self, exported: Exported) -> None:
         assert exported["selector_budget_shortfall_labels_total"]["reason"] >= {"floor", "cap"}

@@ -97,4 +97,5 @@ def test_predictions_follow_the_promoted_model_and_a_bad_one_is_never_served(
         (b"bad-1", b"serve", b"malformed_json"),
         (b"bad-2", b"serve", b"wrong_embedding_dim"),
     ]
-    assert server.stats.loads == {"loaded": 2, "refused": 1} and server.stats.dead_letters == 2
+    assert server.stats.loads == {"loaded": 2, "refused": 1}
+    assert server.stats.dead_letters == {"serve": 2, "score": 0, "encode": 0, "produce": 0}
