@@ -11,8 +11,8 @@ three parts on ``metrics.port`` and the collectors on the other two):
 - ``GET /readyz``: 200 once the process does its job (the monitor has partitions assigned, the inference
   connector has a model loaded, the label loop completed a round) and Kafka answers, else 503: a readiness
   probe;
-- ``GET /api/status``: a JSON snapshot for the dashboard and for scripts (documented in README, "Live
-  dashboard");
+- ``GET /api/status``: a JSON snapshot for the dashboard and for scripts (documented in docs/operations.md,
+  "Live dashboard");
 - ``GET /``: the dashboard, one HTML page that polls ``/api/status`` and draws SVG; no external assets.
 
 Handlers only read counters the loops write; they never block a loop.

@@ -36,7 +36,7 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
 
 
 def to_label(rid: str, score: float, predicted: str) -> bytes:
-    """A record of the README's to-label contract."""
+    """A record of the to-label contract (docs/messages.md)."""
     return orjson.dumps(
         {
             "id": rid,
