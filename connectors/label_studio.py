@@ -8,7 +8,9 @@ Flows:
   ``model_version``, ``score`` the informativeness, a ``choices`` result with the predicted class), imported
   in batches (``POST /api/projects/{id}/import``). Per polled batch:
 
-  1. records that are not JSON objects with a string ``id`` become dead letters (stage ``label-studio``);
+  1. records that are not JSON objects with a string ``id`` become dead letters (stage ``label-studio``), and
+     one whose task cannot be built or JSON-encoded too (stage ``encode``, reason ``encode_error``): the
+     others of the batch go on;
   2. items that already have a task (the map ``selector_id → task id`` is read from the project at start and
      kept as tasks are imported) are skipped;
   3. the others are imported and Label Studio confirms them; a batch it refuses (HTTP 400) is retried one
@@ -273,7 +275,14 @@ class LabelStudioBridge:
             elif rid in self._tasks or rid in fresh:
                 self.duplicates_skipped += 1
             else:
-                fresh[rid] = (rec, task_for(value, cfg.classes, self.names))
+                try:  # one odd record must not stop the batch: built and encoded alone
+                    task = task_for(value, cfg.classes, self.names)
+                    orjson.dumps(task)
+                except Exception as exc:
+                    why = f"cannot build or encode its task: {type(exc).__name__}: {exc}"
+                    dlq.append(self._dead(rec, "encode_error", why, at, stage="encode"))
+                    continue
+                fresh[rid] = (rec, task)
         items = list(fresh)
         for start in range(0, len(items), IMPORT_BATCH):
             chunk = items[start : start + IMPORT_BATCH]
@@ -328,11 +337,13 @@ class LabelStudioBridge:
             if isinstance(item, str):
                 self._tasks[item] = int(task["id"])
 
-    def _dead(self, rec: ConsumerRecord, reason: str, message: str, at: str) -> Outgoing:
+    def _dead(
+        self, rec: ConsumerRecord, reason: str, message: str, at: str, stage: str = "label-studio"
+    ) -> Outgoing:
         topic = self.config.topics.dead_letter
         secrets = self._secrets + self.client.secrets()
         return dead_letter(
-            topic, rec, "label-studio", reason, message, at, secrets, self.config.kafka.max_request_size
+            topic, rec, stage, reason, message, at, secrets, self.config.kafka.max_request_size
         )
 
     def _undeliverable(self, what: str) -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from kafka.consumer.fetcher import ConsumerRecord
 
 from connectors.label_studio import LabelStudioBridge
 from connectors.label_studio_api import LabelStudioClient, LabelStudioUnavailableError
@@ -24,6 +25,7 @@ from connectors.label_studio_tasks import (
 from selector.config import parse_config
 from selector.errors import ConfigError
 from selector.labels import LabelEvent, parse_label
+from tests.connectors.test_delivery import FakeProducer
 
 CLASSES = ["ok", 'sc"ratch', "<dent>", "crack & chip"]
 NAMES = ("label", "item")
@@ -168,3 +170,60 @@ class TestClient:
         ) as err:
             client.call("GET", "/api/projects/")
         assert slept == [0.5, 1.0] and token not in str(err.value) and "label_studio.url" in str(err.value)
+
+
+class FakeStudio:
+    """Label Studio's import endpoint: records every task imported and gives each the next id."""
+
+    def __init__(self) -> None:
+        self.imported: list[dict[str, Any]] = []
+
+    def call(self, method: str, path: str, body: Any = None, query: Any = None, retry: bool = True) -> Any:
+        assert (method, path) == ("POST", "/api/projects/1/import")
+        orjson.dumps(body)  # the client sends it as JSON: a task that cannot be encoded fails the batch
+        first = len(self.imported)
+        self.imported += body
+        return {"task_ids": list(range(first, len(self.imported)))}
+
+    def secrets(self) -> list[str]:
+        return []
+
+
+class TestImportIsolation:
+    def test_a_record_whose_task_fails_is_dead_lettered_and_the_batch_imported(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """One to-label record makes the task builder raise, another yields a task JSON cannot carry: each
+        is dead-lettered (stage encode, reason encode_error, its original bytes) and the three others
+        become tasks."""
+        real = task_for
+
+        def fragile(record: dict[str, Any], classes: list[str], names: tuple[str, str]) -> dict[str, Any]:
+            if record["id"] == "boom":
+                raise RecursionError("payload too deep")
+            task = real(record, classes, names)
+            if record["id"] == "odd":
+                task["data"]["meta"] = {1j}  # not JSON
+            return task
+
+        monkeypatch.setattr("connectors.label_studio.task_for", fragile)
+        cfg = parse_config({"classes": CLASSES, "label_studio": {"token": "x" * 40}})
+        studio = FakeStudio()
+        bridge = LabelStudioBridge(cfg, "127.0.0.1:9", client=studio)  # type: ignore[arg-type]
+        bridge.project_id = 1
+        bridge._producer = producer = FakeProducer(refuse_over=10**9)
+        ids = ["a", "boom", "b", "odd", "c"]
+        values = [orjson.dumps({"id": i, "route": "query", "predicted": "ok"}) for i in ids]
+        recs = [
+            ConsumerRecord("to-label", 0, -1, 5 + k, 0, 0, i.encode(), v, [], None, -1, -1, -1)
+            for k, (i, v) in enumerate(zip(ids, values, strict=True))
+        ]
+        bridge.import_records(recs)
+        assert [t["data"]["selector_id"] for t in studio.imported] == ["a", "b", "c"]
+        dead = {k: (v, dict(h or [])) for _, k, v, h in producer.delivered}
+        assert set(dead) == {b"boom", b"odd"} and bridge.dead_letters == 2
+        for key, value in ((b"boom", values[1]), (b"odd", values[3])):
+            got, headers = dead[key]
+            assert got == value
+            assert (headers["x-dlq-stage"], headers["x-dlq-reason"]) == (b"encode", b"encode_error")
+        assert b"RecursionError: payload too deep" in dead[b"boom"][1]["x-dlq-exception-message"]
