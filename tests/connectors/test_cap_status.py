@@ -150,3 +150,17 @@ def test_the_dashboard_shows_the_pause_and_until_when(capped_page: tuple[Endpoin
     assert "hidden" not in attributes
     until = clock_time(first_grant(monitor) + 3600)
     assert text == f"cap reached (hour: 5 labels), labeling paused until {until}"
+
+
+def test_the_dashboard_shows_the_unspent_budget_by_reason(capped_page: tuple[Endpoint, Monitor]) -> None:
+    """The hour cap held labels back (reason cap) and, say, a floor left 3.5 labels unspent: the rate card
+    shows one visible line with both, largest first, the numbers of /api/status's budget.shortfall."""
+    endpoint, monitor = capped_page
+    monitor.router.stats.record_budget({"floor": 3.5}, 0)
+    shortfall = orjson.loads(get(endpoint.port, "/api/status")[2])["monitor"]["budget"]["shortfall"]
+    assert shortfall["cap"] > 3.5 and shortfall["floor"] == 3.5
+    dom = browse(f"http://127.0.0.1:{endpoint.port}/", "--dump-dom")
+    (line,) = re.findall(r'<div id="shortfall"([^>]*)>([^<]*)</div>', dom)
+    attributes, text = line
+    assert "hidden" not in attributes
+    assert text == f"budget unspent: cap {shortfall['cap']:.1f}, floor 3.5 labels"

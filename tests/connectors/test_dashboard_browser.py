@@ -70,6 +70,8 @@ def test_the_page_shows_the_numbers_the_metrics_export(live) -> None:  # type: i
     dom = browse(f"http://127.0.0.1:{endpoint.port}/", "--dump-dom")
     values = shown(dom)
     assert 'class="dot ok"' in dom, "the page never got a status"
+    assert monitor.router.stats.shortfall == {"floor": 0.0, "cap": 0.0}
+    assert re.search(r'<div id="shortfall"[^>]*hidden[^>]*></div>', dom), "no shortfall: no unspent line"
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for f in endpoint.registry.collect()
