@@ -165,7 +165,10 @@ class TestAccounting:
             assert m.key == lab.id.encode()
             routes[lab.route] += 1
             assert cfg.budget.audit_rate <= lab.query_probability <= 1.0
-            assert lab.selected_by == ("audit" if lab.route == "audit" else "uncertainty")
+            # a query comes from the common pool, at random while its window is young (cold_start)
+            assert lab.selected_by in (("audit",) if lab.route == "audit" else ("uncertainty", "cold_start"))
+            if lab.route == "query":
+                assert (lab.threshold is None) == (lab.selected_by == "cold_start")
             assert lab.selector.config_hash == cfg.config_hash()
         assert routes["query"] == monitor.router.stats.items["query"]
         assert routes["audit"] == monitor.router.stats.items["audit"]
