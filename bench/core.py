@@ -29,12 +29,12 @@ import numpy as np
 
 import selector
 from bench import workload
-from connectors.monitor import rfc3339
 from selector.arrays import FloatArray
 from selector.config import Config
-from selector.decode import Batch, decode_batch
 from selector.draws import id_hashes
-from selector.records import encode_outputs
+from selector.messages.outputs import encode_outputs
+from selector.messages.prediction import Batch, decode_batch
+from selector.messages.timestamps import rfc3339
 from selector.routing import Router
 from selector.scores import compute
 from selector.scores.base import MEASURES

@@ -1,12 +1,13 @@
 """End-to-end throughput through the broker: the selector against plain kafka-python consume-and-produce.
 
 Both read the same pre-produced records from their own 4-partition topic with the same client settings
-(:func:`connectors.kafka_io.make_consumer` / :func:`make_producer` of the same config):
+(:func:`connectors.kafka.clients.make_consumer` / :func:`make_producer` of the same config):
 
 - **raw** (:class:`RawRelay`): a consumer group member that, per polled batch, produces one output record per
   input (the input bytes, same key), flushes, and commits — the least any at-least-once consume-and-produce
   service does;
-- **selector** (:class:`BenchMonitor`): :class:`connectors.monitor.Monitor`, unchanged, until every input is
+- **selector** (:class:`BenchMonitor`): :class:`connectors.monitor.loop.Monitor`, unchanged, until every
+input is
   decided or dead-lettered.
 
 Each runs against a fresh embedded broker holding only its input, and is timed from the moment its first
@@ -27,9 +28,9 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from bench import workload
 from bench.cpu import CpuMeter
-from connectors.broker import EmbeddedBroker
-from connectors.kafka_io import make_consumer, make_producer
-from connectors.monitor import Monitor
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.kafka.clients import make_consumer, make_producer
+from connectors.monitor.loop import Monitor
 from selector.config import Config
 
 Polled = dict[TopicPartition, list[ConsumerRecord]]

@@ -3,7 +3,8 @@
 A separate process (so it does not share the consumer's interpreter lock) plays the production model: it
 sends predictions at a steady rate, each carrying its send time (``ts`` and ``meta.sent_ms``, epoch
 milliseconds; its Kafka timestamp is the same moment), with ``linger_ms=0``. The consumer under test runs in
-this process: the unchanged :class:`~connectors.monitor.Monitor`, or for comparison the plain kafka-python
+this process: the unchanged :class:`~connectors.monitor.loop.Monitor`, or for comparison the plain
+kafka-python
 consume-and-produce loop of :mod:`bench.e2e`. Latencies, from the send time:
 
 - **delivered**: when the consumer finished the polled batch holding the item — its output records
@@ -33,8 +34,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from bench import workload
 from bench.cpu import CpuMeter
 from bench.e2e import BenchMonitor, Progress, make
-from connectors.broker import EmbeddedBroker
-from connectors.simulate import simulate_probs
+from connectors.demo.simulate import simulate_probs
+from connectors.kafka.broker import EmbeddedBroker
 from selector.config import Config
 
 WARMUP_S = 1.0

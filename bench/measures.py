@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from selector.config import Config, parse_config
-from selector.decode import decode_batch
+from selector.messages.prediction import decode_batch
 from selector.routing import Router
 from selector.scores import bayesian, committee, embedding, gradient
 from selector.scores.base import MEASURES

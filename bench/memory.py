@@ -19,8 +19,8 @@ import orjson
 
 from bench import workload
 from bench.core import StreamClock
-from connectors.simulate import simulate_probs
-from selector.decode import Batch
+from connectors.demo.simulate import simulate_probs
+from selector.messages.prediction import Batch
 from selector.routing import Router
 
 

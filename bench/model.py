@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from connectors.broker import EmbeddedBroker
-from connectors.dataset import Example
-from connectors.registry import ModelRegistry
-from connectors.serving import LoadedModel, ModelServer
-from connectors.trainer import TrainSettings, onnx_model, retrain, train_ensemble
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.model.dataset import Example
+from connectors.model.registry import ModelRegistry
+from connectors.model.serving import LoadedModel, ModelServer
+from connectors.model.trainer import TrainSettings, onnx_model, retrain, train_ensemble
 from selector.config import parse_config
-from selector.features import decode_features
+from selector.messages.features import decode_features
 
 CLASSES = [str(d) for d in range(10)]
 DIM = 64
@@ -112,7 +112,7 @@ def serve_through_broker(data: bytes, items: int, batch_size: int) -> ServeThrou
                 "metrics": {"enabled": False},
             }
         )  # fmt: skip
-        from connectors.kafka_io import prepare_topics  # noqa: PLC0415
+        from connectors.kafka.clients import prepare_topics  # noqa: PLC0415
 
         prepare_topics(cfg, servers)
         x, _ = _data(items, seed=2)

@@ -535,7 +535,7 @@ def section_summary(
 def section_model(plan: Plan) -> None:
     import torch  # noqa: PLC0415 (this section only)
 
-    from connectors.trainer import TrainSettings  # noqa: PLC0415
+    from connectors.model.trainer import TrainSettings  # noqa: PLC0415
 
     print("\n### Inference connector and retraining\n")
     settings = TrainSettings()

@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from selector.config import parse_config
-from selector.decode import Batch
+from selector.messages.prediction import Batch
 from selector.routing import AUDIT, QUERY, Router
 
 SHARE_OF_RARE = 0.3

@@ -1,6 +1,6 @@
 """The benchmark workload: a 10-class simulated production line, its configs, and topics filled with it.
 
-Every section decides the same kind of stream: :func:`connectors.simulate.prediction_records` (about 1%
+Every section decides the same kind of stream: :func:`connectors.demo.simulate.prediction_records` (about 1%
 defects; 85% easy, 12% ambiguous, 3% hard items) with 10 classes, as JSON records of ~380 bytes that carry
 ``model``, ``segment``, ``payload`` and ``meta`` like a real inference output.
 """
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from kafka import KafkaProducer
 
-from connectors.kafka_io import prepare_topics
-from connectors.simulate import prediction_records
+from connectors.demo.simulate import prediction_records
+from connectors.kafka.clients import prepare_topics
 from selector.config import Config, parse_config
 
 CLASSES = ["ok", *(f"defect-{i}" for i in range(1, 10))]

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import numpy as np
 import orjson
 
-from connectors.simulate import simulate_probs
+from connectors.demo.simulate import simulate_probs
 
 CLASSES = ["ok", "scratch", "dent", "crack"]
 START = datetime(2024, 5, 6, tzinfo=UTC).timestamp()

@@ -1,6 +1,7 @@
 """The configuration: one frozen, validated object.
 
-The shell reads ``config.yaml`` and the ``SELECTOR_...`` environment (see ``connectors.configfile``) into a
+The shell reads ``config.yaml`` and the ``SELECTOR_...`` environment (see ``connectors.settings.configfile``)
+into a
 plain mapping; :func:`parse_config` turns that mapping into a :class:`Config` or raises
 :class:`~selector.errors.ConfigError` whose lines name the key, the constraint and the value, e.g.
 ``'budget.rate' must be in (0, 1]: 1.3``.
@@ -447,7 +448,7 @@ class Config(_Section):
         return self
 
     def decode_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`selector.decode.decode_batch` under this configuration."""
+        """Keyword arguments of :func:`selector.messages.prediction.decode_batch` under this configuration."""
         return {
             "n_classes": len(self.classes),
             "max_record_bytes": self.input.max_record_bytes,

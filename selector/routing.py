@@ -5,7 +5,7 @@ For a batch of validated predictions, in this order:
 1. **audit**: a uniform draw ``u(id) < audit_rate`` (deterministic per id), granted if the caps have room;
    it covers confident items too, so the accuracy of auto-accepted predictions can be estimated without bias.
 2. **query**: chosen by the spending controller (:mod:`selector.budget.controller`): an exploration pick,
-   or an informative item (scored by :mod:`selector.scoring`) a pool's streaming-quantile threshold
+   or an informative item (scored by :mod:`selector.scores.pipeline`) a pool's streaming-quantile threshold
    selects, granted by the token gate and caps.
 3. **accept**: ``max_c p_c >= accept_threshold[argmax_c p_c]`` on the calibrated probabilities (and so for
    every detection box, and a committee's agreement with the predicted class when one is required):
@@ -41,12 +41,12 @@ from selector.budget.controller import (
     initial_partition,
 )
 from selector.budget.controller import decide as control
-from selector.calibration import apply_temperature
 from selector.config import HORIZONS_S, Config, Horizon
-from selector.decode import Batch
 from selector.draws import id_hashes
+from selector.messages.prediction import Batch
+from selector.quality.calibration import apply_temperature
 from selector.scores import committee
-from selector.scoring import Inputs, Scored, Scorer, ScoringState, box_aggregate, shape_groups
+from selector.scores.pipeline import Inputs, Scored, Scorer, ScoringState, box_aggregate, shape_groups
 from selector.stats import RouterStats
 
 ROUTES = ("accept", "query", "audit", "skip")
@@ -243,7 +243,7 @@ class Router:
     def _accept(self, x: Inputs, predicted: IntArray, confidence: FloatArray) -> BoolArray:
         """Confident enough to auto-accept: the item, each of its boxes, and its committee's agreement."""
         accept: BoolArray = confidence >= self._thresholds[predicted]
-        if x.detections.count(None) != len(x.detections):  # any boxes (count runs in C)
+        if any(d is not None for d in x.detections):
             rows, box_ok = box_aggregate(
                 x.detections,
                 lambda p: (p.max(axis=1) >= self._thresholds[p.argmax(axis=1)]).astype(np.float64),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,6 +11,18 @@ SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 """Upper bounds of the score histogram buckets on [0, 1]."""
 
 ROUTE_NAMES = ("accept", "query", "audit", "skip")
+
+BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def batch_seconds_counts() -> list[int]:
+    """Counts per bucket of BATCH_SECONDS_BUCKETS, plus one for batches over the last bound."""
+    return [0] * (len(BATCH_SECONDS_BUCKETS) + 1)
+
+
+def observe_seconds(counts: list[int], seconds: float) -> None:
+    """Count one batch's duration in its bucket of :func:`batch_seconds_counts` (``le`` semantics)."""
+    counts[bisect.bisect_left(BATCH_SECONDS_BUCKETS, seconds)] += 1
 
 
 class RouterStats:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from connectors.broker import EmbeddedBroker
+from connectors.kafka.broker import EmbeddedBroker
 
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 10000}
 """Consumer-group timeouts that make joins take ~3 s instead of ~23 s on the embedded broker."""

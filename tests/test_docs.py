@@ -19,9 +19,9 @@ import yaml
 from pydantic import BaseModel
 
 from selector.config import Config, parse_config
-from selector.contracts import Accepted, Prediction, ToLabel
-from selector.decode import decode_batch
-from selector.labels import LabelEvent, parse_label
+from selector.messages.contracts import Accepted, Prediction, ToLabel
+from selector.messages.prediction import decode_batch
+from selector.quality.labels import LabelEvent, parse_label
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

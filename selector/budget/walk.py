@@ -17,12 +17,12 @@ import numpy as np
 
 from selector.arrays import BoolArray, FloatArray, IntArray
 from selector.budget.caps import CapWalk
+from selector.budget.diversity import assign, kcenter, kmeanspp
 from selector.budget.partition import Balance, PartitionState
 from selector.budget.pending import Pending
 from selector.budget.policy import AUDIT, COLD, FEEDBACK_GAIN, POOL_BASE, VERSIONS_KEPT, Policy
 from selector.budget.quantile import INELIGIBLE, Ring, WindowRule
 from selector.budget.token_bucket import BudgetState
-from selector.diversity import assign, kcenter, kmeanspp
 from selector.draws import uniforms
 from selector.scores.gradient import gradient_embedding
 

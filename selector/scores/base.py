@@ -7,7 +7,7 @@ Four measures read only the class probabilities (:data:`MEASURES`, pure function
 read an optional field of the prediction (:data:`FIELD_OF`): MC-dropout ``samples``, ``committee`` member
 probabilities, the ``embedding`` or ``predicted_loss``. Three of them give raw magnitudes that are brought
 into [0, 1] online, by the streaming quantile of recent values (:data:`ONLINE`), and two compare an item with
-what its partition remembers (:data:`STATEFUL`); :mod:`selector.scoring` evaluates those.
+what its partition remembers (:data:`STATEFUL`); :mod:`selector.scores.pipeline` evaluates those.
 """
 
 from __future__ import annotations

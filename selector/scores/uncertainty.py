@@ -50,5 +50,6 @@ def ratio(probs: FloatArray) -> FloatArray:
 def entropy(probs: FloatArray) -> FloatArray:
     """Shannon entropy normalized by ``log C``; ``0 log 0`` is taken as 0."""
     logs = np.log(probs, out=np.zeros_like(probs), where=probs > 0)
-    out: FloatArray = -np.einsum("ij,ij->i", probs, logs) / np.log(probs.shape[1])
+    out: FloatArray = np.einsum("ij,ij->i", probs, logs) / -np.log(probs.shape[1])
+    out += 0.0  # a certain row sums to -0.0; scores are never negative zero
     return np.clip(out, 0.0, 1.0, out=out)

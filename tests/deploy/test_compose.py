@@ -16,7 +16,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from connectors.configfile import ENV_PREFIX, load_config
+from connectors.settings.configfile import ENV_PREFIX, load_config
 from selector.config import Config, parse_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

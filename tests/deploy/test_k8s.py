@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from connectors.configfile import apply_env
+from connectors.settings.configfile import apply_env
 from selector.config import Config, parse_config
 from tests.deploy.test_compose import CONFIG_PATH, PORT_KEY, config_key_problems
 

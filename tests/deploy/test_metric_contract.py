@@ -19,13 +19,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from connectors.dataset import DatasetStore
-from connectors.label_loop import LabelLoop
-from connectors.metrics import LabelLoopCollector, SelectorCollector
-from connectors.monitor import Monitor
-from connectors.registry import ModelRegistry
-from connectors.serving import ModelServer, ServeCollector
-from connectors.trainer import Ensemble, onnx_model
+from connectors.labels.loop import LabelLoop
+from connectors.labels.metrics import LabelLoopCollector
+from connectors.model.dataset import DatasetStore
+from connectors.model.registry import ModelRegistry
+from connectors.model.serving import ModelServer, ServeCollector
+from connectors.model.trainer import Ensemble, onnx_model
+from connectors.monitor.loop import Monitor
+from connectors.monitor.metrics import SelectorCollector
 from selector.config import parse_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from connectors.monitor import Monitor
+from connectors.monitor.loop import Monitor
 
 
 class RunningMonitors:

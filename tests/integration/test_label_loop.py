@@ -11,13 +11,13 @@ import pytest
 from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 
-from connectors import label_loop
-from connectors.broker import EmbeddedBroker
-from connectors.cli import main
-from connectors.dataset import DatasetStore
-from connectors.kafka_io import make_producer
-from connectors.label_loop import LabelLoop
-from connectors.metrics import LabelLoopCollector, labels_part
+from connectors.cli.main import main
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.kafka.clients import make_producer
+from connectors.labels import loop as label_loop
+from connectors.labels.loop import LabelLoop
+from connectors.labels.metrics import LabelLoopCollector, labels_part
+from connectors.model.dataset import DatasetStore
 from selector.config import Config
 from tests.integration.streams import config_for, create_topics, produce, read_topic, wait_for
 

@@ -12,12 +12,12 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from connectors.broker import EmbeddedBroker
-from connectors.label_studio import LabelStudioBridge
-from connectors.label_studio_api import LabelStudioClient, LabelStudioError
-from connectors.label_studio_tasks import parse_time
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.label_studio.api import LabelStudioClient, LabelStudioError
+from connectors.label_studio.bridge import LabelStudioBridge
+from connectors.label_studio.tasks import parse_time
 from selector.config import Config
-from selector.labels import LabelEvent, parse_label
+from selector.quality.labels import LabelEvent, parse_label
 from tests.integration.label_studio_server import EMAIL, LabelStudioServer, free_port
 from tests.integration.streams import config_for, create_topics, produce, read_topic, wait_for
 

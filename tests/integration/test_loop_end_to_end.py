@@ -10,9 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from connectors.broker import EmbeddedBroker
-from connectors.demo import Demo, demo_config
-from connectors.registry import ModelRegistry
+from connectors.demo.run import Demo, demo_config
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.model.registry import ModelRegistry
 from tests.integration.streams import config_for, create_topics, read_topic, wait_for
 
 pytestmark = pytest.mark.broker

@@ -8,9 +8,9 @@ import numpy as np
 import orjson
 import pytest
 
-from connectors.broker import EmbeddedBroker
-from connectors.monitor import Monitor
-from selector.contracts import ToLabel
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.monitor.loop import Monitor
+from selector.messages.contracts import ToLabel
 from tests.integration.conftest import RunningMonitors
 from tests.integration.streams import config_for, produce, read_topic, wait_for
 

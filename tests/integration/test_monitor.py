@@ -12,11 +12,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import selector
-from connectors.broker import EmbeddedBroker
-from connectors.metrics import monitor_part, serve
-from connectors.monitor import Monitor
-from connectors.simulate import prediction_records
-from selector.contracts import DLQ_HEADERS, Accepted, ToLabel
+from connectors.demo.simulate import prediction_records
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.monitor.loop import Monitor
+from connectors.monitor.metrics import monitor_part
+from connectors.web.metrics import serve
+from selector.messages.contracts import DLQ_HEADERS, Accepted, ToLabel
 from tests.integration.conftest import RunningMonitors
 from tests.integration.streams import config_for, produce, read_topic, wait_for
 

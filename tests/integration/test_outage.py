@@ -20,11 +20,11 @@ import orjson
 import pytest
 import yaml
 
-from connectors.broker import free_port
-from connectors.dataset import DatasetStore
-from connectors.registry import ModelRegistry
-from connectors.simulate import prediction_records
-from tests.connectors.test_serving import ensemble, graph
+from connectors.demo.simulate import prediction_records
+from connectors.kafka.broker import free_port
+from connectors.model.dataset import DatasetStore
+from connectors.model.registry import ModelRegistry
+from tests.connectors.model.test_serving import ensemble, graph
 from tests.integration.outage_cluster import Tansu, s3_store
 from tests.integration.streams import config_for, produce, read_topic, wait_for
 
@@ -49,7 +49,7 @@ class Process:
         path = tmp_path / f"{command}.yaml"
         path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "connectors.cli", command, "-c", str(path)],
+            [sys.executable, "-m", "connectors.cli.main", command, "-c", str(path)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -20,8 +20,8 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from connectors.broker import EmbeddedBroker
-from connectors.monitor import Monitor
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.monitor.loop import Monitor
 from selector.config import Config
 from tests.integration.conftest import RunningMonitors
 from tests.integration.streams import Message, config_for, read_topic, wait_for

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from connectors.broker import EmbeddedBroker, free_port
-from connectors.simulate import prediction_records
+from connectors.demo.simulate import prediction_records
+from connectors.kafka.broker import EmbeddedBroker, free_port
 from tests.conftest import FAST_GROUP
 from tests.integration.streams import config_for, produce, read_topic
 
@@ -37,7 +37,7 @@ def write_config(tmp_path: Path, servers: str, unique: str, **sections: dict[str
 
 def start(config: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "connectors.cli", "run", "-c", str(config), *args],
+        [sys.executable, "-m", "connectors.cli.main", "run", "-c", str(config), *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -164,7 +164,7 @@ class TestDemo:
         env.update({f"SELECTOR_METRICS__{k}": "0" for k in ("PORT", "LABELS_PORT", "SERVE_PORT")})
         env.update({f"SELECTOR_KAFKA__{k.upper()}": str(v) for k, v in FAST_GROUP.items()})
         proc = subprocess.run(
-            [sys.executable, "-m", "connectors.cli", "demo", "-c", "config.yaml",
+            [sys.executable, "-m", "connectors.cli.main", "demo", "-c", "config.yaml",
              "--duration", "10", "--rate", "400", "--interval", "1", "--annotator-error", "0.1"],
             cwd=ROOT,
             capture_output=True,

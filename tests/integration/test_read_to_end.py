@@ -3,8 +3,9 @@
 The embedded broker (Tansu 0.6) answers ``end_offsets()`` with the first offset of a partition's last write
 batch, so a reader that stops there misses the rest of that batch (issue 12 saw 1,505 of 2,000 records). Every
 reader that reads to the end uses the high watermark of its fetch responses instead: the state, labels,
-to-label and models readers (:class:`connectors.topic_reader.TopicReader`) and ``selector replay --topic``
-(:func:`connectors.recorded.topic_chunks`).
+to-label and models readers (:class:`connectors.kafka.topic_reader.TopicReader`) and ``selector replay
+--topic``
+(:func:`connectors.offline.recorded.topic_chunks`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from collections.abc import Iterator
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from connectors.broker import EmbeddedBroker
-from connectors.recorded import topic_chunks
-from connectors.topic_reader import TopicReader
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.kafka.topic_reader import TopicReader
+from connectors.offline.recorded import topic_chunks
 from selector.config import Config
 from tests.integration.streams import config_for, create_topics
 

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from connectors.broker import EmbeddedBroker
-from connectors.monitor import Monitor
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.monitor.loop import Monitor
 from tests.integration.conftest import RunningMonitors
 from tests.integration.streams import config_for, create_topics, produce, wait_for
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from connectors.broker import EmbeddedBroker
-from connectors.cli import main
-from connectors.recorded import topic_chunks
-from connectors.replay import replay
-from connectors.simulate import prediction_records
+from connectors.cli.main import main
+from connectors.demo.simulate import prediction_records
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.offline.recorded import topic_chunks
+from connectors.offline.replay import replay
 from tests.integration.streams import config_for, create_topics, produce
 
 pytestmark = pytest.mark.broker

@@ -12,10 +12,10 @@ import numpy as np
 import orjson
 import pytest
 
-from connectors.broker import EmbeddedBroker
-from connectors.registry import ModelRegistry
-from connectors.serving import ModelServer
-from tests.connectors.test_serving import CLASSES, ensemble, graph
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.model.registry import ModelRegistry
+from connectors.model.serving import ModelServer
+from tests.connectors.model.test_serving import CLASSES, ensemble, graph
 from tests.integration.streams import config_for, create_topics, produce, read_topic, wait_for
 
 pytestmark = pytest.mark.broker

@@ -13,9 +13,9 @@ import orjson
 import pytest
 import yaml
 
-from connectors.broker import EmbeddedBroker
-from connectors.monitor import Monitor
-from connectors.simulate import prediction_records
+from connectors.demo.simulate import prediction_records
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.monitor.loop import Monitor
 from tests.conftest import FAST_GROUP
 from tests.integration.conftest import RunningMonitors
 from tests.integration.streams import config_for, create_topics, produce, read_topic, wait_for
@@ -60,7 +60,7 @@ class TestRestart:
             cfg.topics.predictions,
             prediction_records(np.random.default_rng(1), 2_000, CLASSES, prefix="a"),
         )
-        cmd = [sys.executable, "-m", "connectors.cli", "run", "-c", str(path)]
+        cmd = [sys.executable, "-m", "connectors.cli.main", "run", "-c", str(path)]
         first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         try:
             wait_for(

@@ -1,0 +1,1 @@
+"""The command line: one entry point, each command's arguments and handler."""

@@ -1,0 +1,1 @@
+"""The demo: a simulated production line and annotators around the real processes."""

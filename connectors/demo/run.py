@@ -1,0 +1,267 @@
+"""`selector demo`: the whole loop in one process, on the embedded broker and real data.
+
+Handwritten digits (:mod:`connectors.demo.line`, the digit 8 rare as the "defect") flow as features into the
+inference connector, which scores them with the registry's ONNX model; the monitor decides every prediction;
+simulated annotators answer the to-label items after a delay, sometimes wrongly; the label loop ingests their
+labels, estimates the model's accuracy and triggers retraining; the trainer (its own process) promotes a
+better model, and the inference connector swaps to it. A summary line every few seconds shows the routes, the
+label rate against the budget, the model version being served and its estimated accuracy.
+
+Everything the demo writes (dataset store, model registry) lives in a temporary directory, like the
+in-memory broker's topics: each demo starts afresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer
+
+from connectors.demo.line import CLASSES, RARE, Annotators, Digits, FeatureLine
+from connectors.kafka.clients import prepare_topics
+from connectors.labels.loop import LabelLoop
+from connectors.labels.metrics import labels_part
+from connectors.model.dataset import DatasetStore
+from connectors.model.registry import ModelRegistry
+from connectors.model.serving import ModelServer, serve_part
+from connectors.monitor.cap_watch import describe, ledgers_of
+from connectors.monitor.loop import Monitor
+from connectors.monitor.metrics import monitor_part
+from connectors.settings.startup import Reserved
+from connectors.web.metrics import serve
+from connectors.web.server import Endpoint
+from selector.budget.cap_pause import cap_pauses
+from selector.config import HORIZONS_S, Config
+
+log = logging.getLogger(__name__)
+
+SEED_ITEMS = 40
+"""Labeled digits the first model is trained on (common digits only): a weak start to improve on."""
+
+
+CAP_HEADROOM = 1.5
+"""The demo raises every cap below this multiple of what its line's rate spends at the target rate in the
+cap's window, so that a cap meant for a real line does not stop the demo's labels after two minutes."""
+
+
+def caps_for_rate(config: Config, items_per_s: float) -> tuple[dict[str, int], list[str]]:
+    """The caps the demo runs at ``items_per_s``: each at least ``CAP_HEADROOM`` times ``rate x budget.rate
+    x window``; and one note per cap raised, saying from what to what."""
+    caps: dict[str, int] = {}
+    notes: list[str] = []
+    for horizon, cap in config.budget.caps.items():
+        need = math.ceil(CAP_HEADROOM * items_per_s * config.budget.rate * HORIZONS_S[horizon])
+        caps[horizon] = max(cap, need)
+        if cap < need:
+            notes.append(f"budget.caps.{horizon} {cap} -> {need}")
+    return caps, notes
+
+
+def demo_config(config: Config, workdir: Path, items_per_s: float | None = None) -> Config:
+    """The configuration the demo runs: the user's, with the digits' classes, embedding length and the
+    label loop's files in ``workdir``; class-specific keys of the user's file do not apply to digits. With
+    ``items_per_s``, caps too low for that rate are raised (:func:`caps_for_rate`)."""
+    r = config.retrain
+    data = config.model_dump()
+    if items_per_s is not None:
+        data["budget"]["caps"] = caps_for_rate(config, items_per_s)[0]
+    data["classes"] = CLASSES
+    data["input"]["embedding_dim"] = 64
+    data["accept"]["thresholds"] = {}
+    data["budget"]["class_shares"] = {RARE: 0.2}
+    data["budget"]["segment_shares"] = {}
+    data["dataset"].update(path=str(workdir / "dataset.sqlite"), defect_classes=[RARE])
+    data["retrain"].update(
+        builtin=True,
+        registry=str(workdir / "models"),
+        every_labels=min(r.every_labels or 150, 150),
+        min_interval_s=min(r.min_interval_s, 20.0),
+        min_examples=40,
+        epochs=min(r.epochs, 80),
+    )
+    return Config.model_validate(data)
+
+
+def first_model(config: Config, seed: Digits) -> str:
+    """Train, export and promote the model the line starts with; returns its version."""
+    from connectors.model.trainer import onnx_model, settings_of, train_ensemble  # noqa: PLC0415 (torch)
+
+    r = config.retrain
+    ensemble = train_ensemble(seed.x, seed.y, np.ones(len(seed.y)), CLASSES, settings_of(r))
+    manifest = ModelRegistry(r.registry).add(
+        onnx_model(ensemble).SerializeToString(),
+        {
+            "parent": None,
+            "created_at": time.time(),
+            "classes": CLASSES,
+            "embedding_dim": int(seed.x.shape[1]),
+            "members": r.members,
+            "metrics": {},
+            "data": {"train": len(seed.y)},
+            "settings": {"members": r.members, "hidden": r.hidden, "epochs": r.epochs},
+        },
+        promote=True,
+    )
+    return str(manifest["version"])
+
+
+class Demo:
+    """The demo's components, started and stopped together."""
+
+    def __init__(
+        self,
+        config: Config,
+        servers: str,
+        rate: float,
+        seed: int = 0,
+        label_delay: float = 3.0,
+        annotator_error: float = 0.05,
+    ) -> None:
+        self.config = config
+        self.workdir = Path(config.dataset.path).parent
+        first, pool, _test = Digits.load().split(seed, SEED_ITEMS)
+        self.version = first_model(config, first)
+        t = config.topics
+        self.producer = KafkaProducer(bootstrap_servers=servers, linger_ms=20)
+        self.monitor = Monitor(config, servers)
+        self.server = ModelServer(config, servers)
+        self.loop = LabelLoop(config, servers, DatasetStore(config.dataset.path), status_interval_s=1.0)
+        self.line = FeatureLine(self.producer, t.features, pool, rate)
+        annotator_consumer = KafkaConsumer(
+            t.to_label,
+            bootstrap_servers=servers,
+            group_id=f"{config.kafka.group_id}-annotators",
+            auto_offset_reset="earliest",
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+            max_poll_interval_ms=10000,
+        )
+        self.annotators = Annotators(
+            annotator_consumer,
+            self.producer,
+            t.labels,
+            self.line.truth,
+            delay_s=label_delay,
+            error_rate=annotator_error,
+        )
+        self.endpoints: list[Endpoint] = []
+        self.notes: list[str] = []
+        """what the demo changed in the user's configuration, for the intro"""
+        self._threads = [
+            threading.Thread(target=self.server.run, name="serve-model", daemon=True),
+            threading.Thread(target=self.loop.run, kwargs={"poll_s": 1.0}, name="label-loop", daemon=True),
+        ]
+
+    def intro(self) -> str:
+        c = self.config
+        return (
+            f"selector demo: handwritten digits at {self.line.rate_per_s:g} items/s ('{RARE}' is the rare "
+            f"defect, about 1%); first model {self.version} trained on {SEED_ITEMS} labels; budget "
+            f"{c.budget.rate:.1%}; simulated annotators (mean delay {self.annotators.delay_s:g} s, "
+            f"{self.annotators.error_rate:.0%} wrong); a retrain every {c.retrain.every_labels} labels "
+            f"at most every {c.retrain.min_interval_s:g} s; files in {self.workdir}; Ctrl-C stops"
+            + (
+                f"\ncaps raised to follow the line's rate: {', '.join(self.notes)} (a cap that binds pauses "
+                "labeling, and the summary line says until when)"
+                if self.notes
+                else ""
+            )
+        )
+
+    def run(self, duration: float | None, interval: float) -> None:
+        """Start everything, print a summary every ``interval`` seconds until the monitor stops (after
+        ``duration`` or on a signal), then stop everything."""
+        done = threading.Event()
+
+        def summaries() -> None:
+            while not done.wait(interval):
+                print(self.summary(), flush=True)
+
+        printer = threading.Thread(target=summaries, name="summary", daemon=True)
+        self.start()
+        printer.start()
+        try:
+            self.monitor.run(duration)
+        finally:
+            done.set()
+            self.stop()
+        print(self.summary(), flush=True)
+
+    def start_metrics(self, reserved: Reserved | None = None) -> None:
+        """One dashboard over all three parts on ``metrics.port``; each part's metrics alone on its own port
+        (as the three processes of a deployment would serve them). ``reserved``: the ports bound at
+        start-up (:func:`connectors.settings.startup.preflight`)."""
+        m = self.config.metrics
+        if m.enabled:
+            take = reserved.take if reserved is not None else lambda _key: None
+            parts = [monitor_part(self.monitor), labels_part(self.loop), serve_part(self.server)]
+            self.endpoints = [
+                serve(parts, m.host, m.port, metrics_of=parts[:1], sock=take("port")),
+                serve([parts[1]], m.host, m.labels_port, dashboard=False, sock=take("labels_port")),
+                serve([parts[2]], m.host, m.serve_port, dashboard=False, sock=take("serve_port")),
+            ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+        self.line.start()
+        self.annotators.start()
+
+    def stop(self) -> None:
+        self.monitor.request_stop()
+        self.line.stop_event.set()
+        self.annotators.stop_event.set()
+        self.server.request_stop()
+        self.loop.request_stop()
+        for thread in [self.line, self.annotators, *self._threads]:
+            thread.join(timeout=30)
+        self.producer.close(timeout=5)
+        self.loop.store.close()
+        for endpoint in self.endpoints:
+            endpoint.close()
+
+    def summary(self) -> str:
+        return summary_line(self.line.sent, self.monitor, self.server, self.loop, time.time())
+
+
+def summary_line(sent: int, monitor: Monitor, server: ModelServer, loop: LabelLoop, now: float) -> str:
+    """The demo's summary: routes, label rate against the budget, labels, the served model's estimated
+    accuracy, retrains; and, when a hard cap holds labeling back, which and until when."""
+    s = monitor.router.stats
+    total = s.total
+    labeled = s.items["query"] + s.items["audit"]
+    served = server.model.version if server.model else "none"
+    st = loop.status
+    acc = st.by_model.get(served)
+    estimate = (
+        f"{acc.estimate:5.1%} [{acc.low:5.1%}, {acc.high:5.1%}] n={acc.n}"
+        if acc is not None and acc.n
+        else "awaiting labels"
+    )
+    retrains = loop.retrainer.outcomes if loop.retrainer else {}
+    caps = "".join(f" | {describe(p)}" for p in cap_pauses(ledgers_of(monitor.router), now))
+    return (
+        f"items {sent:>7} decided {total:>7} | accept {s.items['accept']:>6} query "
+        f"{s.items['query']:>4} audit {s.items['audit']:>3} | label rate {labeled / max(total, 1):6.2%} "
+        f"(budget {monitor.config.budget.rate:.2%}) | labels {st.label_messages:>4} | model {served} "
+        f"accuracy {estimate} | retrains {retrains.get('promoted', 0)} promoted "
+        f"{retrains.get('rejected', 0)} rejected{caps}"
+    )
+
+
+def create_demo(
+    config: Config, servers: str, rate: float, label_delay: float = 3.0, annotator_error: float = 0.05
+) -> Demo:
+    """The demo's configuration, topics, first model and components, in a fresh temporary directory."""
+    workdir = Path(tempfile.mkdtemp(prefix="selector-demo-"))
+    effective = demo_config(config, workdir, rate)
+    prepare_topics(effective, servers)
+    demo = Demo(effective, servers, rate, label_delay=label_delay, annotator_error=annotator_error)
+    demo.notes = caps_for_rate(config, rate)[1]
+    return demo

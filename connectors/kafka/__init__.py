@@ -1,0 +1,1 @@
+"""Kafka: the only place clients are built; delivery, topic readers, state topic, outages."""

@@ -1,0 +1,188 @@
+"""kafka-python clients built from the configuration: connection with backoff, topic creation, delivery."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from connectors.settings.startup import compression_library
+from selector.config import Config
+from selector.errors import BrokerUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def security_kwargs(config: Config) -> dict[str, Any]:
+    """Connection settings shared by every client, with kafka-python's parameter names."""
+    k = config.kafka
+    out: dict[str, Any] = {"security_protocol": k.security_protocol, "client_id": k.client_id}
+    if k.sasl_mechanism is not None:
+        out["sasl_mechanism"] = k.sasl_mechanism
+        out["sasl_plain_username"] = k.sasl_plain_username
+        out["sasl_plain_password"] = (
+            k.sasl_plain_password.get_secret_value() if k.sasl_plain_password else None
+        )
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(k, name) is not None:
+            out[name] = getattr(k, name)
+    if k.ssl_password is not None:
+        out["ssl_password"] = k.ssl_password.get_secret_value()
+    return out
+
+
+def secrets_of(config: Config) -> list[str]:
+    """Secret values that must never appear in logs or dead-letter headers."""
+    k = config.kafka
+    return [
+        s.get_secret_value()
+        for s in (k.sasl_plain_password, k.ssl_password)
+        if s is not None and s.get_secret_value()
+    ]
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret value replaced by ``'**********'``."""
+    for s in secrets:
+        text = text.replace(s, "**********")
+    return text
+
+
+def connect_admin(
+    config: Config,
+    servers: str,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> KafkaAdminClient:
+    """An admin client, retrying with exponential backoff until ``kafka.connect_deadline_s``.
+
+    Raises:
+        BrokerUnavailableError: nothing answered before the deadline.
+    """
+    deadline_s = config.kafka.connect_deadline_s
+    start = monotonic()
+    delay = 0.25
+    attempt = 0
+    while True:
+        attempt += 1
+        left_ms = int(max(0.5, deadline_s - (monotonic() - start)) * 1000)
+        try:
+            return KafkaAdminClient(
+                bootstrap_servers=servers,
+                bootstrap_timeout_ms=min(2000, left_ms),
+                request_timeout_ms=min(30000, max(1000, left_ms)),
+                reconnect_backoff_max_ms=1000,
+                **security_kwargs(config),
+            )
+        except KafkaError as exc:
+            waited = monotonic() - start
+            if waited + delay > deadline_s:
+                raise BrokerUnavailableError(
+                    servers, waited, f"{attempt} attempts, last error: {exc}"
+                ) from exc
+            log.warning("Kafka at %s not reachable (%s); retrying in %.1f s", servers, exc, delay)
+            sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def ensure_topics(admin: KafkaAdminClient, config: Config) -> list[str]:
+    """Create the configured topics that do not exist yet; returns the names created."""
+    t = config.topics
+    wanted = [t.predictions, t.to_label, t.accepted, t.dead_letter, t.labels, t.state, t.features]
+    single = {t.state, t.models, t.retrain}  # ordered event streams: one partition
+    wanted += [t.models, t.retrain]
+    existing = set(admin.list_topics())
+    missing = [name for name in dict.fromkeys(wanted) if name not in existing]
+    if not missing:
+        return []
+    k = config.kafka
+    compacted = {"cleanup.policy": "compact"}
+    new = [
+        NewTopic(
+            name,
+            1 if name in single else k.topic_partitions,
+            k.replication_factor,
+            topic_configs=compacted if name == t.state else {},
+        )
+        for name in missing
+    ]
+    with contextlib.suppress(TopicAlreadyExistsError):  # another instance won the race
+        admin.create_topics(new)
+    log.info("created topics %s", missing)
+    return missing
+
+
+def prepare_topics(config: Config, servers: str) -> list[str]:
+    """Connect (with the start-up deadline) and create the configured topics that are missing."""
+    admin = connect_admin(config, servers)
+    try:
+        return ensure_topics(admin, config)
+    finally:
+        admin.close()
+
+
+def make_consumer(config: Config, servers: str, group_id: str | None = None) -> KafkaConsumer:
+    """The consumer of the predictions topic (subscribed later, with a rebalance listener), or of another
+    topic under ``group_id``."""
+    k = config.kafka
+    return KafkaConsumer(
+        bootstrap_servers=servers,
+        group_id=group_id or k.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset=k.auto_offset_reset,
+        session_timeout_ms=k.session_timeout_ms,
+        heartbeat_interval_ms=k.heartbeat_interval_ms,
+        max_poll_interval_ms=k.max_poll_interval_ms,
+        max_poll_records=k.max_poll_records,
+        fetch_max_wait_ms=k.fetch_max_wait_ms,
+        **security_kwargs(config),
+    )
+
+
+def producer_kwargs(config: Config) -> dict[str, Any]:
+    """The ``kafka.*`` producer limits (``max_request_size``, ``compression_type``, ``batch_size``,
+    ``linger_ms``) as kafka-python arguments.
+
+    Raises:
+        StartupError: the compression type's library is not installed.
+    """
+    k = config.kafka
+    compression_library(config)
+    return {
+        "max_request_size": k.max_request_size,
+        "compression_type": None if k.compression_type == "none" else k.compression_type,
+        "batch_size": k.batch_size,
+        "linger_ms": k.linger_ms,
+    }
+
+
+def make_producer(config: Config, servers: str) -> KafkaProducer:
+    """The producer of every output topic: acks from all in-sync replicas, the configured size limits."""
+    return KafkaProducer(
+        bootstrap_servers=servers,
+        acks="all",
+        retries=5,
+        **producer_kwargs(config),
+        **security_kwargs(config),
+    )
+
+
+async def commit_in_rebalance(
+    consumer: KafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata]
+) -> None:
+    """Commit ``offsets`` from inside a rebalance listener, on the consumer's network thread.
+
+    kafka-python 3 runs listeners on that thread and forbids blocking consumer calls there, so the public
+    ``commit()`` cannot be used; its coordinator's async commit is the one call that works. It is private
+    API (``_coordinator._commit_offsets_sync_async``, kafka-python 3.0.x): this is the only place the
+    project touches it, so an upgrade that moves it breaks here alone.
+    """
+    await consumer._coordinator._commit_offsets_sync_async(offsets)  # noqa: SLF001 (see the docstring)

@@ -1,0 +1,1 @@
+"""The Label Studio bridge: its API client, task mapping and the bridge loop."""

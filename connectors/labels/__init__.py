@@ -1,0 +1,1 @@
+"""The label loop process (selector labels): dataset store, retrain triggers, status."""

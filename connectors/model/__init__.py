@@ -1,0 +1,1 @@
+"""The model side: the built-in trainer, the registry and serve-model."""

@@ -1,0 +1,1 @@
+"""Offline tools: replay, calibration from labels, the replay report, recorded streams."""

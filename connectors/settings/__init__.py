@@ -1,0 +1,1 @@
+"""Configuration files, secrets, start-up checks and hot reload."""

@@ -1,0 +1,1 @@
+"""HTTP endpoints, the dashboard, SVG charts and the Prometheus collectors."""

@@ -1,0 +1,1 @@
+"""Wire formats: every message's contract, the prediction decoder, output records, timestamps."""

@@ -1,0 +1,379 @@
+"""Decoding and validation of a polled batch of raw prediction records into columnar arrays.
+
+Parsing JSON is necessarily one call per record; everything numeric (shape, finiteness, range, normalization,
+softmax of logits) is checked over the whole batch at once. A record that breaks a rule is returned as a
+:class:`Reject` with a reason code and a message; the valid records of the same batch are unaffected.
+
+The optional columns (``samples``, ``committee``, ``detections``, ``predicted_loss``, ``cost``, ``embedding``)
+are looked at only in the records that carry one of them: a record without any costs one set test. Their
+type and shape are checked per record; the values of the nested rows of probabilities (finite, in [0, 1],
+summing to 1) are checked and renormalized over the whole batch at once, like ``probs``.
+
+Reason codes: ``empty``, ``oversize``, ``malformed_json``, ``not_an_object``, ``missing_id``, ``bad_id``,
+``missing_probs``, ``wrong_class_count``, ``missing_field`` (a field the configuration requires),
+``bad_field``, ``embedding_out_of_range``, ``predicted_loss_out_of_range``, ``cost_out_of_range`` (beyond
+float32 range, which the scoring memory keeps), ``wrong_embedding_dim``, ``bad_samples``, ``bad_committee``,
+``bad_detections``, ``bad_ts``, ``not_numeric``, ``non_finite``, ``prob_out_of_range``, ``not_normalized``.
+
+Example:
+    >>> b = decode_batch([b'{"id": "a", "probs": [0.9, 0.1]}', b'{"probs": [1, 0]}'], [0, 0], n_classes=2)
+    >>> b.ids, [r.reason for r in b.rejects]
+    (['a'], ['missing_id'])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any
+from zlib import crc32
+
+import numpy as np
+import orjson
+
+from selector.arrays import FloatArray, IntArray, UIntArray
+from selector.messages import fields
+from selector.messages.timestamps import parse_ts
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A record that failed decoding: its position in the polled batch, a reason code and a message."""
+
+    position: int
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Valid predictions of one polled batch, as columns. Row ``i`` came from raw record ``position[i]``."""
+
+    position: IntArray
+    ids: list[str]
+    probs: FloatArray
+    ts_s: FloatArray
+    model: list[str | None]
+    segment: list[str | None]
+    payload: list[Any]
+    meta: list[Any]
+    embedding: list[list[float] | None] = field(default_factory=list)
+    hashes: UIntArray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    """CRC-32 of each id's UTF-8 bytes (computed here, in the loop that already visits every record)"""
+    rejects: list[Reject] = field(default_factory=list)
+    samples: list[FloatArray | None] = field(default_factory=list)
+    """per item, (T, C) MC-dropout probabilities or None"""
+    committee: list[FloatArray | None] = field(default_factory=list)
+    """per item, (K, C) committee member probabilities or None"""
+    detections: list[FloatArray | None] = field(default_factory=list)
+    """per item, (B, C) per-box class probabilities (B may be 0), or None without a 'detections' field"""
+    predicted_loss: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """per item, NaN where absent"""
+    cost: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """per item, 1.0 where absent"""
+    vectors: FloatArray | None = None
+    """(n, d) embeddings when an embedding length is configured (NaN rows where absent), else None"""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, keep: Sequence[int] | IntArray) -> Batch:
+        """The batch of rows ``keep`` only (in that order), without rejects; a column that is absent (empty or
+        None) stays so."""
+        rows = np.asarray(keep, dtype=np.int64)
+        n = len(self)
+        taken: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            col = getattr(self, f.name)
+            if f.name == "rejects":
+                taken[f.name] = []
+            elif isinstance(col, np.ndarray) and len(col) == n:
+                taken[f.name] = col[rows]
+            elif isinstance(col, list) and len(col) == n:
+                taken[f.name] = [col[k] for k in rows.tolist()]
+            else:
+                taken[f.name] = col
+        return Batch(**taken)
+
+
+_OPTIONAL_STR = ("model", "segment")
+_OPTIONAL_COLUMNS = frozenset({*fields.NESTED, "predicted_loss", "cost", "embedding"})
+"""A record with none of these keys (and nothing required) skips every check of optional columns."""
+_MAX_ENCODABLE_DEPTH = 254
+"""orjson refuses to encode deeper nesting; a record nested deeper could not be passed through to outputs."""
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # Python producers write NaN/Infinity by default: parse them so the reason is "non_finite". Otherwise
+        # keep orjson's rules: UTF-8 only, integers beyond 64 bits as floats (so 10**400 is infinite, like
+        # 1e400), and no lone surrogates ("\ud800"), which no output record could carry.
+        obj = json.loads(raw.decode("utf-8"), parse_int=_parse_int)
+        _check_encodable(obj)
+        return obj
+    # too deep needs that many brackets opened and closed; the cheap length test spares typical records
+    if len(raw) > 2 * _MAX_ENCODABLE_DEPTH and raw.count(b"[") + raw.count(b"{") > _MAX_ENCODABLE_DEPTH:
+        _check_encodable(obj)
+    return obj
+
+
+def _parse_int(text: str) -> int | float:
+    value = int(text) if len(text) <= 21 else None
+    return value if value is not None and -(1 << 63) <= value < (1 << 64) else float(text)
+
+
+def _check_encodable(obj: Any) -> None:
+    """Raise ValueError if ``obj`` cannot be re-encoded into an output record (deep nesting, surrogates)."""
+    try:
+        orjson.dumps(obj)
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(f"cannot be passed through to outputs: {exc}") from None
+
+
+def decode_batch(
+    values: Sequence[bytes | None],
+    kafka_ts_ms: Sequence[int] | IntArray,
+    *,
+    n_classes: int,
+    max_record_bytes: int = 1 << 20,
+    prob_tolerance: float = 1e-3,
+    embedding_dim: int | None = None,
+    required: Mapping[str, str] | None = None,
+) -> Batch:
+    """Decode and validate raw JSON prediction records.
+
+    Args:
+        values: raw record values, in poll order.
+        kafka_ts_ms: the broker timestamp of each record, used when the record has no ``ts``.
+        n_classes: the configured number of classes; ``probs``/``logits`` must have exactly this length.
+        max_record_bytes: larger records are rejected unparsed (reason ``oversize``).
+        prob_tolerance: ``|sum(probs) - 1|`` must not exceed this (also for samples, members and boxes).
+        embedding_dim: when given, every ``embedding`` must have this length; ``Batch.vectors`` holds them.
+        required: optional fields every record must carry (absent or null: ``missing_field``), each with who
+            needs it, for the message; ``probs``/``logits`` keep their own rule (``missing_probs``).
+
+    Returns:
+        The valid rows as columns plus one :class:`Reject` per invalid record.
+    """
+    rejects: list[Reject] = []
+    pos: list[int] = []
+    ids: list[str] = []
+    rows: list[Any] = []
+    is_logit: list[bool] = []
+    ts: list[float] = []
+    model: list[str | None] = []
+    segment: list[str | None] = []
+    payload: list[Any] = []
+    meta: list[Any] = []
+    embedding: list[list[float] | None] = []
+    hashes: list[int] = []
+    # optional columns, sparse by row (most records carry none of them): row -> value
+    nested: dict[str, dict[int, list[list[float]]]] = {k: {} for k in fields.NESTED}
+    loss: dict[int, float] = {}
+    cost: dict[int, float] = {}
+    # 'probs'/'logits' keep their own rule (exactly one of them), reported as missing_probs
+    needed = tuple((f, who) for f, who in (required or {}).items() if f not in ("probs", "logits"))
+
+    for i, raw in enumerate(values):
+        if raw is None:
+            rejects.append(Reject(i, "empty", "record value is empty (tombstone)"))
+            continue
+        if len(raw) > max_record_bytes:
+            rejects.append(
+                Reject(
+                    i,
+                    "oversize",
+                    f"record is {len(raw)} bytes, limit 'input.max_record_bytes' is {max_record_bytes}",
+                )
+            )
+            continue
+        try:
+            obj = _loads(raw)
+        except (ValueError, RecursionError) as exc:
+            rejects.append(Reject(i, "malformed_json", f"not valid JSON: {exc}"))
+            continue
+        if not isinstance(obj, dict):
+            rejects.append(
+                Reject(i, "not_an_object", f"a prediction must be a JSON object, got {type(obj).__name__}")
+            )
+            continue
+        rid = obj.get("id")
+        if rid is None:
+            rejects.append(Reject(i, "missing_id", "required field 'id' is missing"))
+            continue
+        if not isinstance(rid, str) or not rid:
+            rejects.append(Reject(i, "bad_id", f"'id' must be a non-empty string: {rid!r}"))
+            continue
+        probs = obj.get("probs")
+        logits = obj.get("logits")
+        if (probs is None) == (logits is None):
+            what = "both" if probs is not None else "neither"
+            rejects.append(
+                Reject(i, "missing_probs", f"exactly one of 'probs' or 'logits' is required, got {what}")
+            )
+            continue
+        row = probs if probs is not None else logits
+        name = "probs" if probs is not None else "logits"
+        if not isinstance(row, list) or len(row) != n_classes:
+            got = len(row) if isinstance(row, list) else type(row).__name__
+            rejects.append(
+                Reject(
+                    i,
+                    "wrong_class_count",
+                    f"'{name}' must be a list of {n_classes} numbers (one per class), got {got}",
+                )
+            )
+            continue
+        if needed:
+            missing = next(((f, who) for f, who in needed if obj.get(f) is None), None)
+            if missing is not None:
+                rejects.append(Reject(i, "missing_field", f"'{missing[0]}' is required by {missing[1]}"))
+                continue
+        bad = _check_optional(obj)
+        if bad is not None:
+            rejects.append(Reject(i, "bad_field", bad))
+            continue
+        # the one test a typical record pays for the optional columns (a required field is present by now)
+        extra: fields.Columns | None = None
+        if not _OPTIONAL_COLUMNS.isdisjoint(obj):
+            read = fields.read_columns(obj, n_classes, embedding_dim)
+            if isinstance(read, tuple):
+                rejects.append(Reject(i, *read))
+                continue
+            extra = read
+        try:
+            t = parse_ts(obj["ts"]) if obj.get("ts") is not None else kafka_ts_ms[i] / 1000.0
+        except ValueError as exc:
+            rejects.append(Reject(i, "bad_ts", str(exc)))
+            continue
+        pos.append(i)
+        ids.append(rid)
+        rows.append(row)
+        is_logit.append(logits is not None)
+        ts.append(float(t))
+        model.append(obj.get("model"))
+        segment.append(obj.get("segment"))
+        payload.append(obj.get("payload"))
+        meta.append(obj.get("meta"))
+        hashes.append(crc32(rid.encode()))
+        if extra is None:
+            embedding.append(None)
+            continue
+        row_no = len(embedding)
+        embedding.append(extra.embedding)
+        for key, nested_rows in extra.nested.items():
+            nested[key][row_no] = nested_rows
+        if extra.predicted_loss is not None:
+            loss[row_no] = extra.predicted_loss
+        if extra.cost is not None:
+            cost[row_no] = extra.cost
+
+    matrix, row_rejects = _to_matrix(rows, n_classes)
+    arrays: dict[str, dict[int, FloatArray]] = {}
+    for key in fields.NESTED:
+        arrays[key], errors = fields.stack_nested(nested[key], key, n_classes, prob_tolerance)
+        for r, message in errors.items():
+            row_rejects.setdefault(r, (f"bad_{key}", message))
+    logit_mask = np.asarray(is_logit, dtype=bool)
+    ok = np.ones(len(rows), dtype=bool)
+    ok[list(row_rejects)] = False
+    probs_arr = _normalize(matrix, logit_mask, ok, row_rejects, prob_tolerance)
+    for r, (reason, message) in sorted(row_rejects.items()):
+        rejects.append(Reject(pos[r], reason, message))
+    keep = np.flatnonzero(ok)
+    rejects.sort(key=lambda rj: rj.position)
+    return Batch(
+        position=np.asarray(pos, dtype=np.int64)[keep],
+        ids=[ids[k] for k in keep] if len(keep) != len(ids) else ids,
+        probs=probs_arr[keep],
+        ts_s=np.asarray(ts, dtype=np.float64)[keep],
+        model=_take(model, keep),
+        segment=_take(segment, keep),
+        payload=_take(payload, keep),
+        meta=_take(meta, keep),
+        embedding=_take(embedding, keep),
+        hashes=np.asarray(hashes, dtype=np.uint64)[keep],
+        rejects=rejects,
+        samples=fields.sparse(arrays["samples"], keep),
+        committee=fields.sparse(arrays["committee"], keep),
+        detections=fields.sparse(arrays["detections"], keep),
+        predicted_loss=fields.filled(loss, keep, math.nan),
+        cost=fields.filled(cost, keep, 1.0),
+        vectors=None if embedding_dim is None else fields.vectors(_take(embedding, keep), embedding_dim),
+    )
+
+
+def _take(col: list[Any], keep: IntArray) -> list[Any]:
+    return col if len(keep) == len(col) else [col[k] for k in keep]
+
+
+def _check_optional(obj: dict[str, Any]) -> str | None:
+    """The message for a non-string ``model`` or ``segment``, else None."""
+    for key in _OPTIONAL_STR:
+        v = obj.get(key)
+        if v is not None and not isinstance(v, str):
+            return f"'{key}' must be a string: {v!r}"
+    return None
+
+
+def _to_matrix(rows: list[Any], n_classes: int) -> tuple[FloatArray, dict[int, tuple[str, str]]]:
+    """Stack rows into an (n, C) float matrix; rows with non-numbers are reported and zero-filled."""
+    rejects: dict[int, tuple[str, str]] = {}
+    if not rows:
+        return np.zeros((0, n_classes), dtype=np.float64), rejects
+    # numpy would also convert true, "0.5", null and nested lists: only all-number batches take the fast path
+    if set(map(type, chain.from_iterable(rows))) <= fields.NUMBER_TYPES:
+        return np.asarray(rows, dtype=np.float64), rejects
+    out = np.zeros((len(rows), n_classes), dtype=np.float64)
+    for r, row in enumerate(rows):
+        if any(isinstance(x, bool) or not isinstance(x, int | float) for x in row):
+            rejects[r] = ("not_numeric", f"every class score must be a number: {row!r}")
+        else:
+            out[r] = row
+    return out, rejects
+
+
+def _normalize(
+    m: FloatArray,
+    logit_mask: np.ndarray[Any, np.dtype[np.bool_]],
+    ok: np.ndarray[Any, np.dtype[np.bool_]],
+    rejects: dict[int, tuple[str, str]],
+    tol: float,
+) -> FloatArray:
+    """Validate probabilities, softmax logits, and mark failures in ``ok``/``rejects`` (vectorized)."""
+    finite = np.isfinite(m).all(axis=1)
+    for r in np.flatnonzero(~finite & ok):
+        rejects[int(r)] = (
+            "non_finite",
+            f"class scores must be finite (no NaN or infinity): {m[r].tolist()!r}",
+        )
+    ok &= finite
+    out = np.where(ok[:, None], m, 0.0)
+    if logit_mask.any():
+        z = out[logit_mask]
+        with np.errstate(over="ignore"):  # logits of float64 magnitude: a difference beyond it is -inf, exp 0
+            z = np.exp(z - z.max(axis=1, keepdims=True))
+        out[logit_mask] = z / z.sum(axis=1, keepdims=True)
+    pm = ~logit_mask & ok
+    p = out[pm]
+    in_range = ((p >= 0.0) & (p <= 1.0)).all(axis=1)
+    sums = p.sum(axis=1)
+    normal = (np.abs(sums - 1.0) <= tol) & (sums > 0.0)  # a tolerance of 1 or more must not let 0 / 0 in
+    rows = np.flatnonzero(pm)
+    for r in rows[~in_range]:
+        rejects[int(r)] = ("prob_out_of_range", f"probabilities must lie in [0, 1]: {m[r].tolist()!r}")
+    for r in rows[in_range & ~normal]:
+        rejects[int(r)] = (
+            "not_normalized",
+            f"probabilities must sum to 1 within 'input.prob_tolerance' {tol}: sum is {m[r].sum():.6g}",
+        )
+    ok[rows[~(in_range & normal)]] = False
+    good = rows[in_range & normal]
+    out[good] = p[in_range & normal] / sums[in_range & normal, None]
+    return out

@@ -1,0 +1,1 @@
+"""Quality of labels and models: votes, estimates, evaluation, calibration, drift, triggers."""

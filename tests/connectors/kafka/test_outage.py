@@ -1,0 +1,92 @@
+"""The outage watch: one warning, rate-limited reminders, a deadline that raises exit 4's error; the probe
+on a port where nothing listens; kafka-python's repeated warnings let through once per window."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from connectors.kafka.broker import free_port
+from connectors.kafka.outage import BrokerProbe, OutageWatch, _OncePerWindow, clock_text
+from selector.config import parse_config
+from selector.errors import KafkaOutageError
+
+T0 = 1_800_000_000.0
+
+
+def outage_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "selector.outage"]
+
+
+class TestOutageWatch:
+    def test_one_warning_then_a_reminder_per_window_then_one_line_when_it_answers(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        watch = OutageWatch("h:9092", deadline_s=300.0, reminder_s=60.0)
+        caplog.set_level(logging.INFO, logger="selector.outage")
+        for t in range(0, 150, 1):  # a probe a second for 150 s
+            watch.failed(T0 + t, T0 + t + 0.5, "connection refused")
+        lines = outage_lines(caplog)
+        since = clock_text(T0)
+        assert lines[0].startswith(f"Kafka unreachable since {since} (connection refused at 'h:9092')")
+        assert f"exits (code 4) at {clock_text(T0 + 300)}" in lines[0]
+        assert [ln.split(" (")[0] for ln in lines[1:]] == [f"Kafka still unreachable since {since}"] * 2
+        assert watch.outages == 1 and watch.since == T0 and not watch.reachable
+        watch.answered(T0 + 151)
+        assert outage_lines(caplog)[-1] == "Kafka reachable again after 151 s unreachable"
+        assert watch.reachable and watch.since is None
+        watch.failed(T0 + 200, T0 + 201, "timed out")
+        assert watch.outages == 2
+
+    def test_the_deadline_counts_from_the_first_failed_probe(self) -> None:
+        watch = OutageWatch("h:9092", deadline_s=10.0)
+        assert watch.remaining_s(T0) == 10.0
+        watch.raise_if_expired(T0)  # reachable: nothing to raise
+        watch.failed(T0, T0 + 3, "request timed out")
+        assert watch.remaining_s(T0 + 4) == pytest.approx(6.0)
+        watch.raise_if_expired(T0 + 9.9)
+        with pytest.raises(KafkaOutageError) as err:
+            watch.raise_if_expired(T0 + 10.0)
+        message = str(err.value)
+        assert "\n" not in message
+        since = clock_text(T0)
+        assert f"Kafka at 'h:9092' unreachable since {since} (10 s, last error: request timed out)" in message
+        assert "'kafka.outage_deadline_s' (10 s)" in message
+        assert err.value.deadline_s == 10.0 and err.value.servers == "h:9092"
+
+    def test_status_says_since_when(self) -> None:
+        watch = OutageWatch("h:9092", deadline_s=10.0)
+        assert watch.status() == {"reachable": True, "unreachable_since": None, "outages": 0}
+        watch.failed(T0, T0 + 1, "x")
+        assert watch.status() == {"reachable": False, "unreachable_since": T0, "outages": 1}
+
+
+class TestBrokerProbe:
+    def test_a_port_where_nothing_listens_is_an_outage(self, caplog: pytest.LogCaptureFixture) -> None:
+        """One probe against a closed port fails within its timeout (1 s at a 4 s deadline) and starts an
+        outage; no network happens before the first probe."""
+        servers = f"127.0.0.1:{free_port()}"
+        config = parse_config({"kafka": {"bootstrap_servers": servers, "outage_deadline_s": 4}})
+        watch = OutageWatch(servers, 4.0)
+        probe = BrokerProbe(config, servers, watch)
+        assert probe.timeout_s == 1.0 and watch.reachable
+        caplog.set_level(logging.WARNING, logger="selector.outage")
+        probe.probe_once()
+        assert not watch.reachable and watch.outages == 1
+        assert outage_lines(caplog)[0].startswith("Kafka unreachable since")
+
+
+class TestQuietKafkaLogs:
+    def test_each_message_template_passes_once_per_window(self) -> None:
+        now = [0.0]
+        once = _OncePerWindow(60.0, clock=lambda: now[0])
+
+        def record(msg: str, *args: object) -> logging.LogRecord:
+            return logging.LogRecord("kafka.conn", logging.WARNING, "f", 1, msg, args, None)
+
+        assert once.filter(record("%s: Request timed out after %d ms", "node 1", 3000))
+        assert not once.filter(record("%s: Request timed out after %d ms", "node 2", 2999))
+        assert once.filter(record("Bootstrap failed: %s", "x"))
+        now[0] = 60.0
+        assert once.filter(record("%s: Request timed out after %d ms", "node 1", 3000))
