@@ -237,8 +237,8 @@ def test_processes_killed_at_random_moments_lose_nothing_and_store_every_label_o
     """serve-model, the monitor and the label loop are SIGKILLed three times each at seeded random moments of
     a stream of 3,000 features (100 a second), and restarted at once; two new models are promoted on the way.
     At the end: every feature id routed at least once, every to-label decision and every label stored, each
-    label exactly once, nothing parked or dead-lettered, each promoted model served, and each process
-    drains and exits 0 on SIGTERM."""
+    label exactly once, nothing parked or dead-lettered, each promoted model served, no ERROR logged, and
+    each process drains and exits 0 on SIGTERM."""
     servers = broker.bootstrap_servers
     rng = np.random.default_rng(SEED)
     registry = ModelRegistry(tmp_path / "models")
@@ -318,6 +318,8 @@ def test_processes_killed_at_random_moments_lose_nothing_and_store_every_label_o
     output = "\n".join(p.output for p in procs.values())
     assert codes == {"serve": 0, "monitor": 0, "labels": 0}, output
     assert "Traceback" not in output, output
+    errors = [ln for p in procs.values() for ln in p.lines if " ERROR " in ln]
+    assert not errors, "\n".join(errors)  # a kill and a restart are nothing an operator must act on
     assert {name: p.kills for name, p in procs.items()} == {"serve": 3, "monitor": 3, "labels": 3}
 
     routed, labeled = watcher.snapshot()
@@ -395,6 +397,7 @@ def test_a_member_of_a_two_instance_group_killed_mid_stream_keeps_the_caps_and_l
         produce(servers, cfg.topics.predictions, records[:1_000])
         wait_for(lambda: len(watcher.snapshot()[1]) >= cap // 2, 60, "labels of both instances")
         run_schedule([(k - 4.0, feed(k)) for k in range(4, 16)] + [(kill_at, restart_b)])
+        wait_for(lambda: len(b.assigned()) == 2, 40, "the restarted member assigned its share")
         wanted = {k.decode() for k, _ in records}
         wait_for(lambda: watcher.snapshot()[0] >= wanted, 90, "every id routed")
     finally:
@@ -403,6 +406,10 @@ def test_a_member_of_a_two_instance_group_killed_mid_stream_keeps_the_caps_and_l
         watcher.join(timeout=10)
     assert codes == [0, 0], a.output + b.output
     assert b.kills == 1
+    restart = max(i for i, ln in enumerate(b.lines) if ln.startswith("---"))
+    assert any("restored state at offset" in ln for ln in b.lines[restart:]), b.output
+    errors = [ln for p in (a, b) for ln in p.lines if " ERROR " in ln]
+    assert not errors, "\n".join(errors)
     first = [min(datetime.fromisoformat(at).timestamp() for at in ats) for ats in watcher.to_label.values()]
     every = [datetime.fromisoformat(at).timestamp() for ats in watcher.to_label.values() for at in ats]
     assert minute_windows(first) <= cap
