@@ -243,7 +243,7 @@ class Router:
     def _accept(self, x: Inputs, predicted: IntArray, confidence: FloatArray) -> BoolArray:
         """Confident enough to auto-accept: the item, each of its boxes, and its committee's agreement."""
         accept: BoolArray = confidence >= self._thresholds[predicted]
-        if x.detections.count(None) != len(x.detections):  # any boxes (count runs in C)
+        if any(d is not None for d in x.detections):
             rows, box_ok = box_aggregate(
                 x.detections,
                 lambda p: (p.max(axis=1) >= self._thresholds[p.argmax(axis=1)]).astype(np.float64),

@@ -344,7 +344,7 @@ class Scorer:
         """Scores of the rows of ``x`` against ``state`` (which is not changed)."""
         s = self.config.scoring
         scores = {name: fn(x.probs) for name, fn in MEASURES.items()}
-        if x.detections.count(None) != len(x.detections):  # any boxes (count runs in C)
+        if any(d is not None for d in x.detections):
             for name, fn in MEASURES.items():
                 rows, agg = box_aggregate(x.detections, fn, s.detections)
                 scores[name][rows] = agg
