@@ -10,7 +10,8 @@ Every contender reads the same stream of informativeness scores in [0, 1] and sa
 - **Bernoulli(r)**: every item labeled with probability ``r``, independently: the reference for how far a
   window of items strays from ``r W`` by chance alone.
 
-The streams are those of issue 3 (and of ``tests/unit/budget/test_controller.py``), at 10 items/s of stream time:
+The streams are those of issue 3 (and of ``tests/unit/budget/test_controller.py``), at 10 items/s of stream
+time:
 (a) uniform scores, (b) one identical score for every item (a saturated model), (c) 98% exact zeros and the
 rest uniform, (d) Beta(1, 8) scores for the first half, Beta(8, 1) for the second, (e) uniform scores, the
 first half at 10 items/s, then six idle hours, then the second half within ten seconds.

@@ -26,6 +26,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import (
+    Cancelled,
     CommitFailedError,
     IllegalGenerationError,
     KafkaError,
@@ -237,27 +238,35 @@ class _OncePerWindow(logging.Filter):
 
 
 def quiet_kafka_logs(window_s: float = REMINDER_S) -> None:
-    """kafka-python's loggers: warnings and errors only, each distinct message at most once per window, and
-    an exception as one line instead of a traceback.
+    """kafka-python's loggers: warnings and errors only, each distinct message at most once per window, an
+    exception as one line instead of a traceback, and nothing about requests cancelled because this process
+    closed its client (``Metadata refresh: failed Cancelled`` at a clean stop: nothing to act on).
 
-    Call after logging is configured: the filter goes on the root logger's handlers (a logger's own filters
-    never see records propagated from its children) and passes every record not from ``kafka.*``.
+    Call after logging is configured: a filter goes on each of the root logger's handlers (a logger's own
+    filters never see records propagated from its children; each handler counts its own window, so a second
+    handler is not starved by the first) and passes every record not from ``kafka.*``.
     """
-    kafka_log = logging.getLogger("kafka")
-    kafka_log.setLevel(logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_kafka_filter(window_s))
+
+
+def _kafka_filter(window_s: float) -> Callable[[logging.LogRecord], bool]:
     once = _OncePerWindow(window_s)
 
     def only_kafka(record: logging.LogRecord) -> bool:
         if not (record.name == "kafka" or record.name.startswith("kafka.")):
             return True
-        if record.exc_info and record.exc_info[1] is not None:  # a network error's stack helps no operator
-            exc = record.exc_info[1]
-            record.msg = f"{record.msg} ({type(exc).__name__}: {str(exc).replace('%', '%%')})"
+        args = record.args if isinstance(record.args, tuple) else ()
+        thrown = record.exc_info[1] if record.exc_info else None
+        if any(isinstance(a, Cancelled) for a in (*args, thrown)):
+            return False
+        if thrown is not None:  # a network error's stack helps no operator
+            record.msg = f"{record.msg} ({type(thrown).__name__}: {str(thrown).replace('%', '%%')})"
             record.exc_info, record.exc_text = None, None
         return once.filter(record)
 
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(only_kafka)
+    return only_kafka
 
 
 GROUP_MOVED_ON = (CommitFailedError, UnknownMemberIdError, IllegalGenerationError, RebalanceInProgressError)

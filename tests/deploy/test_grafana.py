@@ -160,3 +160,16 @@ class TestDashboard:
         assert any("selector_score_bucket" in t["expr"] for p in heatmaps for t in p["targets"])
         for panel in heatmaps:
             assert all(t.get("format") == "heatmap" for t in panel["targets"]), panel["title"]
+
+    def test_the_unspent_budget_has_a_panel_by_reason(self, dashboard: dict[str, Any]) -> None:
+        """When spend falls short of the target, the routing row says why: floor, cap or pool:<name>."""
+        panels = panels_of(dashboard)
+        routing = panels.index(next(p for p in panels if p["title"] == "Routing / query rate"))
+        labeling = panels.index(next(p for p in panels if p["title"] == "Labeling"))
+        found = [
+            p
+            for p in panels[routing:labeling]
+            for t in p.get("targets", [])
+            if "selector_budget_shortfall_labels_total" in t["expr"] and "by (reason)" in t["expr"]
+        ]
+        assert len(found) == 1 and found[0]["targets"][0]["legendFormat"] == "{{reason}}"

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 
 import pytest
+from kafka.errors import Cancelled, KafkaConnectionError
 
 from connectors.kafka.broker import free_port
-from connectors.kafka.outage import BrokerProbe, OutageWatch, _OncePerWindow, clock_text
+from connectors.kafka.outage import BrokerProbe, OutageWatch, _OncePerWindow, clock_text, quiet_kafka_logs
 from selector.config import parse_config
 from selector.errors import KafkaOutageError
 
@@ -77,7 +78,45 @@ class TestBrokerProbe:
         assert outage_lines(caplog)[0].startswith("Kafka unreachable since")
 
 
+class Collect(logging.Handler):
+    """A root handler that keeps the messages it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 class TestQuietKafkaLogs:
+    def test_requests_cancelled_by_closing_the_client_are_not_logged(self) -> None:
+        """A clean stop cancels the client's requests in flight: kafka-python logs an ERROR no operator can
+        act on; it is dropped, another error of the same template is kept, and a second handler of the root
+        logger sees the same lines as the first."""
+        root = logging.getLogger()
+        first, second = Collect(), Collect()
+        before = {h: list(h.filters) for h in root.handlers}
+        root.addHandler(first)
+        root.addHandler(second)
+        try:
+            quiet_kafka_logs()
+            cluster = logging.getLogger("kafka.cluster")
+            cluster.error("Metadata refresh: failed %s", Cancelled("closed"))
+            cluster.error("Metadata refresh: failed %s", KafkaConnectionError("reset"))
+            logging.getLogger("selector").error("kept %s", Cancelled("not kafka-python's"))
+        finally:
+            root.removeHandler(first)
+            root.removeHandler(second)
+            for handler, filters in before.items():
+                handler.filters = filters
+            logging.getLogger("kafka").setLevel(logging.NOTSET)
+        expected = [
+            "Metadata refresh: failed KafkaConnectionError: reset",
+            "kept Cancelled: not kafka-python's",
+        ]
+        assert first.lines == second.lines == expected
+
     def test_each_message_template_passes_once_per_window(self) -> None:
         now = [0.0]
         once = _OncePerWindow(60.0, clock=lambda: now[0])
