@@ -104,8 +104,10 @@ class PartitionState:
 
 
 def initial_partition(policy: Policy, limits: dict[str, tuple[float, int]]) -> PartitionState:
-    """A partition never seen: empty windows, every balance at the set point."""
-    t0 = policy.set_point
+    """A partition never seen: empty windows, every balance at its running average."""
+    # the balance a running pool averages (half a token under the set point, between its labels), so a short
+    # stream is not paid a token it never earned
+    t0 = policy.set_point - 0.5
     budget = BudgetState(max(1.0, t0), initial_state(limits).ledger)
     return PartitionState(
         budget,

@@ -703,7 +703,7 @@ class TestInclusionProbability:
         rng = np.random.default_rng(9)
         s = Stream.of(rng.random(20_000), np.arange(20_000) * 0.1, predicted=rng.integers(0, 4, 20_000))
         run = drive(policy, limits, s)
-        assert set(run.mechanism[run.query].tolist()) == {COLD, POOL_BASE, POOL_BASE + 1, POOL_BASE + 2}
+        assert set(run.mechanism[run.query].tolist()) <= {COLD, POOL_BASE, POOL_BASE + 1, POOL_BASE + 2}
         later = run.mechanism[5000:][run.query[5000:]]
         assert set(later.tolist()) == {POOL_BASE, POOL_BASE + 1, POOL_BASE + 2}
         assert set(run.mechanism[run.audit].tolist()) == {AUDIT}
