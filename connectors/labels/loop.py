@@ -37,6 +37,7 @@ from connectors.kafka.topic_reader import TopicReader
 from connectors.labels.retraining import Retrainer
 from connectors.labels.status import LabelStatus, label_status
 from connectors.model.dataset import DatasetStore, Ingested
+from connectors.model.registry import ModelRegistry
 from selector.config import Config
 from selector.errors import DeliveryError, KafkaOutageError
 from selector.messages.timestamps import rfc3339
@@ -90,6 +91,8 @@ class LabelLoop:
         """label latencies per bucket of LATENCY_BUCKETS (the last: above the largest bound)"""
         self.latency_sum = 0.0
         self.last_round = 0.0
+        self.registry_current: str | None = None
+        """the registry's promoted version, read once a round (the collector reads this, not the disk)"""
         """wall-clock time the last round completed"""
         self.status: LabelStatus = label_status(self.store, config)
         """the store's counts and estimates, recomputed after rounds that stored something, at most every
@@ -171,6 +174,7 @@ class LabelLoop:
                     audit_confidences=audit_confidences(decisions),
                     audits=(st.audits, st.audit_errors),
                 )
+                self.read_registry()
                 self.rounds += 1
                 self.last_round = time.time()
                 self._stop.wait(poll_s)
@@ -212,6 +216,10 @@ class LabelLoop:
             lambda exc: f"dead letters of the label loop undeliverable: {redact(str(exc), self._secrets)}",
             refused_to_dead_letter(topic, at, limit),  # a dead letter the broker refuses is cut, not resent
         )
+
+    def read_registry(self) -> None:
+        """Note the registry's promoted version (once a round; metrics and status read the note)."""
+        self.registry_current = ModelRegistry(self.config.retrain.registry).current()
 
     def _count(self, done: Ingested) -> None:
         self.totals["decisions"] += done.decisions

@@ -10,7 +10,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from connectors.labels.loop import DEAD_LETTER_STAGE, LATENCY_BUCKETS, LabelLoop
 from connectors.labels.retraining import OUTCOMES, REASONS
-from connectors.model.registry import ModelRegistry
 from connectors.web.metrics import build_info, histogram, kafka_outage
 from connectors.web.server import Part
 from selector.quality.estimates import Interval
@@ -80,7 +79,7 @@ class LabelLoopCollector:
         items.add_metric(["resolved"], st.labeled)
         items.add_metric(["unresolved"], st.unresolved)
         yield items
-        current = ModelRegistry(loop.config.retrain.registry).current()
+        current = loop.registry_current
         yield from _intervals(
             "selector_estimated_accuracy_ratio",
             "Estimated accuracy: overall (IPW over every labeled decision), of auto-accepted predictions "
@@ -191,7 +190,7 @@ def labels_part(loop: LabelLoop) -> Part:
                 "running": bool(r and r.running),
                 "last_event": r.last_event if r else None,
             },
-            "registry_current": ModelRegistry(loop.config.retrain.registry).current(),
+            "registry_current": loop.registry_current,
             "last_progress": loop.last_round,
         }
 

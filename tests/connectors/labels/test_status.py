@@ -246,8 +246,8 @@ class TestCalibrationFromLabels:
 
 
 def test_the_current_model_scope_is_the_promoted_versions_own_accuracy(tmp_path: Path) -> None:
-    """scope="current_model" exports the accuracy of the registry's promoted version over the decisions it
-    made; with nothing promoted it is empty (NaN, 0 labels)."""
+    """scope="current_model" exports the accuracy of the registry's promoted version (as the last round read
+    it: collecting reads no file) over the decisions it made; with nothing promoted it is empty."""
     store, _, _ = filled_store()
     cfg = parse_config(
         {
@@ -265,6 +265,8 @@ def test_the_current_model_scope_is_the_promoted_versions_own_accuracy(tmp_path:
     models = ModelRegistry(tmp_path / "models")
     models.add(b"v1", {"created_at": 0.0}, promote=True)
     models.add(b"v2", {"created_at": 0.0}, promote=True)
+    assert math.isnan(samples(registry, "selector_estimated_accuracy_ratio")[scope])  # no round read it yet
+    loop.read_registry()  # as every round does
     v2 = loop.status.by_model["v2"]
     assert samples(registry, "selector_estimated_accuracy_ratio")[scope] == v2.estimate
     assert samples(registry, "selector_estimated_accuracy_low_ratio")[scope] == v2.low
