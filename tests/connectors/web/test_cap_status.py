@@ -26,8 +26,8 @@ from connectors.monitor.metrics import monitor_part
 from connectors.web.server import Endpoint
 from selector.config import parse_config
 from selector.messages.prediction import decode_batch
-from tests.connectors.web.test_dashboard_browser import browse
 from tests.connectors.labels.test_status import filled_store
+from tests.connectors.web.test_dashboard_browser import browse
 from tests.connectors.web.test_web import get
 
 CAPPED = parse_config(

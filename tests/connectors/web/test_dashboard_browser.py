@@ -19,8 +19,8 @@ from connectors.model.registry import ModelRegistry
 from connectors.model.serving import ModelServer, serve_part
 from connectors.monitor.metrics import monitor_part
 from connectors.web.server import Endpoint
-from tests.connectors.model.test_serving import ensemble, graph
 from tests.connectors.labels.test_status import filled_store
+from tests.connectors.model.test_serving import ensemble, graph
 from tests.connectors.web.test_web import CFG, decided_monitor
 
 
