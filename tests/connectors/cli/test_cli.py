@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.cli.main import EXIT_CONFIG, EXIT_OK, main
+from connectors.cli.main import COMMANDS, EXIT_CONFIG, EXIT_OK, main
 from connectors.kafka.clients import producer_kwargs
 from connectors.settings import startup
 from connectors.settings.startup import StartupError
@@ -186,3 +186,18 @@ def test_the_cluster_commands_refuse_the_embedded_broker(
     config.write_text("kafka: {bootstrap_servers: embedded}\n")
     assert main([command, "-c", str(config), "--duration", "1"]) == 2
     assert f"selector {command} works with the topics of a running cluster" in caplog.text
+
+
+class TestCommandMap:
+    @pytest.mark.parametrize("name", sorted(COMMANDS))
+    def test_every_command_owns_its_help_arguments_and_handler(
+        self, name: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Each entry of the literal command map is a module with HELP, add_arguments and handle, and
+        'selector <name> --help' prints its own usage and exits 0."""
+        command = COMMANDS[name]
+        assert command.HELP and callable(command.add_arguments) and callable(command.handle)
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0
+        assert f"usage: selector {name}" in capsys.readouterr().out
