@@ -34,7 +34,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from connectors.kafka.broker import EmbeddedBroker, free_port
 from connectors.model.registry import ModelRegistry
 from selector.config import Config
-from tests.connectors.test_serving import CLASSES, ensemble, graph
+from tests.connectors.model.test_serving import CLASSES, ensemble, graph
 from tests.integration.streams import config_for, create_topics, produce, wait_for
 
 pytestmark = pytest.mark.broker
