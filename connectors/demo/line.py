@@ -10,6 +10,7 @@ items get a second opinion (so annotator agreement is measured).
 from __future__ import annotations
 
 import heapq
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
 from selector.messages.timestamps import rfc3339
+from selector.messages.to_label import ToLabelRecord, read_to_label
+
+log = logging.getLogger(__name__)
 
 CLASSES = [str(d) for d in range(10)]
 RARE = "8"
@@ -136,7 +140,11 @@ class Annotators(threading.Thread):
             while not self.stop_event.is_set():
                 for records in self.consumer.poll(timeout_ms=200).values():
                     for rec in records:
-                        rid = orjson.loads(rec.value)["id"]
+                        read = read_to_label(rec.value)
+                        if not isinstance(read, ToLabelRecord):
+                            log.warning("skipped a to-label record: %s", read.message)
+                            continue
+                        rid = read.id
                         if rid not in self.truth:
                             continue  # an item of an earlier demo run
                         n = 2 if self.rng.random() < self.second_opinion else 1

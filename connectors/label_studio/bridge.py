@@ -77,6 +77,7 @@ from connectors.label_studio.tasks import (
 from selector.config import Config
 from selector.errors import ConfigError, SelectorError
 from selector.messages.timestamps import rfc3339
+from selector.messages.to_label import ToLabelRecord, read_to_label
 
 log = logging.getLogger(__name__)
 
@@ -262,21 +263,16 @@ class LabelStudioBridge:
         dlq: list[Outgoing] = []
         fresh: dict[str, tuple[ConsumerRecord, dict[str, Any]]] = {}
         for rec in records:
-            try:
-                value = orjson.loads(rec.value or b"")
-            except orjson.JSONDecodeError as exc:
-                dlq.append(self._dead(rec, "malformed_json", f"not valid JSON: {exc}", at))
+            read = read_to_label(rec.value)
+            if not isinstance(read, ToLabelRecord):
+                dlq.append(self._dead(rec, read.reason, read.message, at))
                 continue
-            rid = value.get("id") if isinstance(value, dict) else None
-            if not isinstance(rid, str) or not rid:
-                dlq.append(
-                    self._dead(rec, "missing_id", "a to-label record needs a non-empty string 'id'", at)
-                )
-            elif rid in self._tasks or rid in fresh:
+            rid = read.id
+            if rid in self._tasks or rid in fresh:
                 self.duplicates_skipped += 1
             else:
                 try:  # one odd record must not stop the batch: built and encoded alone
-                    task = task_for(value, cfg.classes, self.names)
+                    task = task_for(read.value, cfg.classes, self.names)
                     orjson.dumps(task)
                 except Exception as exc:
                     why = f"cannot build or encode its task: {type(exc).__name__}: {exc}"

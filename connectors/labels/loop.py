@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import orjson
 from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
@@ -41,6 +40,7 @@ from connectors.model.registry import ModelRegistry
 from selector.config import Config
 from selector.errors import DeliveryError, KafkaOutageError
 from selector.messages.timestamps import rfc3339
+from selector.messages.to_label import ToLabelRecord, read_to_label
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +53,10 @@ LATENCY_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
 
 
 def audit_confidences(records: list[ConsumerRecord]) -> list[float]:
-    """The confidence (largest probability) of every audited decision among to-label records, in order."""
-    out = []
-    for rec in records:
-        try:
-            value = orjson.loads(rec.value or b"")
-            if value.get("route") == "audit":
-                out.append(float(max(value["probs"])))
-        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
-            continue  # not a decision of ours: ingestion stores what it can, drift ignores it
-    return out
+    """The confidence (largest probability) of every audited decision among to-label records, in order; a
+    record that is not a decision of ours is left out (ingestion logs it, drift ignores it)."""
+    read = (read_to_label(rec.value) for rec in records)
+    return [c for r in read if isinstance(r, ToLabelRecord) and (c := r.audit_confidence()) is not None]
 
 
 class LabelLoop:

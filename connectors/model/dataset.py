@@ -10,7 +10,8 @@ joined to the decision that asked for the label, with its inclusion probability 
 Example:
     >>> store = DatasetStore(":memory:")
     >>> store.add_decisions([{"id": "a", "route": "query", "predicted": "ok", "probs": [0.6, 0.4],
-    ...     "embedding": None, "query_probability": 0.5, "model": "v1", "decided_at": "t"}])
+    ...     "embedding": None, "query_probability": 0.5, "model": "v1",
+    ...     "decided_at": "2026-11-24T00:00:00Z"}])
     1
     >>> store.add_labels([LabelEvent("a", "dent", "ann", 1.0), LabelEvent("zzz", "ok", "ann", 1.0)])
     ['zzz']
@@ -20,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,7 +34,10 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from selector.errors import SelectorError
 from selector.messages.timestamps import parse_ts
+from selector.messages.to_label import Decision, ToLabelRecord, read_to_label, to_label_of
 from selector.quality.labels import LabelBook, LabelEvent, parse_label
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -147,25 +152,29 @@ class DatasetStore:
         self._db.close()
 
     def add_decisions(self, records: Iterable[dict[str, Any]]) -> int:
-        """Store to-label records (as dicts); an id already stored keeps its first decision. Returns how many
-        were new."""
+        """Store to-label records (as dicts); an id already stored keeps its first decision, and a record
+        that is not a decision is skipped (:meth:`selector.messages.to_label.ToLabelRecord.decision`).
+        Returns how many were new."""
+        read = (to_label_of(r) for r in records)
         with self._db:
-            return self._insert_decisions(records)
+            return self._insert_decisions(
+                [d for r in read if isinstance(r, ToLabelRecord) and (d := r.decision()) is not None]
+            )
 
-    def _insert_decisions(self, records: Iterable[dict[str, Any]]) -> int:
+    def _insert_decisions(self, decisions: list[Decision]) -> int:
         rows = [
             (
-                r["id"],
-                r["route"],
-                r["predicted"],
-                orjson.dumps(r["probs"]).decode(),
-                orjson.dumps(r["embedding"]).decode() if r.get("embedding") is not None else None,
-                float(r["query_probability"]),
-                r.get("model"),
-                r["decided_at"],
-                r.get("accept_eligible"),
+                d.id,
+                d.route,
+                d.predicted,
+                orjson.dumps(d.probs).decode(),
+                orjson.dumps(d.embedding).decode() if d.embedding is not None else None,
+                d.query_probability,
+                d.model,
+                d.decided_at,
+                d.accept_eligible,
             )
-            for r in records
+            for d in decisions
         ]
         before = self._db.total_changes
         self._db.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -215,9 +224,7 @@ class DatasetStore:
             else:
                 invalid.append((rec, *parsed))
         with self._db:
-            added = self._insert_decisions(
-                orjson.loads(r.value) for r in fresh_decisions if r.value is not None
-            )
+            added = self._insert_decisions(self._decisions(fresh_decisions))
             self._db.executemany(
                 "INSERT INTO parked_labels (id, label, annotator, ts, parked_at, topic, kafka_partition, "
                 "kafka_offset, kafka_timestamp, key, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -239,6 +246,27 @@ class DatasetStore:
             if before_commit is not None:
                 before_commit(done)
         return done
+
+    @staticmethod
+    def _decisions(records: list[ConsumerRecord]) -> list[Decision]:
+        """The decisions among to-label records; one that is not (not ours, or a tombstone) is skipped with
+        a log line: it asks no label, and stopping the loop for it would stop every label behind it."""
+        out = []
+        for r in records:
+            if r.value is None:
+                continue
+            read = read_to_label(r.value)
+            decision = read.decision() if isinstance(read, ToLabelRecord) else None
+            if decision is None:
+                why = (
+                    read.message
+                    if not isinstance(read, ToLabelRecord)
+                    else "a field the store needs is missing or of a wrong type"
+                )
+                log.warning("skipped %s[%d]@%d: not a decision (%s)", r.topic, r.partition, r.offset, why)
+                continue
+            out.append(decision)
+        return out
 
     def _join_parked(self) -> tuple[int, list[float]]:
         """Move the parked label messages whose decision is stored into the label events (inside the

@@ -227,3 +227,36 @@ class TestImportIsolation:
             assert got == value
             assert (headers["x-dlq-stage"], headers["x-dlq-reason"]) == (b"encode", b"encode_error")
         assert b"RecursionError: payload too deep" in dead[b"boom"][1]["x-dlq-exception-message"]
+
+    def test_a_record_that_is_not_a_to_label_record_is_dead_lettered(self) -> None:
+        """Records that are not JSON or tombstones (reason malformed_json), not objects or without a string
+        id (reason missing_id) become dead letters of stage label-studio with their original bytes;
+        the records around them become tasks."""
+        cfg = parse_config({"classes": CLASSES, "label_studio": {"token": "x" * 40}})
+        studio = FakeStudio()
+        bridge = LabelStudioBridge(cfg, "127.0.0.1:9", client=studio)  # type: ignore[arg-type]
+        bridge.project_id = 1
+        bridge._producer = producer = FakeProducer(refuse_over=10**9)
+        values = [
+            orjson.dumps({"id": "a", "route": "query", "predicted": "ok"}),
+            b"{not json",
+            b"[1]",
+            orjson.dumps({"id": 7, "route": "query"}),
+            None,
+            orjson.dumps({"id": "b", "route": "audit"}),
+        ]
+        recs = [
+            ConsumerRecord("to-label", 0, -1, k, 0, 0, str(k).encode(), v, [], None, -1, -1, -1)
+            for k, v in enumerate(values)
+        ]
+        bridge.import_records(recs)
+        assert [t["data"]["selector_id"] for t in studio.imported] == ["a", "b"]
+        dead = {k: (v, dict(h or [])) for _, k, v, h in producer.delivered}
+        reasons = {k: (h["x-dlq-stage"], h["x-dlq-reason"]) for k, (_, h) in dead.items()}
+        assert reasons == {
+            b"1": (b"label-studio", b"malformed_json"),
+            b"2": (b"label-studio", b"missing_id"),
+            b"3": (b"label-studio", b"missing_id"),
+            b"4": (b"label-studio", b"malformed_json"),
+        }
+        assert [dead[str(k).encode()][0] for k in (1, 2, 3)] == values[1:4] and bridge.dead_letters == 4

@@ -350,3 +350,34 @@ class TestParkedLabels:
             store.ingest([], [], CLASSES, undeliverable, now=20.0, unknown_label_ttl_s=10.0)
         assert store.parked_count() == 1
         assert len(store.ingest([], [], CLASSES, now=21.0, unknown_label_ttl_s=10.0).unknown) == 1
+
+
+class TestNotADecision:
+    @pytest.mark.parametrize(
+        "value",
+        [
+            b"{not json",
+            b"[1, 2]",
+            {"route": "query"},
+            {**decision("i-09"), "probs": "0.7"},
+            {**decision("i-09"), "decided_at": "yesterday"},
+            {**decision("i-09"), "query_probability": True},
+        ],
+    )
+    def test_a_to_label_record_that_is_not_a_decision_is_skipped_and_the_round_goes_on(
+        self, tmp_path: Path, value: object, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A to-label record that is not one of ours (not JSON, no id, a field of a wrong type, a decision
+        time no label latency can be measured from) is skipped with a log line; the decisions around it are
+        stored, their labels joined, and the positions move past it."""
+        store = DatasetStore(tmp_path / "d.sqlite")
+        to_label = [
+            record("to-label", 0, 0, decision("i-01")),
+            record("to-label", 0, 1, value),
+            record("to-label", 0, 2, decision("i-02")),
+        ]
+        labels = [record("labels", 0, 0, {"id": "i-02", "label": "dent", "annotator": "a"})]
+        done = store.ingest(to_label, labels, CLASSES)
+        assert (done.decisions, done.labels, done.unknown, done.invalid) == (2, 1, [], [])
+        assert store.positions("to-label") == {0: 3}
+        assert "skipped to-label[0]@1: not a decision" in caplog.text
