@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 
 from connectors.demo.line import CLASSES, RARE, Annotators, Digits, FeatureLine
-from connectors.kafka.clients import prepare_topics
+from connectors.kafka.clients import make_producer, prepare_topics
 from connectors.labels.loop import LabelLoop
 from connectors.labels.metrics import labels_part
 from connectors.model.dataset import DatasetStore
@@ -128,7 +128,7 @@ class Demo:
         first, pool, _test = Digits.load().split(seed, SEED_ITEMS)
         self.version = first_model(config, first)
         t = config.topics
-        self.producer = KafkaProducer(bootstrap_servers=servers, linger_ms=20)
+        self.producer = make_producer(config, servers)  # the simulated line writes as any producer would
         self.monitor = Monitor(config, servers)
         self.server = ModelServer(config, servers)
         self.loop = LabelLoop(config, servers, DatasetStore(config.dataset.path), status_interval_s=1.0)

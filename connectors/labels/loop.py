@@ -10,7 +10,7 @@ store and joined when the decision arrives; one still unknown after ``dataset.un
 invalid label message, goes to the dead-letter topic (stage ``labels``) with its original bytes and a reason;
 nothing is dropped. Then it refreshes the
 estimates
-(:mod:`connectors.labels.status`, exported by :class:`connectors.web.metrics.LabelLoopCollector`), records
+(:mod:`connectors.labels.status`, exported by :class:`connectors.labels.metrics.LabelLoopCollector`), records
 label
 latencies, and lets the :class:`connectors.labels.retraining.Retrainer` decide whether to ask for a retrain.
 

@@ -222,8 +222,9 @@ class ModelEvent(BaseModel):
 
 
 class RetrainRequest(BaseModel):
-    """A retrain trigger fired by the label loop (topic ``retrain``, keyed by request number), for the
-    built-in trainer or an external pipeline. Parsed by :func:`parse_retrain_request`."""
+    """A retrain trigger fired by the label loop (topic ``topics.retrain``, default ``retrain-requests``,
+    keyed by request number), for the built-in trainer or an external pipeline. Parsed by
+    :func:`parse_retrain_request`."""
 
     model_config = ConfigDict(extra="allow", title="retrain request")
 
@@ -235,9 +236,10 @@ class RetrainRequest(BaseModel):
 
 
 class StateSnapshot(BaseModel):
-    """One input partition's controller and scoring state (compacted topic ``selector-state``, keyed by
-    ``<topic>:<partition>``), written after the outputs were delivered and before the offsets are committed;
-    restored on assignment. Produced by :meth:`selector.routing.Router.snapshot`."""
+    """One input partition's controller and scoring state: the ``state`` of a record of the compacted topic
+    ``selector-state`` (keyed by ``<group_id>/<topic>/<partition>``; the record also carries ``offset``,
+    ``written_at`` and ``selector``), written after the outputs were delivered and before the offsets are
+    committed, restored on assignment. Produced by :meth:`selector.routing.Router.snapshot`."""
 
     model_config = ConfigDict(extra="allow", title="state snapshot")
 
