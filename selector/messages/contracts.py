@@ -9,9 +9,19 @@ schema source, and what tests use to check produced records.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from selector.messages.fields import FLOAT32_MAX, FLOAT32_TINY
 
@@ -39,21 +49,24 @@ DLQ_TRUNCATION_HEADERS = (
 class Prediction(BaseModel):
     """A model's output for one item (input topic ``predictions``); exactly one of ``probs`` or ``logits``."""
 
-    model_config = ConfigDict(extra="allow", title="prediction", allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", title="prediction", allow_inf_nan=False, strict=True)
 
     id: str = Field(min_length=1, description="unique per item; outputs are keyed by it")
     probs: list[float] | None = Field(None, description="one probability per configured class, summing to 1")
     logits: list[float] | None = Field(
         None, description="one logit per configured class (softmax is applied)"
     )
-    ts: str | int | None = Field(
-        None, description="RFC 3339 string or epoch milliseconds; else the Kafka timestamp"
+    ts: str | float | None = Field(
+        None,
+        description="RFC 3339 string (with a UTC offset) or epoch milliseconds >= 0; else the Kafka "
+        "timestamp",
     )
     model: str | None = Field(None, description="model version")
     samples: list[list[float]] | None = Field(None, description="T x C MC-dropout probabilities")
     committee: list[list[float]] | None = Field(None, description="K x C committee member probabilities")
     embedding: list[Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]] | None = Field(
         None,
+        min_length=1,
         description="the model's penultimate-layer embedding, 'input.embedding_dim' numbers; its Euclidean "
         f"norm at most {FLOAT32_MAX:.9g} (float32 range)",
     )
@@ -76,6 +89,83 @@ class Prediction(BaseModel):
         if v is not None and math.hypot(*v) > FLOAT32_MAX:
             raise ValueError(f"norm must be at most {FLOAT32_MAX:.9g} (float32 range): {math.hypot(*v):.6g}")
         return v
+
+    @model_validator(mode="after")
+    def _fits_the_configuration(self, info: ValidationInfo) -> Self:
+        """Numbers are JSON numbers (no ``"0.5"``, no ``true``: strict mode). What depends on the
+        configuration is read from the validation context: ``n_classes`` (each row of ``probs``, ``logits``,
+        ``samples``, ``committee``, ``detections``), ``prob_tolerance`` (default 1e-3, as the decoder's) and
+        ``embedding_dim``, e.g. ``Prediction.model_validate_json(raw, context={"n_classes": 4})``; without
+        one the lengths are not checked. Written apart from :func:`selector.messages.prediction.decode_batch`;
+        a property test holds the two to the same answers."""
+        context = info.context or {}
+        n: int | None = context.get("n_classes")
+        tol = float(context.get("prob_tolerance", 1e-3))
+        dim: int | None = context.get("embedding_dim")
+        if (self.probs is None) == (self.logits is None):
+            raise ValueError("exactly one of 'probs' or 'logits' is required")
+        if self.probs is not None:
+            _check_probability_rows("probs", [self.probs], n, tol)
+        if self.logits is not None and n is not None and len(self.logits) != n:
+            raise ValueError(f"'logits' must hold {n} numbers (one per class), got {len(self.logits)}")
+        for name in ("samples", "committee"):
+            rows = getattr(self, name)
+            if rows is not None:
+                if not rows:
+                    raise ValueError(f"'{name}' must hold at least one row")
+                _check_probability_rows(name, rows, n, tol)
+        if self.detections is not None:
+            boxes = [b.get("probs") if isinstance(b, dict) else b for b in self.detections]
+            if not all(isinstance(b, list) and all(map(_is_finite_number, b)) for b in boxes):
+                raise ValueError("each of 'detections' must be a list of numbers or an object with 'probs'")
+            _check_probability_rows("detections", boxes, n, tol)
+        if dim is not None and self.embedding is not None and len(self.embedding) != dim:
+            raise ValueError(f"'embedding' must hold {dim} numbers, got {len(self.embedding)}")
+        if isinstance(self.ts, str) and not _is_rfc3339(self.ts):
+            raise ValueError(f"'ts' must be RFC 3339 with a UTC offset: {self.ts!r}")
+        if isinstance(self.ts, float) and not (math.isfinite(self.ts) and self.ts >= 0):
+            raise ValueError(f"'ts' epoch milliseconds must be >= 0: {self.ts!r}")
+        return self
+
+
+_DATE_TIME = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.\d+)?(?:[Zz]|([+-])(\d\d):(\d\d))", re.ASCII
+)
+
+
+def _is_rfc3339(text: str) -> bool:
+    """RFC 3339 section 5.6 date-time (a space for the T allowed), fields in range; no leap second."""
+    m = _DATE_TIME.fullmatch(text)
+    if m is None:
+        return False
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    try:
+        datetime(year, month, day, hour, minute, second)  # noqa: DTZ001 -- only the fields' ranges
+    except ValueError:
+        return False
+    return m[7] is None or (int(m[8]) < 24 and int(m[9]) < 60)
+
+
+def _is_finite_number(x: Any) -> bool:
+    """A JSON number that is finite as a float64 (a boolean is not a number; 10**400 is not finite)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:
+        return False
+
+
+def _check_probability_rows(name: str, rows: list[Any], n: int | None, tol: float) -> None:
+    """Each row: ``n`` probabilities in [0, 1] whose sum is within ``tol`` of 1 and above 0."""
+    for r, row in enumerate(rows):
+        if n is not None and len(row) != n:
+            raise ValueError(f"'{name}' row {r} must hold {n} probabilities, got {len(row)}")
+        if not all(0.0 <= p <= 1.0 for p in row):
+            raise ValueError(f"'{name}' row {r} must lie in [0, 1]: {row!r}")
+        total = math.fsum(row)
+        if not (abs(total - 1.0) <= tol and total > 0.0):
+            raise ValueError(f"'{name}' row {r} must sum to 1 within {tol}: sum is {total:.6g}")
 
 
 class SelectorInfo(BaseModel):
