@@ -260,6 +260,13 @@ class Monitor:
         replaced = self._deliver(outgoing, refused)
         for tp, decisions, dead, next_offset in plans:
             self.router.commit(tp.partition, decisions)
+            for previous, version in decisions.model_switches:
+                log.info(
+                    "partition %d: predictions of model %s follow %s: its score windows start afresh",
+                    tp.partition,
+                    version,
+                    previous,
+                )
             for stage, reasons in dead.items():
                 self.router.stats.record_dead_letters(stage, reasons)
             self.checkpoint.delivered_to(tp, next_offset)
