@@ -119,6 +119,8 @@ class Selection:
 
     labels: BoolArray
     seconds: float
+    inclusion_sum: float = math.nan
+    """sum of the inclusion probabilities the contender logged (ours; NaN for the others)"""
 
 
 Contender = Callable[[ScoreStream, float], Selection]
@@ -158,13 +160,15 @@ def selector_contender(
         ]
         state = initial_partition(policy, limits)
         parts = []
+        pi = 0.0
         started = time.perf_counter()
         for features in batches:
             out = decide(policy, state, features)
             parts.append(out.query | out.audit)
+            pi += float(out.inclusion.sum())
             state = out.state
         seconds = time.perf_counter() - started
-        return Selection(np.concatenate(parts) if parts else np.zeros(0, dtype=bool), seconds)
+        return Selection(np.concatenate(parts) if parts else np.zeros(0, dtype=bool), seconds, pi)
 
     return run
 
@@ -235,10 +239,16 @@ class RateResult:
     overshoot: dict[int, float]
     """window (items) -> worst overshoot, labels"""
     seconds: float
+    inclusion_sum: float = math.nan
 
     @property
     def realized(self) -> float:
         return self.labels / self.items
+
+    @property
+    def inclusion_error(self) -> float:
+        """(sum of the logged inclusion probabilities) / labels - 1: 0 when they are honest."""
+        return self.inclusion_sum / self.labels - 1.0 if self.labels else math.nan
 
     @property
     def error(self) -> float:
@@ -277,6 +287,7 @@ def measure_rates(
                         int(np.count_nonzero(sel.labels[len(stream) // 2 :])),
                         {w: worst_overshoot(sel.labels, rate, w) for w in WINDOWS},
                         sel.seconds,
+                        sel.inclusion_sum,
                     )
                 )
     return out, missing

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` is not i
 import argparse
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -297,12 +298,14 @@ def section_budget(plan: Plan, pinned: str) -> tuple[list[budget.RateResult], li
             if name == budget.REFERENCE
             else f"{count(speeds[len(speeds) // 2])} ({count(speeds[0])}-{count(speeds[-1])})"
         )
+        honest = [r.inclusion_error for r in mine if not math.isnan(r.inclusion_error)]
         rows.append(
             [
                 name,
                 f"{within} / {len(mine)}",
                 f"{signed_percent(worst.error)} ({budget.SCENARIOS[worst.scenario]}, {100 * worst.rate:g}%)",
                 " / ".join(signed_percent(x, 0) for x in per_rate),
+                signed_percent(max(honest, key=abs)) if honest else "—",
                 speed,
             ]
         )
@@ -313,10 +316,11 @@ def section_budget(plan: Plan, pinned: str) -> tuple[list[budget.RateResult], li
                 "Within ±2%",
                 "Largest error",
                 f"Worst over {max(budget.WINDOWS):,} items at " + " / ".join(f"{100 * r:g}%" for r in rates),
+                "Σ query_probability / labels - 1, largest",
                 "Decisions/s, median (range)",
             ],
             rows,
-            "lrrrr",
+            "lrrrrr",
         )
     )
     cap_text = ", ".join(f"{c:,} per {h}" for h, c in budget.CAPS.items())
