@@ -91,6 +91,8 @@ class Walk:
         self.caps = CapWalk(state.budget.ledger)
         self.sent: dict[str, tuple[float, tuple[float, ...] | None]] = {}  # labeled earlier in this batch
         self.sent_at: dict[str, int] = {}
+        self.replaced: set[str] = set()
+        """pending ids sent again in this batch: their new entry replaces the old one"""
         self.base = policy.base_shares()
         self.diversity_yields = policy.set_point + math.log(policy.over) / FEEDBACK_GAIN + 1.0
         """the token balance from which a used-up cluster no longer holds a label back (a budget that would
@@ -242,10 +244,8 @@ class Walk:
         now = [float(self.tm[j])]
         ids, embs = [f.ids[j]], [f.embeddings[j]]
         pending = self.state.pending
-        if pending.items:
-            replaced = {k for k in self.sent if k in pending.items}
-            if pending.duplicates(ids, embs, p.dedup_distance, now, replaced)[0]:
-                return True
+        if pending.items and pending.duplicates(ids, embs, p.dedup_distance, now, self.replaced)[0]:
+            return True
         return bool(self.sent) and bool(Pending(self.sent).duplicates(ids, embs, p.dedup_distance, now)[0])
 
     def _grant(self, j: int, is_audit: bool) -> int:
@@ -260,6 +260,8 @@ class Walk:
         self.sent.pop(f.ids[j], None)  # re-inserted last, as Pending.with_sent orders them
         self.sent[f.ids[j]] = (tj + p.pending_ttl_s, tuple(e) if e is not None else None)
         self.sent_at[f.ids[j]] = j
+        if f.ids[j] in self.state.pending.items:
+            self.replaced.add(f.ids[j])
         if is_audit:
             self.audit[j] = True
             self.mechanism[j] = AUDIT
@@ -371,7 +373,7 @@ class Walk:
         hits = (items.keys() | sent.keys()) & set(ids) if items or sent else set()
         if not hits:
             return out
-        replaced = {k for k in sent if k in items}
+        replaced = self.replaced
         for j in [j for j, i in enumerate(ids) if i in hits]:
             i = ids[j]
             if i in sent_at and sent_at[i] < j:
