@@ -14,12 +14,14 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from connectors.kafka.broker import EMBEDDED, EmbeddedBroker
-from connectors.model.dataset import DatasetStore
 from connectors.settings.startup import Reserved
 from selector.config import Config
+
+if TYPE_CHECKING:
+    from connectors.model.dataset import DatasetStore
 
 log = logging.getLogger("selector")
 
@@ -128,6 +130,8 @@ def needs_cluster(config: Config, command: str) -> bool:
 @contextlib.contextmanager
 def existing_store(config: Config) -> Iterator[DatasetStore | None]:
     """The dataset store, or None (logged) when ``selector labels`` never created it."""
+    from connectors.model.dataset import DatasetStore  # noqa: PLC0415 (serve-model and run need no store)
+
     if not Path(config.dataset.path).exists():
         log.error("no dataset store at %s (dataset.path): run 'selector labels' first", config.dataset.path)
         yield None

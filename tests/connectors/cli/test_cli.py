@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -201,3 +203,16 @@ class TestCommandMap:
             main([name, "--help"])
         assert done.value.code == 0
         assert f"usage: selector {name}" in capsys.readouterr().out
+
+
+def test_serve_model_loads_neither_the_label_loop_nor_the_store() -> None:
+    """The command line and the inference connector import no module of the label loop, nor the dataset
+    store (SQLite): serve-model starts light (checked in a fresh interpreter)."""
+    code = (
+        "import sys, connectors.cli.main, connectors.model.serving\n"
+        "rooms = ('connectors.labels', 'connectors.model.dataset')\n"
+        "loaded = [m for m in sys.modules if m.startswith(rooms)]\n"
+        "print(loaded, 'sqlite3' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[] False"
