@@ -18,6 +18,7 @@ warnings and errors, each distinct message at most once per ``REMINDER_S``.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,11 @@ from selector.config import Config
 from selector.errors import KafkaOutageError
 
 log = logging.getLogger("selector.outage")
+
+HARD_EXIT_GRACE_S = 15.0
+"""How long past ``kafka.outage_deadline_s`` the probe waits for the process to exit 4 on its own before it
+ends it (a loop blocked inside a client call that waits for the dead cluster would otherwise outlive it)."""
+EXIT_OUTAGE = 4
 
 PROBE_INTERVAL_S = 1.0
 """Seconds between two probes of the cluster."""
@@ -184,6 +190,21 @@ class BrokerProbe:
         else:
             self.watch.answered(self.clock())
 
+    def _exit_if_stuck(self, now: float) -> None:
+        """The last resort of the outage bound: the deadline passed ``HARD_EXIT_GRACE_S`` ago and the process
+        is still here. Say so as the command line would, and exit 4 at once: nothing is committed (the
+        outputs of undelivered records are decided again after a restart)."""
+        since = self.watch.since
+        if since is None or now - since < self.watch.deadline_s + HARD_EXIT_GRACE_S:
+            return
+        try:
+            self.watch.raise_if_expired(now)
+        except KafkaOutageError as exc:
+            logging.getLogger("selector").error("%s", exc)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(EXIT_OUTAGE)
+
     def _connect(self) -> KafkaAdminClient:
         timeout_ms = int(self.timeout_s * 1000)
         return KafkaAdminClient(
@@ -197,6 +218,7 @@ class BrokerProbe:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.probe_once()
+            self._exit_if_stuck(self.clock())
             self._stop.wait(self.interval_s)
         if self._admin is not None:
             try:

@@ -4,12 +4,20 @@ on a port where nothing listens; kafka-python's repeated warnings let through on
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 from kafka.errors import Cancelled, KafkaConnectionError
 
 from connectors.kafka.broker import free_port
-from connectors.kafka.outage import BrokerProbe, OutageWatch, _OncePerWindow, clock_text, quiet_kafka_logs
+from connectors.kafka.outage import (
+    HARD_EXIT_GRACE_S,
+    BrokerProbe,
+    OutageWatch,
+    _OncePerWindow,
+    clock_text,
+    quiet_kafka_logs,
+)
 from selector.config import parse_config
 from selector.errors import KafkaOutageError
 
@@ -76,6 +84,26 @@ class TestBrokerProbe:
         probe.probe_once()
         assert not watch.reachable and watch.outages == 1
         assert outage_lines(caplog)[0].startswith("Kafka unreachable since")
+
+    def test_a_process_stuck_past_the_deadline_is_ended_with_exit_4(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The last resort of the bound: while the outage is younger than the deadline plus the grace the
+        probe lets the loop exit on its own; past it, it logs the command line's one ERROR line, exits 4."""
+        servers = "127.0.0.1:9"
+        config = parse_config({"kafka": {"bootstrap_servers": servers, "outage_deadline_s": 8}})
+        watch = OutageWatch(servers, 8.0)
+        probe = BrokerProbe(config, servers, watch)
+        watch.failed(T0, T0, "connection refused")
+        codes: list[int] = []
+        monkeypatch.setattr(os, "_exit", codes.append)
+        caplog.set_level(logging.ERROR, logger="selector")
+        probe._exit_if_stuck(T0 + 8.0 + HARD_EXIT_GRACE_S - 0.1)
+        assert codes == []
+        probe._exit_if_stuck(T0 + 8.0 + HARD_EXIT_GRACE_S)
+        assert codes == [4]
+        (line,) = [r.getMessage() for r in caplog.records if r.name == "selector"]
+        assert "past 'kafka.outage_deadline_s'" in line
 
 
 class Collect(logging.Handler):
