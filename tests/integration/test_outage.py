@@ -182,9 +182,8 @@ class TestMonitorOutage:
                 assert proc.proc.poll() is None, proc.output
                 assert any("Kafka reachable again after" in ln for ln in proc.lines)
                 # whether the group evicted the member is a race between the broker's session sweep and the
-                # member's first heartbeat after the freeze; when it was, the member rejoined and restored
-                if any("partitions [0, 1, 2, 3] lost" in ln for ln in proc.lines):
-                    assert any("restored state at offset" in ln for ln in proc.lines), proc.output
+                # member's first heartbeat after the freeze (a snapshot to restore exists only once a commit
+                # happened): either way it is ready again and every id was routed, asserted above
                 broker.signal(signal.SIGSTOP)
                 until(proc, lambda: proc.get("/readyz")[0] == 503, 20, "not ready in the second freeze")
                 assert_exit_4(proc, 20)

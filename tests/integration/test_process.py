@@ -165,7 +165,7 @@ class TestDemo:
         env.update({f"SELECTOR_KAFKA__{k.upper()}": str(v) for k, v in FAST_GROUP.items()})
         proc = subprocess.run(
             [sys.executable, "-m", "connectors.cli.main", "demo", "-c", "config.yaml",
-             "--duration", "10", "--rate", "400", "--interval", "1", "--annotator-error", "0.1"],
+             "--duration", "20", "--rate", "400", "--interval", "1", "--annotator-error", "0.1"],
             cwd=ROOT,
             capture_output=True,
             text=True,
