@@ -80,7 +80,7 @@ class Walk:
         )
         """positions where the model version differs from the previous item's"""
         self.segments: list[_Segment] = []
-        self._shares_cache: tuple[FloatArray, list[FloatArray]] | None = None
+        self._per_item_cache: tuple[FloatArray, list[FloatArray], FloatArray] | None = None
         self.windows: list[tuple[int, int, list[WindowRule]]] = []
         """each window's items and the rules in force over them"""
         self.pool_labels = dict.fromkeys((p.name for p in policy.pools), 0)
@@ -292,27 +292,22 @@ class Walk:
 
     # -- after the walk ---------------------------------------------------------------------------------
 
-    def _shares(self, start: int, end: int) -> tuple[FloatArray, list[FloatArray]]:
-        """Each item's token balance and every pool's share, given the state before the item."""
-        p = self.policy
-        j = self.index[start:end]
-        firsts = np.asarray([s.first for s in self.segments])
-        seg = np.searchsorted(firsts, j, side="right") - 1
-        refs = np.asarray([s.ref for s in self.segments])[seg]
-        ats = np.asarray([s.ref_at for s in self.segments])[seg]
-        shares = []
-        t_bal = np.zeros(0)
-        for k in range(len(p.pools)):
-            bal = np.minimum(p.max_burst, refs[:, k] + self.rho[k] * (j - ats[:, k]))
-            if k == 0:
-                t_bal = bal
-            shares.append(self.base[k] * np.exp(FEEDBACK_GAIN * (bal - p.set_point)))
-        return t_bal, shares
-
-    def _all_shares(self) -> tuple[FloatArray, list[FloatArray]]:
-        if self._shares_cache is None:
-            self._shares_cache = self._shares(0, len(self.f.score))
-        return self._shares_cache
+    def _per_item(self) -> tuple[FloatArray, list[FloatArray], FloatArray]:
+        """Each item's token balance, every pool's share and the time from which the caps have room, given
+        the state before the item (from the segment it fell in; computed once, after the walk)."""
+        if self._per_item_cache is None:
+            p, j = self.policy, self.index
+            seg = np.searchsorted([s.first for s in self.segments], j, side="right") - 1
+            refs = np.asarray([s.ref for s in self.segments])[seg]
+            ats = np.asarray([s.ref_at for s in self.segments])[seg]
+            free = np.asarray([s.free for s in self.segments])[seg]
+            bal = [
+                np.minimum(p.max_burst, refs[:, k] + self.rho[k] * (j - ats[:, k]))
+                for k in range(len(p.pools))
+            ]
+            shares = [self.base[k] * np.exp(FEEDBACK_GAIN * (b - p.set_point)) for k, b in enumerate(bal)]
+            self._per_item_cache = (bal[0], shares, free)
+        return self._per_item_cache
 
     def thresholds(self) -> FloatArray:
         """The threshold in force at each item: the crediting pool's for a pool's label, the common pool's
@@ -321,7 +316,7 @@ class Walk:
         theta = np.full(n, np.nan)
         if not n:
             return theta
-        _, shares = self._all_shares()
+        _, shares, _ = self._per_item()
         mech = self.mechanism
         common = ~((mech >= POOL_BASE + 1) | (mech == COLD))
         for start, end, rules in self.windows:
@@ -340,7 +335,7 @@ class Walk:
         p, n = self.policy, len(self.f.score)
         if not n:
             return np.zeros(0)
-        t_bal, shares = self._all_shares()
+        t_bal, shares, free = self._per_item()
         none_picks = np.ones(n)
         for k in range(len(p.pools)):
             x, size = self.scores[k], self.size[k]
@@ -357,10 +352,6 @@ class Walk:
                     prob[(self.cluster_taken < self.index) & (t_bal < self.diversity_yields)] = 0.0
             none_picks *= 1.0 - prob
         p_candidate = np.where(self.blocked | self._pending_ids(), 0.0, 1.0 - none_picks)
-        firsts = np.asarray([s.first for s in self.segments])
-        free = np.asarray([s.free for s in self.segments])[
-            np.searchsorted(firsts, self.index, side="right") - 1
-        ]
         a = p.audit_rate
         out: FloatArray = (self.tm >= free) * (a + (1.0 - a) * (t_bal >= 1.0) * p_candidate)
         return out
