@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     inclusion REAL NOT NULL,
     model TEXT,
     decided_at TEXT NOT NULL,
-    accept_eligible INTEGER
+    accept_eligible INTEGER,
+    segment TEXT
 );
 CREATE TABLE IF NOT EXISTS label_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -116,6 +117,8 @@ class Example:
     source: str = "human"
     """``human`` (a resolved vote) or ``pseudo`` (an auto-accepted prediction, weight
     ``dataset.pseudo_label_weight``: used for training only, never for estimates or the promotion gate)"""
+    segment: str | None = None
+    """the prediction's line or camera id, when it had one"""
 
 
 @dataclass(frozen=True)
@@ -145,8 +148,9 @@ class DatasetStore:
         self._db = sqlite3.connect(str(path), check_same_thread=False)
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
-        if "accept_eligible" not in columns:  # a store written before the column existed
-            self._db.execute("ALTER TABLE decisions ADD COLUMN accept_eligible INTEGER")
+        for column, kind in (("accept_eligible", "INTEGER"), ("segment", "TEXT")):
+            if column not in columns:  # a store written before the column existed
+                self._db.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -173,11 +177,12 @@ class DatasetStore:
                 d.model,
                 d.decided_at,
                 d.accept_eligible,
+                d.segment,
             )
             for d in decisions
         ]
         before = self._db.total_changes
-        self._db.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self._db.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         return self._db.total_changes - before
 
     def positions(self, topic: str) -> dict[int, int]:
@@ -403,7 +408,7 @@ class DatasetStore:
         pseudo-labels of items no human labeled, each with that weight."""
         book = book if book is not None else self.book()
         for row in self._db.execute("SELECT * FROM decisions ORDER BY decided_at, id"):
-            rid, route, predicted, probs, embedding, inclusion, model, decided_at, eligible = row
+            rid, route, predicted, probs, embedding, inclusion, model, decided_at, eligible, segment = row
             if rid not in book.votes:
                 continue
             r = book.resolve(rid, quorum)
@@ -423,6 +428,7 @@ class DatasetStore:
                 model,
                 decided_at,
                 None if eligible is None else bool(eligible),
+                segment=segment,
             )
 
         if pseudo_weight is None:

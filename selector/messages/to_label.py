@@ -48,6 +48,8 @@ class Decision:
     decided_at: str
     accept_eligible: bool | None
     """None on a record written before the field existed"""
+    segment: str | None = None
+    """the prediction's line or camera id (None: none given, or a record written before the field)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +74,7 @@ class ToLabelRecord:
         v = self.value
         route, predicted, at = v.get("route"), v.get("predicted"), v.get("decided_at")
         probs, embedding, pi = v.get("probs"), v.get("embedding"), v.get("query_probability")
-        model, eligible = v.get("model"), v.get("accept_eligible")
+        model, eligible, segment = v.get("model"), v.get("accept_eligible"), v.get("segment")
         if not (isinstance(route, str) and isinstance(predicted, str) and isinstance(at, str)):
             return None
         if not _numbers(probs) or (embedding is not None and not _numbers(embedding)):
@@ -83,11 +85,13 @@ class ToLabelRecord:
             eligible is not None and not isinstance(eligible, bool)
         ):
             return None
+        if segment is not None and not isinstance(segment, str):
+            segment = None  # an odd segment does not cost the label: the item counts in no segment
         try:
             parse_ts(at)  # the store measures label latencies from it
         except ValueError:
             return None
-        return Decision(self.id, route, predicted, probs, embedding, float(pi), model, at, eligible)
+        return Decision(self.id, route, predicted, probs, embedding, float(pi), model, at, eligible, segment)
 
 
 def to_label_of(obj: Any) -> ToLabelRecord | NotToLabel:
