@@ -50,7 +50,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     model TEXT,
     decided_at TEXT NOT NULL,
     accept_eligible INTEGER,
-    segment TEXT
+    segment TEXT,
+    payload TEXT,
+    meta TEXT
 );
 CREATE TABLE IF NOT EXISTS label_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -148,7 +150,12 @@ class DatasetStore:
         self._db = sqlite3.connect(str(path), check_same_thread=False)
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
-        for column, kind in (("accept_eligible", "INTEGER"), ("segment", "TEXT")):
+        for column, kind in (
+            ("accept_eligible", "INTEGER"),
+            ("segment", "TEXT"),
+            ("payload", "TEXT"),
+            ("meta", "TEXT"),
+        ):
             if column not in columns:  # a store written before the column existed
                 self._db.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
 
@@ -178,11 +185,15 @@ class DatasetStore:
                 d.decided_at,
                 d.accept_eligible,
                 d.segment,
+                orjson.dumps(d.payload).decode(),
+                orjson.dumps(d.meta).decode(),
             )
             for d in decisions
         ]
         before = self._db.total_changes
-        self._db.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self._db.executemany(
+            "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+        )
         return self._db.total_changes - before
 
     def positions(self, topic: str) -> dict[int, int]:
@@ -372,6 +383,32 @@ class DatasetStore:
             found.update(rows.fetchall())
         return found
 
+    def decisions_of(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored decisions of ``ids`` as to-label-shaped records (``id``, ``route``, ``predicted``,
+        ``probs``, ``embedding``, ``query_probability``, ``model``, ``decided_at``, ``accept_eligible``,
+        ``segment``, ``payload``, ``meta``), e.g. to ask annotators for another vote; unknown ids are left
+        out."""
+        wanted = list(dict.fromkeys(ids))
+        out: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), 500):  # SQLite bounds the number of parameters
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT id, route, predicted, probs, embedding, inclusion, model, decided_at, "
+                f"accept_eligible, segment, payload, meta FROM decisions WHERE id IN ({marks})",
+                chunk,
+            )
+            for rid, route, predicted, probs, emb, pi, model, at, eligible, segment, payload, meta in rows:
+                out[rid] = {
+                    "id": rid, "route": route, "predicted": predicted, "probs": orjson.loads(probs),
+                    "embedding": orjson.loads(emb) if emb is not None else None, "query_probability": pi,
+                    "model": model, "decided_at": at,
+                    "accept_eligible": None if eligible is None else bool(eligible), "segment": segment,
+                    "payload": orjson.loads(payload) if payload is not None else None,
+                    "meta": orjson.loads(meta) if meta is not None else None,
+                }  # fmt: skip
+        return out
+
     def get_meta(self, key: str) -> Any:
         """A JSON value the label loop keeps between runs (trigger and drift state), or None."""
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -407,7 +444,10 @@ class DatasetStore:
         the store's votes, when the caller read them already); then, with ``pseudo_weight``, the stored
         pseudo-labels of items no human labeled, each with that weight."""
         book = book if book is not None else self.book()
-        for row in self._db.execute("SELECT * FROM decisions ORDER BY decided_at, id"):
+        columns = (
+            "id, route, predicted, probs, embedding, inclusion, model, decided_at, accept_eligible, segment"
+        )
+        for row in self._db.execute(f"SELECT {columns} FROM decisions ORDER BY decided_at, id"):
             rid, route, predicted, probs, embedding, inclusion, model, decided_at, eligible, segment = row
             if rid not in book.votes:
                 continue

@@ -50,6 +50,10 @@ class Decision:
     """None on a record written before the field existed"""
     segment: str | None = None
     """the prediction's line or camera id (None: none given, or a record written before the field)"""
+    payload: Any = None
+    """what the annotator looks at (opaque, as the prediction carried it), kept to ask for another vote"""
+    meta: Any = None
+    """the prediction's ``meta``, passed through likewise"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +95,10 @@ class ToLabelRecord:
             parse_ts(at)  # the store measures label latencies from it
         except ValueError:
             return None
-        return Decision(self.id, route, predicted, probs, embedding, float(pi), model, at, eligible, segment)
+        return Decision(
+            self.id, route, predicted, probs, embedding, float(pi), model, at, eligible, segment,
+            v.get("payload"), v.get("meta"),
+        )  # fmt: skip
 
 
 def to_label_of(obj: Any) -> ToLabelRecord | NotToLabel:

@@ -381,3 +381,15 @@ class TestNotADecision:
         assert (done.decisions, done.labels, done.unknown, done.invalid) == (2, 1, [], [])
         assert store.positions("to-label") == {0: 3}
         assert "skipped to-label[0]@1: not a decision" in caplog.text
+
+
+def test_decisions_of_returns_what_a_revote_needs_and_leaves_unknown_ids_out() -> None:
+    store = DatasetStore(":memory:")
+    store.add_decisions([{"id": "a", "route": "query", "predicted": "ok", "probs": [0.6, 0.4],
+        "embedding": [1.0, 2.0], "query_probability": 0.5, "model": "v1", "segment": "line-2",
+        "payload": {"uri": "s3://x/a.png"}, "meta": {"cam": 3},
+        "decided_at": "2026-11-24T00:00:00Z"}])  # fmt: skip
+    got = store.decisions_of(["a", "nope", "a"])
+    assert list(got) == ["a"]
+    assert got["a"]["payload"] == {"uri": "s3://x/a.png"} and got["a"]["meta"] == {"cam": 3}
+    assert got["a"]["segment"] == "line-2" and got["a"]["query_probability"] == 0.5
