@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -85,6 +86,19 @@ def _measure(v: str) -> str:
 def _port(v: int) -> int:
     if not 0 <= v <= 65535:
         raise ValueError("must be a TCP port in [0, 65535] (0 picks a free port)")
+    return v
+
+
+_HTTP_URL = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[^\s?#]*)?")
+
+
+def _http_url(v: str) -> str:
+    match = _HTTP_URL.fullmatch(v)
+    if not match or int((match.group(2) or ":0")[1:]) > 65535:
+        raise ValueError(
+            "must be an http(s) URL such as http://labels:9465 (a host, an optional port and path; "
+            "no credentials, query or fragment)"
+        )
     return v
 
 
@@ -361,6 +375,8 @@ class MetricsConfig(_Section):
     port: Port = 9464
     labels_port: Port = 9465
     serve_port: Port = 9466
+    labels_url: Annotated[str, AfterValidator(_http_url)] | None = None
+    """the label loop's endpoint as the monitor reaches it: its dashboard draws the label loop's panels"""
 
 
 class Config(_Section):
