@@ -325,6 +325,20 @@ class DatasetConfig(_Section):
     dead-lettered as ``unknown_id`` (0: at the end of the round that read it)."""
 
 
+class QualityConfig(_Section):
+    """The label loop's estimates: the population it counts, the sliding window, the divergence alarm."""
+
+    read_predictions: bool = True
+    """Count every prediction (the predictions topic) for the prediction-powered and label-free estimates;
+    off: only the inverse-probability-weighted estimates from the labeled items exist."""
+    window_s: PositiveFloat = 86400.0
+    """Length of the sliding window the ``window`` estimates cover (the population is kept in 48 time
+    buckets of it)."""
+    divergence_sigmas: PositiveFloat = 4.0
+    """The prediction-powered and the label-free accuracy of the window diverge (a concept-drift signal)
+    beyond this many standard errors."""
+
+
 class RetrainConfig(_Section):
     """When the label loop asks for a retrain, and the built-in trainer that may answer."""
 
@@ -393,6 +407,7 @@ class Config(_Section):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     pending: PendingConfig = Field(default_factory=PendingConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     label_studio: LabelStudioConfig = Field(default_factory=LabelStudioConfig)
