@@ -24,6 +24,7 @@ depend only on the configuration (``budget.seed``) and the input, so two replays
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -37,7 +38,9 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
+from connectors.offline.pools import PoolTally, configuration
 from connectors.offline.recorded import Chunk, ReplayUsageError, jsonl_chunks, topic_chunks
+from connectors.offline.truth import TruthTally
 from selector.arrays import FloatArray, IntArray
 from selector.budget.whatif import WhatIf
 from selector.config import Config
@@ -141,16 +144,20 @@ def replay(
     config: Config, chunks: Iterable[Chunk], *, decisions_out: IO[bytes] | None = None
 ) -> dict[str, Any]:
     """Decide every record of ``chunks`` as the monitor would; returns the summary (see
-    selector.budget.whatif).
+    selector.budget.whatif, with the accept side of :mod:`connectors.offline.truth` and the configuration
+    table of :mod:`connectors.offline.pools`).
 
     For each chunk: decode; count the invalid records; take each record's time; decide; commit; account the
-    decisions; write one line per decided record to ``decisions_out``.
+    decisions; write one line per decided record to ``decisions_out``. The input's ``digest`` (SHA-256 of
+    the raw records in replay order) tells whether two summaries replayed the same records.
     """
     router = Router(config)
-    whatif = WhatIf(config)
+    whatif, truths, pools = WhatIf(config), TruthTally(config), PoolTally(config)
+    digest = hashlib.sha256()
     records = own_ts = fallback_ts = 0
     for chunk in chunks:
         records += len(chunk.values)
+        digest.update(b"".join((v or b"") + b"\n" for v in chunk.values))
         batch = decode_batch(
             chunk.values,
             np.full(len(chunk.values), _NO_TS_MS, dtype=np.int64),
@@ -185,12 +192,26 @@ def replay(
         router.commit(PARTITION, decisions)
         truth = _truth(chunk.values, batch.position)
         decided = whatif.add(decisions, t, batch.segment, truth)
+        truths.add(decisions, truth)
+        pools.add(decisions, batch.segment)
         if decisions_out is not None:
             decisions_out.write(
                 decision_lines(batch, decisions, decided, t, config.classes, chunk.origin, truth)
             )
     summary = whatif.summary()
-    summary["input"] = {"records": records, "ts_from_records": own_ts, "ts_fallback": fallback_ts}
+    summary["input"] = {
+        "records": records,
+        "digest": f"sha256:{digest.hexdigest()[:16]}",
+        "ts_from_records": own_ts,
+        "ts_fallback": fallback_ts,
+    }
+    reserved = pools.reserved(config, summary["items"], summary["spend"], summary["shortfall"])
+    summary["config"].update(configuration(config, reserved))
+    outcomes = truths.outcomes()
+    for name, by in summary["ground_truth"]["by_class"].items():
+        by.update(outcomes[name])
+    summary["accept"] = truths.precision()
+    summary["defect_capture"] = truths.defect_capture()
     return summary
 
 

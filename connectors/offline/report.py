@@ -3,55 +3,19 @@ the charts of the what-if summary and the same numbers in tables."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
+from connectors.offline.html import card, num, page, pct, table
+from connectors.offline.report_accept import (
+    accept_cards,
+    accept_section,
+    defect_capture_section,
+    truth_section,
+)
 from connectors.web.svg import PALETTE, Series, bar_chart, line_chart
 
 ROUTE_COLORS = {"accept": "#2ca02c", "query": "#1f77b4", "audit": "#9467bd", "skip": "#7f7f7f"}
-
-CSS = """
-body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 980px; color: #222; }
-h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 32px;
-  border-bottom: 1px solid #ddd; padding-bottom: 4px; }
-.sub { color: #555; margin-top: 0; }
-.cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 16px 0; }
-.card { border: 1px solid #ddd; border-radius: 6px; padding: 8px 14px; min-width: 130px; }
-.card b { display: block; font-size: 20px; } .card span { color: #555; font-size: 12px; }
-.warn b { color: #c0392b; }
-table { border-collapse: collapse; margin: 8px 0 4px; font-size: 13px; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
-th { background: #f5f5f5; } td:first-child, th:first-child { text-align: left; }
-details { margin: 6px 0; } summary { cursor: pointer; color: #1f5f9f; }
-.note { color: #555; font-size: 13px; }
-"""
-
-
-def _pct(v: float | None, digits: int = 2) -> str:
-    return "-" if v is None else f"{v:.{digits}%}"
-
-
-def _num(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def _table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    th = "".join(f"<th>{escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _card(value: str, label: str, warn: bool = False) -> str:
-    return (
-        f'<div class="card{" warn" if warn else ""}"><b>{escape(value)}</b><span>{escape(label)}</span></div>'
-    )
 
 
 def _time_label(text: str, same_day: bool) -> str:
@@ -63,12 +27,14 @@ def _time_label(text: str, same_day: bool) -> str:
 def render_report(summary: dict[str, Any]) -> str:
     """The HTML page of a replay summary (as returned by :func:`connectors.offline.replay.replay`)."""
     parts = [_header(summary), _over_time(summary), _routes(summary), *_spend(summary)]
-    parts += [_caps(summary), _ground_truth(summary), _invalid(summary), _config(summary)]
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        "<title>selector replay report</title>"
-        f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
-    )
+    parts += [
+        _caps(summary),
+        accept_section(summary),
+        defect_capture_section(summary),
+        truth_section(summary),
+    ]
+    parts += [_invalid(summary), _config(summary)]
+    return page("selector replay report", parts)
 
 
 def _header(s: dict[str, Any]) -> str:
@@ -76,21 +42,22 @@ def _header(s: dict[str, Any]) -> str:
     ratio = rates["label_vs_target"]
     caps = s["caps"]
     cards = [
-        _card(_pct(rates["label"]), f"label rate (target {_pct(rates['target'])})"),
-        _card(_pct(ratio, 1), "realized / target", warn=ratio is not None and abs(ratio - 1) > 0.02),
-        _card(_pct(rates["query"]), "query rate"),
-        _card(_pct(rates["audit"], 3), f"audit rate (target {_pct(rates['audit_target'], 3)})"),
-        _card(_pct(rates["accept"], 1), "auto-accept rate"),
-        _card(f"{s['invalid']['total']}", "invalid records", warn=s["invalid"]["total"] > 0),
+        card(pct(rates["label"]), f"label rate (target {pct(rates['target'])})"),
+        card(pct(ratio, 1), "realized / target", warn=ratio is not None and abs(ratio - 1) > 0.02),
+        card(pct(rates["query"]), "query rate"),
+        card(pct(rates["audit"], 3), f"audit rate (target {pct(rates['audit_target'], 3)})"),
+        card(pct(rates["accept"], 1), "auto-accept rate"),
+        card(f"{s['invalid']['total']}", "invalid records", warn=s["invalid"]["total"] > 0),
     ]
     short = s.get("shortfall")
     if short and short["labels"] > 0:
         why = ", ".join(f"{k} {v:g}" for k, v in short["by_reason"].items() if v > 0)
-        cards.append(_card(f"{short['labels']:g}", f"labels unspent ({why})", warn=True))
+        cards.append(card(f"{short['labels']:g}", f"labels unspent ({why})", warn=True))
     cards += [
-        _card(f"{c['min_headroom']} / {c['cap']}", f"least {h} cap headroom", warn=c["reached"])
+        card(f"{c['min_headroom']} / {c['cap']}", f"least {h} cap headroom", warn=c["reached"])
         for h, c in caps.items()
     ]
+    cards += accept_cards(s)
     return (
         "<h1>selector replay: what-if report</h1>"
         f'<p class="sub">{escape(str(inp.get("source", "")))} · {inp["records"]} records, '
@@ -132,17 +99,17 @@ def _over_time(s: dict[str, Any]) -> str:
             str(b["labels"]),
             str(b["query"]),
             str(b["audit"]),
-            _pct(b["label_rate"]),
+            pct(b["label_rate"]),
             b["from"],
             b["to"],
         ]
         for b in buckets
     ]
-    table = _table(["first item", "items", "labels", "query", "audit", "label rate", "from", "to"], rows)
+    rows_table = table(["first item", "items", "labels", "query", "audit", "label rate", "from", "to"], rows)
     return (
         "<h2>Query rate over time</h2>"
         + chart
-        + f"<details><summary>{n} buckets of {ot['bucket_items']} items</summary>{table}</details>"
+        + f"<details><summary>{n} buckets of {ot['bucket_items']} items</summary>{rows_table}</details>"
     )
 
 
@@ -165,8 +132,8 @@ def _routes(s: dict[str, Any]) -> str:
         row_colors=[ROUTE_COLORS.get(r, PALETTE[0]) for r in names],
         value_format=lambda v: f"{v:g} ({v / n:.2%})" if n else f"{v:g}",
     )
-    rows = [[r, str(routes[r]), _pct(routes[r] / n if n else None)] for r in names]
-    return "<h2>Routes</h2>" + chart + _table(["route", "items", "share"], rows)
+    rows = [[r, str(routes[r]), pct(routes[r] / n if n else None)] for r in names]
+    return "<h2>Routes</h2>" + chart + table(["route", "items", "share"], rows)
 
 
 def _spend_rows(spend: dict[str, dict[str, Any]]) -> list[list[str]]:
@@ -178,9 +145,9 @@ def _spend_rows(spend: dict[str, dict[str, Any]]) -> list[list[str]]:
             str(v["query"]),
             str(v["audit"]),
             str(v["accept"]),
-            _pct(v["share"], 1),
-            _pct(v["reserved_share"], 1),
-            _pct(v["label_rate"]),
+            pct(v["share"], 1),
+            pct(v["reserved_share"], 1),
+            pct(v["label_rate"]),
         ]
         for name, v in spend.items()
     ]
@@ -209,7 +176,7 @@ def _spend(s: dict[str, Any]) -> list[str]:
             ],
             title=f"Labels per {what}",
         )
-        out.append(f"<h2>{title}</h2>" + chart + _table(SPEND_HEAD, _spend_rows(data)))
+        out.append(f"<h2>{title}</h2>" + chart + table(SPEND_HEAD, _spend_rows(data)))
     mech = spend["by_mechanism"]
     names = list(mech)
     chart = bar_chart(
@@ -217,9 +184,9 @@ def _spend(s: dict[str, Any]) -> list[str]:
         [Series("labels", [mech[m]["labels"] for m in names], PALETTE[2])],
         title="Labels per selection mechanism",
     )
-    rows = [[m, str(v["labels"]), _pct(v["share"], 1)] for m, v in mech.items()]
+    rows = [[m, str(v["labels"]), pct(v["share"], 1)] for m, v in mech.items()]
     out.append(
-        "<h2>Spend per mechanism</h2>" + chart + _table(["selected by", "labels", "share of labels"], rows)
+        "<h2>Spend per mechanism</h2>" + chart + table(["selected by", "labels", "share of labels"], rows)
     )
     return out
 
@@ -252,67 +219,21 @@ def _caps(s: dict[str, Any]) -> str:
             f"{c['window_s']:g} s",
             str(c["max_in_window"]),
             str(c["min_headroom"]),
-            _num(c["reached"]),
+            num(c["reached"]),
             c["first_reached"] or "-",
         ]
         for h, c in caps.items()
     ]
     head = ["horizon", "cap", "window", "peak labels in window", "least headroom", "reached", "first reached"]
-    return "<h2>Cap headroom</h2>" + chart + _table(head, rows)
-
-
-def _ground_truth(s: dict[str, Any]) -> str:
-    gt = s["ground_truth"]
-    if not gt["items"]:
-        return (
-            '<h2>Defect capture</h2><p class="note">no record carried a ground-truth <code>label</code> '
-            "field: add one (the true class name) to measure capture against random sampling</p>"
-        )
-    by = gt["by_class"]
-    names = [c for c in by if by[c]["items"]]
-    chart = bar_chart(
-        names,
-        [
-            Series("labeled share of the class (recall)", [by[c]["recall"] for c in names], PALETTE[0]),
-            Series("random sampling at the same budget", [by[c]["random_recall"] for c in names], "#aaa"),
-        ],
-        title="Capture of each true class vs random sampling at equal budget",
-        value_format=lambda v: f"{v:.1%}",
-    )
-    rows = [
-        [
-            c,
-            str(v["items"]),
-            str(v["labeled"]),
-            str(v["queried"]),
-            _pct(v["recall"], 1),
-            _pct(v["random_recall"], 1),
-            "-" if v["enrichment"] is None else f"{v['enrichment']:.2f}x",
-        ]
-        for c, v in by.items()
-    ]
-    head = ["true class", "items", "labeled", "queried", "recall", "random recall", "enrichment"]
-    unknown = gt["unknown_labels"]
-    note = (
-        f'<p class="note">labels not among the classes (ignored): {escape(str(unknown))}</p>'
-        if unknown
-        else ""
-    )
-    return (
-        "<h2>Defect capture</h2>"
-        + chart
-        + _table(head, rows)
-        + f'<p class="note">{gt["items"]} items carry a label, {gt["labeled"]} of them were labeled; '
-        "enrichment = share of the class among labeled items / its share among all items.</p>" + note
-    )
+    return "<h2>Cap headroom</h2>" + chart + table(head, rows)
 
 
 def _invalid(s: dict[str, Any]) -> str:
     inv = s["invalid"]
     if not inv["total"]:
         return '<h2>Invalid records</h2><p class="note">none</p>'
-    by = _table(["reason", "records"], [[r, str(k)] for r, k in inv["by_reason"].items()])
-    ex = _table(
+    by = table(["reason", "records"], [[r, str(k)] for r, k in inv["by_reason"].items()])
+    ex = table(
         ["where", "reason", "message"], [[e["where"], e["reason"], e["message"]] for e in inv["examples"]]
     )
     return (
@@ -320,6 +241,49 @@ def _invalid(s: dict[str, Any]) -> str:
     )
 
 
+CONFIG_SKIP = ("accept", "reserved", "settings", "class_shares", "segment_shares", "exploration")
+"""Keys of the summary's ``config`` shown in their own rows (or, for ``settings``, folded away)."""
+
+
+def config_rows(c: dict[str, Any]) -> list[list[str]]:
+    """The configuration table: the accept side, then the budget, then each reserved share and whether it
+    was binding."""
+    rows: list[list[str]] = []
+    a = c.get("accept")
+    if a:
+        rows.append(["accept.default_threshold", num(a["default_threshold"])])
+        rows += [
+            [f"accept.thresholds.{k}", num(v)]
+            for k, v in a["thresholds"].items()
+            if v != a["default_threshold"]
+        ]
+        rows.append(["accept.committee_agreement", num(a["committee_agreement"])])
+    rows += [
+        [k, num(v) if not isinstance(v, dict | list) else str(v)]
+        for k, v in c.items()
+        if k not in CONFIG_SKIP
+    ]
+    for name, p in c.get("reserved", {}).items():
+        state = "binding" if p["binding"] else "not binding"
+        rows.append(
+            [
+                f"reserved {name}",
+                f"{p['share']:g} of the budget: {state} ({p['labels']} labels, {p['unspent_labels']:g} "
+                f"of {p['target_labels']:g} unspent, {p['eligible_items']} eligible items)",
+            ]
+        )
+    return rows
+
+
 def _config(s: dict[str, Any]) -> str:
-    rows = [[k, _num(v) if not isinstance(v, dict | list) else str(v)] for k, v in s["config"].items()]
-    return "<h2>Configuration replayed</h2>" + _table(["key", "value"], rows)
+    c = s["config"]
+    extra = ""
+    if "settings" in c:
+        rows = [[k, num(v) if not isinstance(v, dict | list) else str(v)] for k, v in c["settings"].items()]
+        extra = f"<details><summary>every decision setting</summary>{table(['key', 'value'], rows)}</details>"
+    note = (
+        '<p class="note">A reserved share is binding when the pool spent its whole share (it had more '
+        "eligible items than its share bought); not binding when it lost credit for want of eligible "
+        "items.</p>"
+    )
+    return "<h2>Configuration replayed</h2>" + table(["key", "value"], config_rows(c)) + note + extra
