@@ -56,7 +56,11 @@ def serve(
     dashboard: bool = True,
     metrics_of: list[Part] | None = None,
     sock: socket.socket | None = None,
+    labels_url: str | None = None,
 ) -> Endpoint:
     """Start a process's HTTP endpoint (metrics, health, status, dashboard) in a daemon thread (on ``sock``
-    when the port was bound at start-up)."""
-    return Endpoint(parts, host, port, dashboard=dashboard, metrics_of=metrics_of, sock=sock).start()
+    when the port was bound at start-up; relaying the label loop's status at ``labels_url``)."""
+    endpoint = Endpoint(
+        parts, host, port, dashboard=dashboard, metrics_of=metrics_of, sock=sock, labels_url=labels_url
+    )
+    return endpoint.start()

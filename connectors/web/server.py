@@ -13,7 +13,10 @@ three parts on ``metrics.port`` and the collectors on the other two):
   probe;
 - ``GET /api/status``: a JSON snapshot for the dashboard and for scripts (documented in docs/operations.md,
   "Live dashboard");
-- ``GET /``: the dashboard, one HTML page that polls ``/api/status`` and draws SVG; no external assets.
+- ``GET /``: the dashboard, one HTML page that polls ``/api/status`` and draws SVG; no external assets;
+- ``GET /api/labels`` (only with ``labels_url``, the monitor's ``metrics.labels_url``): the label loop's
+  ``/api/status`` fetched by this server, so the monitor's dashboard draws the label loop's panels though the
+  browser reaches only the monitor (no cross-origin request, nothing the label loop must allow).
 
 Handlers only read counters the loops write; they never block a loop.
 """
@@ -25,6 +28,8 @@ import math
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +47,10 @@ HEALTHY_WITHIN_S = 60.0
 """A loop whose last progress is older than this is reported unhealthy."""
 SAMPLE_S = 2.0
 """How often the parts record their history (what the dashboard draws over time)."""
+PEER_TIMEOUT_S = 2.0
+"""How long ``/api/labels`` waits for the label loop's endpoint."""
+PEER_MAX_BYTES = 8_000_000
+"""A label loop status larger than this is refused (a status is some kilobytes)."""
 
 
 class Reachability(Protocol):
@@ -82,14 +91,16 @@ class Endpoint:
         dashboard: bool = True,
         metrics_of: list[Part] | None = None,
         sock: socket.socket | None = None,
+        labels_url: str | None = None,
     ) -> None:
         """``metrics_of``: the parts whose collectors ``/metrics`` exposes (default: all; two parts' metrics
         share names, so one process's endpoint exposes one part's). ``sock``: a socket already listening on
         ``host:port`` (bound at start-up, :func:`connectors.settings.startup.reserve_port`), served instead
-        of binding
-        a new one."""
+        of binding a new one. ``labels_url``: the label loop's endpoint, whose status ``/api/labels``
+        relays."""
         self.parts = parts
         self.dashboard = dashboard
+        self.labels_url = labels_url
         self.started = time.time()
         self.registry = CollectorRegistry()
         for part in parts if metrics_of is None else metrics_of:
@@ -149,6 +160,8 @@ class Endpoint:
         """Each part's section, plus ``kafka``: ``reachable`` (every part's cluster answers),
         ``unreachable_since`` (the earliest outage start, unix seconds, or None) and ``outages`` (seen)."""
         out: dict[str, Any] = {"at": time.time(), "version": selector.__version__}
+        if self.labels_url is not None:
+            out["labels_url"] = self.labels_url
         views = []
         for part in self.parts:
             out[part.name] = part.status()
@@ -177,6 +190,9 @@ class Endpoint:
         elif path == "/api/status":
             body = orjson.dumps(json_ready(self.status()), option=orjson.OPT_NON_STR_KEYS)
             self._send(request, 200, body, "application/json")
+        elif path == "/api/labels" and self.labels_url is not None:
+            body = orjson.dumps(json_ready(peer_status(self.labels_url)), option=orjson.OPT_NON_STR_KEYS)
+            self._send(request, 200, body, "application/json")
         elif path in ("/", "/index.html") and self.dashboard:
             page = resources.files("connectors.web").joinpath("static/dashboard.html").read_bytes()
             self._send(request, 200, page, "text/html; charset=utf-8")
@@ -195,6 +211,33 @@ class Endpoint:
 
 def _reachable(part: Part) -> bool:
     return part.kafka is None or part.kafka.reachable
+
+
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""An opener that ignores proxy settings of the environment: the label loop is a peer in the deployment."""
+
+
+def peer_status(url: str, timeout_s: float = PEER_TIMEOUT_S) -> dict[str, Any]:
+    """``{"url", "status"}`` with the ``/api/status`` of the endpoint at ``url``, or ``{"url", "error"}``
+    saying why there is none (refused, timed out, an HTTP error, not a JSON object, too large)."""
+    try:
+        with _DIRECT.open(url.rstrip("/") + "/api/status", timeout=timeout_s) as answer:
+            body = answer.read(PEER_MAX_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        return {"url": url, "error": f"HTTP {exc.code} {exc.reason}"}
+    except urllib.error.URLError as exc:
+        return {"url": url, "error": str(exc.reason)}
+    except OSError as exc:  # a timeout or reset while reading
+        return {"url": url, "error": str(exc) or type(exc).__name__}
+    if len(body) > PEER_MAX_BYTES:
+        return {"url": url, "error": f"its status is larger than {PEER_MAX_BYTES} bytes"}
+    try:
+        status = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {"url": url, "error": "its /api/status is not JSON"}
+    if not isinstance(status, dict):
+        return {"url": url, "error": "its /api/status is not a JSON object"}
+    return {"url": url, "status": status}
 
 
 def json_ready(value: Any) -> Any:

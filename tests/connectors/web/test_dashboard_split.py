@@ -1,0 +1,226 @@
+"""The dashboard where production runs its processes apart: the label loop's endpoint serves the page with its
+panels (and the registry's versions) and hides the monitor's with a note; the monitor's page draws the label
+loop's panels from ``metrics.labels_url`` (relayed by its own server), or says the label loop is unreachable.
+Pages are rendered in real headless Chromium and compared with the Prometheus exposition."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from connectors.cli.labels import with_registry
+from connectors.labels.loop import LabelLoop
+from connectors.labels.metrics import LabelLoopCollector, labels_part
+from connectors.model.registry import ModelRegistry
+from connectors.monitor.metrics import monitor_part
+from connectors.web.server import Endpoint, peer_status
+from selector.config import Config, parse_config
+from selector.errors import ConfigError
+from selector.quality.labels import LabelEvent
+from tests.connectors.labels.test_status import T0, filled_store
+from tests.connectors.web.test_dashboard_browser import browse, shown
+from tests.connectors.web.test_web import decided_monitor, get
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def filled_registry(root: Path) -> ModelRegistry:
+    """v1 promoted (no gate), v2 rejected by the gate, v3 promoted: current."""
+    registry = ModelRegistry(root)
+    registry.add(b"v1", {"created_at": T0, "classes": ["ok"]}, promote=True)
+    gate = {"candidate_macro_f1": 0.612, "current_macro_f1": 0.640, "holdout": 40.0}
+    registry.add(b"v2", {"created_at": T0 + 3600, "metrics": gate}, promote=False)
+    gate = {"candidate_macro_f1": 0.701, "current_macro_f1": 0.640, "holdout": 44.0}
+    registry.add(b"v3", {"created_at": T0 + 7200, "metrics": gate}, promote=True)
+    (root / "v4").mkdir()  # a version without its manifest (a hand-made copy gone wrong)
+    return registry
+
+
+@pytest.fixture(scope="module")
+def label_loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpoint, LabelLoop]]:
+    """The label loop's endpoint as ``selector labels`` serves it: its part alone, with the registry."""
+    root = tmp_path_factory.mktemp("models")
+    filled_registry(root)
+    config = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"}, "retrain": {"registry": str(root)}})
+    store, decisions, labels = filled_store()
+    # a second annotator on ten items, agreeing on six
+    second = [y if k < 6 else "crack" if y != "crack" else "ok" for k, y in enumerate(labels[50:60])]
+    store.add_labels(
+        LabelEvent(str(d["id"]), y, "ann-2", T0 + 90) for d, y in zip(decisions[50:60], second, strict=True)
+    )
+    loop = LabelLoop(config, "127.0.0.1:9", store, status_interval_s=0.0)
+    loop.refresh_status()
+    loop.rounds = 1
+    loop.read_registry()
+    endpoint = Endpoint([with_registry(labels_part(loop), root)], "127.0.0.1", 0).start()
+    yield endpoint, loop
+    endpoint.close()
+
+
+@pytest.fixture
+def monitor_at() -> Iterator[Callable[[str], Endpoint]]:
+    """Start the monitor's endpoint as ``selector run`` serves it, with ``metrics.labels_url`` = the URL."""
+    opened: list[Endpoint] = []
+
+    def start(labels_url: str) -> Endpoint:
+        monitor = decided_monitor(500)
+        monitor.assigned = {0}
+        opened.append(Endpoint([monitor_part(monitor)], "127.0.0.1", 0, labels_url=labels_url).start())
+        return opened[-1]
+
+    yield start
+    for endpoint in opened:
+        endpoint.close()
+
+
+def loop_metric(loop: LabelLoop, name: str, labels: dict[str, str] | None = None) -> float:
+    registry = CollectorRegistry()
+    registry.register(LabelLoopCollector(loop))
+    value = registry.get_sample_value(name, labels or {})
+    assert value is not None, name
+    return value
+
+
+def assert_label_loop_panels(values: dict[str, str], loop: LabelLoop) -> None:
+    """The page's label loop numbers are the ones its collector exports."""
+    resolved = loop_metric(loop, "selector_labeled_items", {"state": "resolved"})
+    unresolved = loop_metric(loop, "selector_labeled_items", {"state": "unresolved"})
+    assert values["labels.labeled"] == f"{int(resolved):,}" and unresolved > 0
+    assert values["labels.unresolved"] == f"{int(unresolved):,}"
+    overall = loop_metric(loop, "selector_estimated_accuracy_ratio", {"scope": "overall"})
+    assert values["accuracy.overall"] == f"{overall:.1%}"
+    audits = loop_metric(loop, "selector_estimated_accuracy_ratio", {"scope": "auto_accept"})
+    assert values["accuracy.auto_accept"] == f"{audits:.1%}"
+    agreement = loop_metric(loop, "selector_annotator_agreement_ratio")
+    assert values["labels.agreement"] == f"{agreement:.1%}"
+    assert loop_metric(loop, "selector_model_info", {"version": "v3"}) == 1.0
+    assert values["registry.current"] == values["model.version"] == "v3"
+    assert values["retrain.promoted"] == "0" and values["retrain.failed"] == "0"
+    gates = {k: v for k, v in values.items() if k.startswith("registry.v")}
+    assert gates == {"registry.v4": "unreadable", "registry.v3": "promoted", "registry.v2": "rejected",
+                     "registry.v1": "promoted"}  # fmt: skip
+
+
+class TestLabelLoopPage:
+    def test_it_draws_its_panels_with_its_metrics_numbers_and_hides_the_monitors(self, label_loop) -> None:  # type: ignore[no-untyped-def]
+        endpoint, loop = label_loop
+        dom = browse(f"http://127.0.0.1:{endpoint.port}/", "--dump-dom")
+        assert 'class="dot ok"' in dom, "the page never got a status"
+        assert_label_loop_panels(shown(dom), loop)
+        for card in ("rate", "routes", "spend", "thresholds", "scores"):
+            assert re.search(rf'<section id="card-{card}"[^>]*hidden', dom), card
+        for card in ("labels", "quality", "model"):
+            assert not re.search(rf'<section id="card-{card}"[^>]*hidden', dom), card
+        assert re.search(r'<div id="note-monitor" class="note">The monitor is not part of this process', dom)
+        assert re.search(r'<div id="note-labels" class="note"[^>]*hidden', dom)
+        assert re.search(r'<span class="kv" data-needs="serve"[^>]*hidden', dom), "no model served here"
+        assert "0.701 / 0.640" in dom and "0.612 / 0.640" in dom
+
+    def test_its_status_lists_the_registrys_newest_versions_with_their_gate(self, label_loop) -> None:  # type: ignore[no-untyped-def]
+        endpoint, _ = label_loop
+        registry = orjson.loads(get(endpoint.port, "/api/status")[2])["labels"]["registry"]
+        assert registry["current"] == "v3"
+        assert [(v["version"], v["status"], v["current"]) for v in registry["versions"]] == [
+            ("v4", "unreadable", False), ("v3", "promoted", True), ("v2", "rejected", False),
+            ("v1", "promoted", False),
+        ]  # fmt: skip
+        v2 = registry["versions"][2]
+        assert (v2["candidate_macro_f1"], v2["current_macro_f1"], v2["holdout"], v2["parent"]) == (
+            0.612,
+            0.640,
+            40.0,
+            "v1",
+        )
+        assert "no manifest" in registry["versions"][0]["error"]
+        assert get(endpoint.port, "/api/labels")[0] == 404  # relays only with metrics.labels_url
+
+    def test_without_a_registry_directory_the_status_has_none(self, tmp_path: Path) -> None:
+        part = with_registry(labels_part(LabelLoop(CFG_NO_REGISTRY, "127.0.0.1:9")), tmp_path / "absent")
+        assert part.sample is not None
+        part.sample(0.0)
+        assert part.status()["registry"] is None
+
+
+CFG_NO_REGISTRY: Config = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"},
+                                        "dataset": {"path": ":memory:"}})  # fmt: skip
+
+
+class TestMonitorPage:
+    def test_it_draws_the_label_loops_panels_from_labels_url(self, label_loop, monitor_at) -> None:  # type: ignore[no-untyped-def]
+        """Both parts' panels; the label loop's numbers are its own metrics'; a link to its dashboard."""
+        loop_endpoint, loop = label_loop
+        url = f"http://127.0.0.1:{loop_endpoint.port}/"
+        endpoint = monitor_at(url)
+        dom = browse(f"http://127.0.0.1:{endpoint.port}/", "--dump-dom")
+        values = shown(dom)
+        assert_label_loop_panels(values, loop)
+        assert values["items.total"] == "500" and values["labels.url"] == url
+        assert not re.search(r'<section id="card-[a-z]+"[^>]*hidden', dom), "a panel is hidden"
+        assert re.search(r'<div id="note-labels" class="note[^"]*"[^>]*hidden', dom)
+
+    def test_a_label_loop_that_is_down_is_said_unreachable(self, monitor_at) -> None:  # type: ignore[no-untyped-def]
+        url = f"http://127.0.0.1:{closed_port()}"
+        endpoint = monitor_at(url)
+        dom = browse(f"http://127.0.0.1:{endpoint.port}/", "--dump-dom")
+        assert 'class="dot ok"' in dom and shown(dom)["items.total"] == "500", "the monitor's page broke"
+        note = re.search(r'<div id="note-labels" class="note bad">([^<]*)</div>', dom)
+        assert note and note.group(1).startswith(f"label loop unreachable at {url} ("), dom
+        for card in ("quality", "model"):
+            assert re.search(rf'<section id="card-{card}"[^>]*hidden', dom), card
+
+
+class TestRelay:
+    def test_the_status_of_a_live_endpoint_and_why_there_is_none(self, label_loop) -> None:  # type: ignore[no-untyped-def]
+        endpoint, loop = label_loop
+        relayed = peer_status(f"http://127.0.0.1:{endpoint.port}")
+        assert relayed["status"]["labels"]["labeled"] == loop.status.labeled
+        refused = peer_status(f"http://127.0.0.1:{closed_port()}/")
+        assert set(refused) == {"url", "error"} and "refused" in refused["error"].lower()
+        assert peer_status(f"http://127.0.0.1:{endpoint.port}/metrics/") == {
+            "url": f"http://127.0.0.1:{endpoint.port}/metrics/",
+            "error": "HTTP 404 Not Found",
+        }
+
+    def test_a_silent_endpoint_times_out(self) -> None:
+        with socket.socket() as silent:  # listens, never answers
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            answer = peer_status(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout_s=0.2)
+        assert "timed out" in answer["error"]
+
+    def test_the_monitors_status_names_the_url_and_relays_it(self, label_loop, monitor_at) -> None:  # type: ignore[no-untyped-def]
+        loop_endpoint, _ = label_loop
+        url = f"http://127.0.0.1:{loop_endpoint.port}"
+        endpoint = monitor_at(url)
+        assert orjson.loads(get(endpoint.port, "/api/status")[2])["labels_url"] == url
+        code, kind, body = get(endpoint.port, "/api/labels")
+        relayed = orjson.loads(body)
+        assert (code, kind, relayed["url"]) == (200, "application/json", url)
+        assert relayed["status"]["labels"]["registry"]["current"] == "v3"
+
+
+class TestLabelsUrl:
+    @pytest.mark.parametrize("url", ["http://labels:9465", "https://ops.example/selector-labels/",
+                                     "http://[::1]:9465/"])  # fmt: skip
+    def test_http_urls_are_taken(self, url: str) -> None:
+        assert parse_config({"metrics": {"labels_url": url}}).metrics.labels_url == url
+
+    @pytest.mark.parametrize(
+        "url", ["labels:9465", "ftp://labels", "http://user:secret@labels:9465", "http://labels:9465/?x=1",
+                "http://labels:70000", "http://la bels"],
+    )  # fmt: skip
+    def test_anything_else_is_refused_with_the_key_and_value(self, url: str) -> None:
+        with pytest.raises(ConfigError) as err:
+            parse_config({"metrics": {"labels_url": url}})
+        assert "'metrics.labels_url' must be an http(s) URL such as http://labels:9465" in str(err.value)
+        assert repr(url) in str(err.value)
