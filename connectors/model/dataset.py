@@ -5,7 +5,8 @@ delivery may repeat it; the first one stands), and every label message is append
 are derived on read: each item's votes (:class:`selector.quality.labels.LabelBook`) resolved by quorum
 majority,
 joined to the decision that asked for the label, with its inclusion probability and the importance weight
-``1 / pi`` that unbiased estimates and weighted retraining use.
+``1 / pi`` that unbiased estimates and weighted retraining use. Seed examples (the labeled set a team had
+before, :meth:`DatasetStore.add_seeds`) are kept apart: they train, and never judge or estimate anything.
 
 Example:
     >>> store = DatasetStore(":memory:")
@@ -24,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -33,7 +35,7 @@ import orjson
 from kafka.consumer.fetcher import ConsumerRecord
 
 from selector.errors import SelectorError
-from selector.messages.timestamps import parse_ts
+from selector.messages.timestamps import parse_ts, rfc3339
 from selector.messages.to_label import Decision, ToLabelRecord, read_to_label, to_label_of
 from selector.quality.labels import LabelBook, LabelEvent, parse_label
 
@@ -95,6 +97,16 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS seed_examples (
+    id TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    embedding TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    annotator TEXT,
+    ts REAL,
+    weight REAL NOT NULL,
+    imported_at REAL NOT NULL
+);
 """
 
 
@@ -117,10 +129,24 @@ class Example:
     accept_eligible: bool | None
     """met the auto-accept rule when decided (None: decided before the rule was recorded)"""
     source: str = "human"
-    """``human`` (a resolved vote) or ``pseudo`` (an auto-accepted prediction, weight
-    ``dataset.pseudo_label_weight``: used for training only, never for estimates or the promotion gate)"""
+    """``human`` (a resolved vote), ``seed`` (imported with ``selector dataset import``: route ``seed``, no
+    prediction, the weight given at import) or ``pseudo`` (an auto-accepted prediction, weight
+    ``dataset.pseudo_label_weight``); seeds and pseudo-labels train, never estimate or judge a candidate"""
     segment: str | None = None
     """the prediction's line or camera id, when it had one"""
+
+
+@dataclass(frozen=True)
+class Seed:
+    """A labeled item the team already had (``selector dataset import``): it trains and judges nothing."""
+
+    id: str
+    label: str
+    embedding: list[float]
+    annotator: str | None = None
+    ts: float | None = None
+    """when it was labeled (seconds since the epoch), if the file said"""
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -421,12 +447,57 @@ class DatasetStore:
                 (key, orjson.dumps(value).decode()),
             )
 
+    def add_seeds(self, seeds: Sequence[Seed], now: float) -> int:
+        """Store seed examples (imported at ``now``) in one transaction; an id already stored with the same
+        content is left as it is. Returns how many were new.
+
+        Raises:
+            SelectorError: an id is already stored with other content (nothing is stored).
+        """
+        with self._db:
+            stored = self.seeds_of(s.id for s in seeds)
+            clash = [s.id for s in seeds if s.id in stored and stored[s.id] != s]
+            if clash:
+                raise SelectorError(
+                    f"{len(clash)} seed ids are already stored with other content "
+                    f"(first: {clash[:3]}); nothing stored"
+                )
+            rows = [
+                (s.id, s.label, orjson.dumps(s.embedding).decode(), len(s.embedding), s.annotator, s.ts,
+                 s.weight, now)
+                for s in seeds
+                if s.id not in stored
+            ]  # fmt: skip
+            self._db.executemany("INSERT INTO seed_examples VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
+    def seeds_of(self, ids: Iterable[str]) -> dict[str, Seed]:
+        """The stored seed examples among ``ids``."""
+        wanted = list(dict.fromkeys(ids))
+        out: dict[str, Seed] = {}
+        for start in range(0, len(wanted), 500):  # SQLite bounds the number of parameters
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT id, label, embedding, annotator, ts, weight FROM seed_examples "
+                f"WHERE id IN ({marks})",
+                chunk,
+            )
+            for rid, label, embedding, annotator, ts, weight in rows:
+                out[rid] = Seed(rid, label, orjson.loads(embedding), annotator, ts, weight)
+        return out
+
+    def seed_lengths(self) -> dict[int, int]:
+        """How many stored seed examples have each embedding length."""
+        return dict(self._db.execute("SELECT dim, count(*) FROM seed_examples GROUP BY dim").fetchall())
+
     def counts(self) -> dict[str, int]:
-        """How many decisions, label messages and pseudo-labels are stored."""
+        """How many decisions, label messages, pseudo-labels and seed examples are stored."""
         tables = {
             "decisions": "decisions",
             "label_messages": "label_events",
             "pseudo_labels": "pseudo_labels",
+            "seeds": "seed_examples",
         }
         return {
             k: int(self._db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for k, t in tables.items()
@@ -438,12 +509,20 @@ class DatasetStore:
         return LabelBook().with_events(LabelEvent(*r) for r in rows)
 
     def examples(
-        self, quorum: int = 1, book: LabelBook | None = None, pseudo_weight: float | None = None
+        self,
+        quorum: int = 1,
+        book: LabelBook | None = None,
+        pseudo_weight: float | None = None,
+        *,
+        seeds: bool = True,
     ) -> Iterator[Example]:
         """The labeled examples: items whose votes resolve under ``quorum``, with their decisions (``book``:
-        the store's votes, when the caller read them already); then, with ``pseudo_weight``, the stored
-        pseudo-labels of items no human labeled, each with that weight."""
+        the store's votes, when the caller read them already); then, unless ``seeds`` is false, the seed
+        examples of items whose votes did not resolve, in the order they were imported; then, with
+        ``pseudo_weight``, the stored pseudo-labels of items no human labeled and no seed holds, each with
+        that weight."""
         book = book if book is not None else self.book()
+        resolved: set[str] = set()
         columns = (
             "id, route, predicted, probs, embedding, inclusion, model, decided_at, accept_eligible, segment"
         )
@@ -454,6 +533,7 @@ class DatasetStore:
             r = book.resolve(rid, quorum)
             if r.label is None:
                 continue
+            resolved.add(rid)
             yield Example(
                 rid,
                 r.label,
@@ -471,29 +551,45 @@ class DatasetStore:
                 segment=segment,
             )
 
+        if seeds:
+            rows = self._db.execute(
+                "SELECT id, label, embedding, ts, weight, imported_at FROM seed_examples ORDER BY rowid"
+            )
+            for rid, label, embedding, ts, weight, imported_at in rows:
+                if rid in resolved:
+                    continue  # labeled again here: the stream's label stands
+                yield Example(rid, label, 0, math.nan, "seed", "", [], orjson.loads(embedding), 1.0, weight,
+                              None, rfc3339(imported_at if ts is None else ts), None, "seed")  # fmt: skip
         if pseudo_weight is None:
             return
+        seeded = {r[0] for r in self._db.execute("SELECT id FROM seed_examples")}
         rows = self._db.execute(
             "SELECT id, label, embedding, model, decided_at FROM pseudo_labels ORDER BY decided_at, id"
         )
         for rid, label, embedding, model, decided_at in rows:
-            if rid in book.votes:
+            if rid in book.votes or rid in seeded:
                 continue  # a human answered: that label stands
             yield Example(rid, label, 0, math.nan, "accept", label, [], orjson.loads(embedding), 1.0,
                           pseudo_weight, model, decided_at, True, "pseudo")  # fmt: skip
 
-    def export_jsonl(self, path: str | Path, quorum: int = 1, pseudo_weight: float | None = None) -> int:
-        """Write the examples (and pseudo-labels, with ``pseudo_weight``) as JSON lines; returns how many."""
-        n = 0
+    def export_jsonl(
+        self, path: str | Path, quorum: int = 1, pseudo_weight: float | None = None
+    ) -> Counter[str]:
+        """Write the examples (seeds too, and pseudo-labels with ``pseudo_weight``) as JSON lines, each
+        marked by its ``source``; returns how many of each source."""
+        written: Counter[str] = Counter()
         with open(path, "wb") as f:
             for e in self.examples(quorum, pseudo_weight=pseudo_weight):
                 f.write(orjson.dumps(asdict(e)) + b"\n")
-                n += 1
-        return n
+                written[e.source] += 1
+        return written
 
-    def export_parquet(self, path: str | Path, quorum: int = 1, pseudo_weight: float | None = None) -> int:
+    def export_parquet(
+        self, path: str | Path, quorum: int = 1, pseudo_weight: float | None = None
+    ) -> Counter[str]:
         """Write the examples as one Parquet file (needs pyarrow: ``pip install 'selector[parquet]'``);
-        returns how many. Embeddings and probabilities are list columns; an absent embedding is null."""
+        returns how many of each source. Embeddings and probabilities are list columns; an absent
+        embedding is null."""
         try:
             import pyarrow as pa  # noqa: PLC0415 (optional dependency)
             import pyarrow.parquet as pq  # noqa: PLC0415
@@ -503,7 +599,7 @@ class DatasetStore:
         names = [f.name for f in fields(Example)]
         table = pa.Table.from_pydict({n: [r[n] for r in rows] for n in names}, schema=_parquet_schema(pa))
         pq.write_table(table, str(path))
-        return len(rows)
+        return Counter(r["source"] for r in rows)
 
 
 def _parquet_schema(pa: Any) -> Any:

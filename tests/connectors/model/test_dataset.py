@@ -83,7 +83,7 @@ class TestStore:
         store.add_decisions([decision(f"i-{k:02d}", pi=0.25) for k in range(5)])
         store.add_labels([LabelEvent(f"i-{k:02d}", "ok", "a", 1.0) for k in range(3)])
         out = tmp_path / "examples.jsonl"
-        assert store.export_jsonl(out) == 3
+        assert store.export_jsonl(out).total() == 3
         rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
         assert [r["id"] for r in rows] == ["i-00", "i-01", "i-02"]
         assert {r["weight"] for r in rows} == {4.0}
@@ -94,13 +94,13 @@ class TestStore:
         import pyarrow.parquet as pq  # noqa: PLC0415 (the optional dependency under test)
 
         store = DatasetStore(tmp_path / "d.sqlite")
-        assert store.export_parquet(tmp_path / "empty.parquet") == 0
+        assert store.export_parquet(tmp_path / "empty.parquet").total() == 0
         empty = pq.read_table(tmp_path / "empty.parquet")
         assert empty.num_rows == 0 and empty.schema.field("embedding").type.value_type == "double"
         store.add_decisions([decision(f"i-{k:02d}", pi=0.5, embedding=[k, 1.5]) for k in range(3)])
         store.add_decisions([decision("i-03", pi=0.25)])
         store.add_labels([LabelEvent(f"i-{k:02d}", "dent", "a", 1.0) for k in range(4)])
-        assert store.export_parquet(tmp_path / "x.parquet") == 4
+        assert store.export_parquet(tmp_path / "x.parquet") == {"human": 4}
         store.export_jsonl(tmp_path / "x.jsonl")
         rows = [orjson.loads(line) for line in (tmp_path / "x.jsonl").read_bytes().splitlines()]
         assert pq.read_table(tmp_path / "x.parquet").to_pylist() == rows
@@ -181,7 +181,7 @@ class TestIngest:
         more = [record("labels", 0, 3, {"id": "i-00", "label": "dent", "annotator": "b", "ts": 5})]
         done = again.ingest(to_label, [*labels, more[0]], CLASSES)
         assert (done.decisions, done.labels, done.unknown, done.invalid) == (0, 1, [], [])
-        assert again.counts() == {"decisions": 3, "label_messages": 4, "pseudo_labels": 0}
+        assert again.counts() == {"decisions": 3, "label_messages": 4, "pseudo_labels": 0, "seeds": 0}
         assert again.positions("labels") == {0: 4}
 
     def test_a_failing_before_commit_stores_nothing(self, tmp_path: Path) -> None:
@@ -197,7 +197,7 @@ class TestIngest:
 
         with pytest.raises(RuntimeError, match="unreachable"):
             store.ingest(to_label, labels, CLASSES, before_commit=undeliverable)
-        assert store.counts() == {"decisions": 0, "label_messages": 0, "pseudo_labels": 0}
+        assert store.counts() == {"decisions": 0, "label_messages": 0, "pseudo_labels": 0, "seeds": 0}
         assert store.positions("to-label") == {} and store.positions("labels") == {}
         done = store.ingest(to_label, labels, CLASSES)
         assert (done.decisions, len(done.unknown)) == (1, 1)
