@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -67,21 +68,112 @@ def wilson(successes: int, n: int, z: float = Z_95) -> Interval:
 
 def _wilson_bounds(p: float, n: float, z: float) -> tuple[float, float]:
     """Wilson bounds of proportion ``p`` observed on an (effective, possibly fractional) sample of ``n``."""
-    z2 = z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
+    low, high = bounds(np.array([p]), np.array([n]), np.array([np.inf]), z)
+    return float(low[0]), float(high[0])
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        for num in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-14:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta ``I_x(a, b)``."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+@functools.lru_cache(maxsize=8)
+def _t_table(z: float) -> FloatArray:
+    """Student-t quantiles at the two-sided level of ``z``, for 1..64 degrees of freedom (bisection)."""
+    tail = 0.5 * math.erfc(z / math.sqrt(2.0))
+    out = np.empty(_T_TABLE_DF)
+    for i, df in enumerate(range(1, _T_TABLE_DF + 1)):
+        lo, hi = z, 1e6
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if 0.5 * _betainc(df / 2.0, 0.5, df / (df + mid * mid)) > tail:
+                lo = mid
+            else:
+                hi = mid
+        out[i] = 0.5 * (lo + hi)
+    return out
+
+
+_T_TABLE_DF = 64
+
+
+def t_quantile(df: FloatArray, z: float = Z_95) -> FloatArray:
+    """The Student-t quantile with ``df`` degrees of freedom at the two-sided level of the normal ``z``:
+    exact (tabulated) at whole ``df`` up to 64, linear in ``1 / df`` between, Cornish-Fisher beyond; ``inf``
+    below one degree of freedom."""
+    table = _t_table(float(z))
+    df = np.asarray(df, dtype=np.float64)
+    inv = 1.0 / np.maximum(df, 1.0)
+    grid = 1.0 / np.arange(_T_TABLE_DF, 0, -1, dtype=np.float64)
+    inside = np.interp(inv, grid, table[::-1])
+    v = np.maximum(df, 1.0)
+    z3, z5 = z**3, z**5
+    beyond = z + (z3 + z) / (4 * v) + (5 * z5 + 16 * z3 + 3 * z) / (96 * v * v)
+    out: FloatArray = np.where(df < 1.0, np.inf, np.where(df > _T_TABLE_DF, beyond, inside))
+    return out
+
+
+def bounds(
+    p: FloatArray, n_eff: FloatArray, df: FloatArray, z: float = Z_95
+) -> tuple[FloatArray, FloatArray]:
+    """Wilson bounds of proportions ``p`` at effective sample sizes ``n_eff`` shrunk by Korn & Graubard's
+    degrees-of-freedom factor ``(z / t_df)^2`` (``df = inf``: none); vectorized."""
+    t = t_quantile(df, z)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n = np.where(np.isinf(t), 0.0, n_eff * (z / t) ** 2)
+        z2 = z * z
+        centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+        half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    empty = ~(n > 0)
+    low = np.where(empty, 0.0, np.clip(np.minimum(p, centre - half), 0.0, 1.0))
+    high = np.where(empty, 1.0, np.clip(np.maximum(p, centre + half), 0.0, 1.0))
+    return low, high
+
+
+def interval_from_variance(
+    estimate: float, var: float, n: int, z: float = Z_95, n_items: float | None = None
+) -> Interval:
+    """An interval for a proportion ``estimate`` with variance ``var`` resting on ``n`` labels."""
+    n_eff = estimate * (1 - estimate) / var if var > 0 else float(n_items or n)
+    if n_items is not None:
+        n_eff = min(n_eff, float(n_items))
+    low, high = bounds(np.array([estimate]), np.array([n_eff]), np.array([max(n - 1.0, 0.0)]), z)
+    return Interval(estimate, float(low[0]), float(high[0]), n)
 
 
 def weighted_mean(y: FloatArray, pi: FloatArray, z: float = Z_95) -> Interval:
     """Inverse-probability-weighted (Hajek) proportion of ``y`` (0 or 1) over labeled items with inclusion
     ``pi``, with a Wilson interval at the design's effective sample size.
-
-    The effective size is Korn & Graubard's ``p (1 - p) / var`` (the size of a simple random sample with the
-    linearization variance ``var``), at most the number of labeled items; when every labeled item agrees
-    (``p`` is 0 or 1, no variance to go by) it is Kish's ``(sum w)^2 / sum w^2``, how many items the weights
-    rest on. The plain normal interval ``p +- z sqrt(var)`` collapses to a point in both cases; this one
-    does not. Items seen with certainty (``pi = 1``) carry no sampling error: a census gives a point.
 
     Raises:
         SelectorError: if a ``pi`` is outside (0, 1] or the lengths differ.
@@ -94,19 +186,12 @@ def weighted_mean(y: FloatArray, pi: FloatArray, z: float = Z_95) -> Interval:
         raise SelectorError("inclusion probabilities must lie in (0, 1]")
     w = 1.0 / pi
     total = float(w.sum())
-    mean = min(1.0, max(0.0, float(np.dot(w, y) / total)))  # rounding may step just past [0, 1]
-    var = float(np.sum((1.0 - pi) * w * w * (y - mean) ** 2)) / (total * total)
-    sampled = pi < 1.0
-    if not sampled.any():
-        return Interval(mean, mean, mean, len(y))  # a census: every item was seen
-    if 0.0 < mean < 1.0:
-        if var <= 0.0:  # the sampled items all equal the mean: only certain items vary
-            return Interval(mean, mean, mean, len(y))
-        n_eff = min(float(len(y)), mean * (1.0 - mean) / var)
-    else:  # every labeled item agrees: no variance to go by, only how many items the weights rest on
-        n_eff = total * total / float(np.dot(w, w))
-    low, high = _wilson_bounds(mean, n_eff, z)
-    return Interval(mean, low, high, len(y))
+    mean = min(1.0, max(0.0, float(np.dot(w, y) / total)))
+    var = float(np.sum(w * w * (y - mean) ** 2)) / (total * total)
+    kish = total * total / float(np.dot(w, w))
+    n_eff = min(kish, mean * (1 - mean) / var) if var > 0 else kish
+    low, high = bounds(np.array([mean]), np.array([n_eff]), np.array([kish - 1.0]), z)
+    return Interval(mean, float(low[0]), float(high[0]), len(y))
 
 
 @dataclass(frozen=True)
@@ -116,6 +201,7 @@ class ModelEstimates:
     accuracy: Interval
     recall: dict[str, Interval]
     defect_rate: Interval
+    precision: dict[str, Interval]
 
 
 def model_estimates(
@@ -137,6 +223,29 @@ def model_estimates(
     """
     correct = (label == predicted).astype(np.float64)
     recall = {name: weighted_mean(correct[label == c], pi[label == c], z) for c, name in enumerate(classes)}
+    precision = {
+        name: weighted_mean(correct[predicted == c], pi[predicted == c], z) for c, name in enumerate(classes)
+    }
     return ModelEstimates(
-        weighted_mean(correct, pi, z), recall, weighted_mean(defects[label].astype(np.float64), pi, z)
+        weighted_mean(correct, pi, z),
+        recall,
+        weighted_mean(defects[label].astype(np.float64), pi, z),
+        precision,
     )
+
+
+def confusion(label: IntArray, predicted: IntArray, pi: FloatArray, n_classes: int) -> FloatArray:
+    """The IPW-estimated share of the stream in each cell ``[true, predicted]`` (C x C, summing to 1; zeros
+    when nothing is labeled)."""
+    if not (len(label) == len(predicted) == len(pi)):
+        raise SelectorError(
+            f"label, predicted and pi differ in length: {len(label)}, {len(predicted)}, {len(pi)}"
+        )
+    out = np.zeros((n_classes, n_classes))
+    if len(label) == 0:
+        return out
+    if not ((pi > 0) & (pi <= 1)).all():
+        raise SelectorError("inclusion probabilities must lie in (0, 1]")
+    np.add.at(out, (label, predicted), 1.0 / pi)
+    total: FloatArray = out / out.sum()
+    return total
