@@ -7,8 +7,11 @@ labels, estimates the model's accuracy and triggers retraining; the trainer (its
 better model, and the inference connector swaps to it. A summary line every few seconds shows the routes, the
 label rate against the budget, the model version being served and its estimated accuracy.
 
-Everything the demo writes (dataset store, model registry) lives in a temporary directory, like the
-in-memory broker's topics: each demo starts afresh.
+Everything the demo writes lives in a temporary directory, like the in-memory broker's topics: each demo
+starts afresh. It starts as a new deployment would, through the commands' own functions: its seed digits are
+imported from ``seed.jsonl`` as ``selector dataset import`` does, its first model is trained as ``selector
+retrain`` trains one on seeds alone, and its effective configuration is left in ``config.yaml``, so
+``selector status -c <workdir>/config.yaml`` shows its store afterwards.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
+import orjson
+import yaml
 from kafka import KafkaConsumer
 
 from connectors.demo.line import CLASSES, RARE, Annotators, Digits, FeatureLine
@@ -29,6 +33,7 @@ from connectors.labels.loop import LabelLoop
 from connectors.labels.metrics import labels_part
 from connectors.model.dataset import DatasetStore
 from connectors.model.registry import ModelRegistry
+from connectors.model.seeds import import_seeds
 from connectors.model.serving import ModelServer, serve_part
 from connectors.monitor.cap_watch import describe, ledgers_of
 from connectors.monitor.loop import Monitor
@@ -38,11 +43,17 @@ from connectors.web.metrics import serve
 from connectors.web.server import Endpoint
 from selector.budget.cap_pause import cap_pauses
 from selector.config import HORIZONS_S, Config
+from selector.errors import SelectorError
 
 log = logging.getLogger(__name__)
 
 SEED_ITEMS = 40
 """Labeled digits the first model is trained on (common digits only): a weak start to improve on."""
+SEED_FILE = "seed.jsonl"
+"""The seed digits in the work directory, as a team's labeled set would be given to ``selector dataset
+import``."""
+CONFIG_FILE = "config.yaml"
+"""The demo's effective configuration in its work directory: ``selector status -c`` it afterwards."""
 
 
 CAP_HEADROOM = 1.5
@@ -88,27 +99,38 @@ def demo_config(config: Config, workdir: Path, items_per_s: float | None = None)
     return Config.model_validate(data)
 
 
-def first_model(config: Config, seed: Digits) -> str:
-    """Train, export and promote the model the line starts with; returns its version."""
-    from connectors.model.trainer import onnx_model, settings_of, train_ensemble  # noqa: PLC0415 (torch)
+def prepare(config: Config, seed: Digits, now: float) -> str:
+    """The demo's work directory as a new deployment would start it, through the public path: the
+    effective configuration as ``config.yaml`` (secrets masked, as ``selector check-config`` prints it);
+    the seed digits as ``seed.jsonl``, imported as ``selector dataset import`` does; the first model trained
+    and promoted as ``selector retrain`` does. Returns the promoted version."""
+    from connectors.model.first_model import train_first_model  # noqa: PLC0415 (imports torch)
 
-    r = config.retrain
-    ensemble = train_ensemble(seed.x, seed.y, np.ones(len(seed.y)), CLASSES, settings_of(r))
-    manifest = ModelRegistry(r.registry).add(
-        onnx_model(ensemble).SerializeToString(),
-        {
-            "parent": None,
-            "created_at": time.time(),
-            "classes": CLASSES,
-            "embedding_dim": int(seed.x.shape[1]),
-            "members": r.members,
-            "metrics": {},
-            "data": {"train": len(seed.y)},
-            "settings": {"members": r.members, "hidden": r.hidden, "epochs": r.epochs},
-        },
-        promote=True,
+    workdir = Path(config.dataset.path).parent
+    workdir.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config.masked(), sort_keys=False)
+    (workdir / CONFIG_FILE).write_text(f"# selector demo: effective configuration; secrets masked\n{text}")
+    rows = [{"label": CLASSES[y], "embedding": x.tolist()} for x, y in zip(seed.x, seed.y, strict=True)]
+    (workdir / SEED_FILE).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    store = DatasetStore(config.dataset.path)
+    try:
+        import_seeds(store, workdir / SEED_FILE, config.classes, config.input.embedding_dim, now=now)
+    finally:
+        store.close()
+    first = train_first_model(config, now)
+    current = ModelRegistry(config.retrain.registry).current()
+    if first is None and current is None:
+        raise SelectorError(f"the demo's first model was not trained (registry {config.retrain.registry})")
+    return first.version if first is not None else str(current)
+
+
+def inspect_lines(workdir: Path) -> str:
+    """How to look at what the demo left behind."""
+    config = workdir / CONFIG_FILE
+    return (
+        f"inspect: selector status -c {config}\n"
+        f"inspect: selector dataset export -c {config} --output examples.jsonl"
     )
-    return str(manifest["version"])
 
 
 class Demo:
@@ -126,7 +148,7 @@ class Demo:
         self.config = config
         self.workdir = Path(config.dataset.path).parent
         first, pool, _test = Digits.load().split(seed, SEED_ITEMS)
-        self.version = first_model(config, first)
+        self.version = prepare(config, first, time.time())
         t = config.topics
         self.producer = make_producer(config, servers)  # the simulated line writes as any producer would
         self.monitor = Monitor(config, servers)
@@ -162,8 +184,8 @@ class Demo:
         c = self.config
         return (
             f"selector demo: handwritten digits at {self.line.rate_per_s:g} items/s ('{RARE}' is the rare "
-            f"defect, about 1%); first model {self.version} trained on {SEED_ITEMS} labels; budget "
-            f"{c.budget.rate:.1%}; simulated annotators (mean delay {self.annotators.delay_s:g} s, "
+            f"defect, about 1%); first model {self.version} trained on {SEED_ITEMS} imported seed labels; "
+            f"budget {c.budget.rate:.1%}; simulated annotators (mean delay {self.annotators.delay_s:g} s, "
             f"{self.annotators.error_rate:.0%} wrong); a retrain every {c.retrain.every_labels} labels "
             f"at most every {c.retrain.min_interval_s:g} s; files in {self.workdir}; Ctrl-C stops"
             + (
@@ -192,6 +214,7 @@ class Demo:
             done.set()
             self.stop()
         print(self.summary(), flush=True)
+        print(inspect_lines(self.workdir), flush=True)
 
     def start_metrics(self, reserved: Reserved | None = None) -> None:
         """One dashboard over all three parts on ``metrics.port``; each part's metrics alone on its own port
