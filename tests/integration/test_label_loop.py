@@ -130,7 +130,7 @@ def test_labels_are_joined_dead_lettered_and_never_stored_twice(
     again = LabelLoop(cfg, servers, store)
     run_for_a_while(again, lambda: again.rounds >= 2)  # both topics read to their end, twice
     assert again.totals == {"decisions": 0, "labels": 0, "unknown": 0, "invalid": 0, "pseudo_labels": 0}
-    assert store.counts() == counts == {"decisions": 40, "label_messages": 40, "pseudo_labels": 0}
+    assert store.counts() == counts == {"decisions": 40, "label_messages": 40, "pseudo_labels": 0, "seeds": 0}
     assert len(read_topic(servers, cfg.topics.retrain, expect=2, timeout_s=3)) == 1
     assert again.retrainer is not None and again.retrainer.triggers.requests == 1
 
