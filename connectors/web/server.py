@@ -225,8 +225,9 @@ def peer_status(url: str, timeout_s: float = PEER_TIMEOUT_S) -> dict[str, Any]:
             body = answer.read(PEER_MAX_BYTES + 1)
     except urllib.error.HTTPError as exc:
         return {"url": url, "error": f"HTTP {exc.code} {exc.reason}"}
-    except urllib.error.URLError as exc:
-        return {"url": url, "error": str(exc.reason)}
+    except urllib.error.URLError as exc:  # refused, unknown host, timed out while connecting
+        reason = exc.reason
+        return {"url": url, "error": getattr(reason, "strerror", None) or str(reason)}
     except OSError as exc:  # a timeout or reset while reading
         return {"url": url, "error": str(exc) or type(exc).__name__}
     if len(body) > PEER_MAX_BYTES:
