@@ -188,6 +188,12 @@ class DatasetStore:
     def close(self) -> None:
         self._db.close()
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The store's SQLite connection, for a module that keeps its own tables in the same file and commits
+        them in one transaction with the topic positions (the label loop's population tallies)."""
+        return self._db
+
     def add_decisions(self, records: Iterable[dict[str, Any]]) -> int:
         """Store to-label records (as dicts); an id already stored keeps its first decision, and a record
         that is not a decision is skipped (:meth:`selector.messages.to_label.ToLabelRecord.decision`).
