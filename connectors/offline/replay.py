@@ -268,6 +268,32 @@ def run_replay(
     return EXIT_OK
 
 
+def run_compare(
+    paths: tuple[str, ...], *, report: str | None, output: str | None, rate_per_s: float | None
+) -> int:
+    """The command with ``--compare A.json B.json``: print the two summaries side by side (and write the
+    HTML page to ``report``).
+
+    Returns:
+        0, or 2 (usage) with the reason on stderr: an option that only a replay takes, a file that is not a
+        replay summary, summaries of different inputs.
+    """
+    from connectors.offline.compare import compare  # noqa: PLC0415 (only when a comparison is asked for)
+
+    for name, given in (("--output", output), ("--rate", rate_per_s)):
+        if given is not None:
+            return _usage(f"{name} applies to a replay, not to --compare (which replays nothing)")
+    a, b = paths
+    try:
+        text, warning = compare((a, b), report)
+    except ReplayUsageError as exc:
+        return _usage(str(exc))
+    if warning:
+        print(f"selector replay: warning: {warning}", file=sys.stderr)
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
 def _open_input(stack: ExitStack, path: str) -> IO[bytes]:
     try:
         return stack.enter_context(Path(path).open("rb"))

@@ -16,7 +16,7 @@ def accept_cards(s: dict[str, Any]) -> list[str]:
     acc, dc = s.get("accept"), s.get("defect_capture")
     if not acc or not acc["with_label"]:
         return []
-    out = [card(interval(acc["precision"]), "accept precision (95% interval)")]
+    out = [card(interval(acc["precision"], 2), "accept precision (95% interval)")]
     if dc and dc["items"]:
         worse = dc["capture"] < dc["random_capture"]
         out.append(

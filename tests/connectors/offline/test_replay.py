@@ -355,6 +355,9 @@ class TestDefectCapture:
             "recall": 0.833333,
             "random_recall": 0.15,
             "enrichment": 5.555556,
+            "accepted_correctly": 0,
+            "accepted_wrongly": 20,
+            "skipped": 0,
         }
         assert gt["by_class"]["ok"]["recall"] == 0.056818
         assert gt["by_class"]["ok"]["enrichment"] == 0.378788
@@ -508,7 +511,7 @@ class TestReport:
         assert code == 0 and summary is not None
         html = report.read_text()
         assert html.startswith("<!DOCTYPE html>")
-        assert html.count("<svg") == 7
+        assert html.count("<svg") == 8
         for title in (
             "Label rate per",
             "Items per route",
@@ -516,7 +519,8 @@ class TestReport:
             "Labels per segment",
             "Labels per selection mechanism",
             "Peak share of each cap in use",
-            "Capture of each true class",
+            "Capture of each defect class vs random sampling",
+            "Labeled share of each true class",
         ):
             assert title in html
         assert "<polyline" in html and "<rect" in html
