@@ -3,6 +3,7 @@ transaction with the predictions topic's positions, whatever the restarts and th
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +134,9 @@ class TestExactlyOnce:
         assert store.positions("predictions") == {0: 100}
         assert_same(total(again), Tally.of_batch(li.probs, li.predicted))
 
-    def test_tallies_and_positions_commit_together_or_not_at_all(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_tallies_and_positions_commit_together_or_not_at_all(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """A crash while storing the positions leaves neither the tallies nor the positions: the records
         are counted once when read again."""
         li = line(50)
@@ -162,7 +165,7 @@ class TestExactlyOnce:
         recs = li.records()
         population = Population(DatasetStore(":memory:"), config())
         bounds = sorted({0, 80, *cuts})
-        for k, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        for k, (a, b) in enumerate(pairwise(bounds)):
             population.ingest(recs[a:b], now=T0)
             if k < len(replays):
                 population.ingest(recs[: replays[k]], now=T0)
