@@ -41,6 +41,7 @@ from connectors.monitor.metrics import monitor_part
 from connectors.settings.startup import Reserved
 from connectors.web.metrics import serve
 from connectors.web.server import Endpoint
+from connectors.web.versions import with_registry
 from selector.budget.cap_pause import cap_pauses
 from selector.config import HORIZONS_S, Config
 from selector.errors import SelectorError
@@ -223,10 +224,15 @@ class Demo:
         m = self.config.metrics
         if m.enabled:
             take = reserved.take if reserved is not None else lambda _key: None
-            parts = [monitor_part(self.monitor), labels_part(self.loop), serve_part(self.server)]
+            registry = ModelRegistry(self.config.retrain.registry)
+            parts = [
+                monitor_part(self.monitor),
+                with_registry(labels_part(self.loop), registry),
+                serve_part(self.server),
+            ]
             self.endpoints = [
                 serve(parts, m.host, m.port, metrics_of=parts[:1], sock=take("port")),
-                serve([parts[1]], m.host, m.labels_port, dashboard=False, sock=take("labels_port")),
+                serve([parts[1]], m.host, m.labels_port, sock=take("labels_port")),
                 serve([parts[2]], m.host, m.serve_port, dashboard=False, sock=take("serve_port")),
             ]
 

@@ -14,12 +14,12 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from connectors.cli.labels import with_registry
 from connectors.labels.loop import LabelLoop
 from connectors.labels.metrics import LabelLoopCollector, labels_part
 from connectors.model.registry import ModelRegistry
 from connectors.monitor.metrics import monitor_part
 from connectors.web.server import Endpoint, peer_status
+from connectors.web.versions import with_registry
 from selector.config import Config, parse_config
 from selector.errors import ConfigError
 from selector.quality.labels import LabelEvent
@@ -62,7 +62,7 @@ def label_loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpo
     loop.refresh_status()
     loop.rounds = 1
     loop.read_registry()
-    endpoint = Endpoint([with_registry(labels_part(loop), root)], "127.0.0.1", 0).start()
+    endpoint = Endpoint([with_registry(labels_part(loop), ModelRegistry(root))], "127.0.0.1", 0).start()
     yield endpoint, loop
     endpoint.close()
 
@@ -145,7 +145,8 @@ class TestLabelLoopPage:
         assert get(endpoint.port, "/api/labels")[0] == 404  # relays only with metrics.labels_url
 
     def test_without_a_registry_directory_the_status_has_none(self, tmp_path: Path) -> None:
-        part = with_registry(labels_part(LabelLoop(CFG_NO_REGISTRY, "127.0.0.1:9")), tmp_path / "absent")
+        loop = LabelLoop(CFG_NO_REGISTRY, "127.0.0.1:9")
+        part = with_registry(labels_part(loop), ModelRegistry(tmp_path / "absent"))
         assert part.sample is not None
         part.sample(0.0)
         assert part.status()["registry"] is None
