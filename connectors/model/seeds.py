@@ -76,7 +76,7 @@ class SeedImport:
         """The command's one line: ``N seed examples stored from FILE (n new, k already there); by label``."""
         labels = ", ".join(f"{name} {n:,}" for name, n in self.by_label.items() if n)
         repeated = (
-            f"; {self.rows - self.seeds:,} repeated rows counted once" if self.rows > self.seeds else ""
+            f"; {_rows(self.rows - self.seeds)} repeated, counted once" if self.rows > self.seeds else ""
         )
         verb = "would be stored" if self.dry_run else "stored"
         return (
