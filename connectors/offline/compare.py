@@ -2,9 +2,9 @@
 
 The figures: the rates (query, audit, accept, skip), labels spent against the budget and the shortfall,
 accept precision overall and per predicted class with 95% intervals, defect capture, accepted wrongly per
-true class, and the configuration keys that differ (only those), each with the difference B - A where a
-difference means something (percentage points for rates). Printed as aligned text, or written as one
-self-contained HTML page.
+true class, each reserved share binding or not, and the configuration keys that differ (only those), each
+with the difference B - A where a difference means something (percentage points for rates). Printed as
+aligned text, or written as one self-contained HTML page.
 
 Two summaries are comparable when they replayed the same records (the same input ``digest``). Summaries of
 one source whose record counts differ (a topic that grew, a file appended to) are compared with a warning;
@@ -162,6 +162,10 @@ def rows(a: dict[str, Any], b: dict[str, Any]) -> list[Row]:
         out += [
             Row("accepted wrongly (true class)", n, "number", wa.get(n), wb.get(n)) for n in _union(wa, wb)
         ]
+    ra, rb = a["config"].get("reserved") or {}, b["config"].get("reserved") or {}
+    out += [
+        Row("reserved shares", n, "value", _binding(ra.get(n)), _binding(rb.get(n))) for n in _union(ra, rb)
+    ]
     sa, sb = _settings(a), _settings(b)
     out += [
         Row("configuration (keys that differ)", k, "value", sa.get(k, MISSING), sb.get(k, MISSING))
@@ -169,6 +173,13 @@ def rows(a: dict[str, Any], b: dict[str, Any]) -> list[Row]:
         if sa.get(k, MISSING) != sb.get(k, MISSING)
     ]
     return out
+
+
+def _binding(pool: dict[str, Any] | None) -> str:
+    if pool is None:
+        return MISSING
+    state = "binding" if pool["binding"] else "not binding"
+    return f"{pool['share']:g}: {state}, {pool['labels']} labels"
 
 
 def _budgeted(s: dict[str, Any]) -> float:

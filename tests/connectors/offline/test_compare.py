@@ -95,6 +95,21 @@ class TestCompareText:
         assert section["scratch"] == ["16", "6", "-10"]
         assert section["ok"] == ["4", "4", "0"]
 
+    def test_reserved_shares_binding_or_not(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """B reserves shares A has not: each is shown with whether it was binding (crack has too few
+        eligible items for half the budget, ok plenty for a fifth); the shares are the keys that differ."""
+        data = write_lines(tmp_path / "p.jsonl", prediction_lines(6000))
+        budget = "budget: {rate: 0.05, audit_rate: 0.002%s}\n"
+        a = summarize(capsys, write_config(tmp_path / "a.yaml", budget % ""), data, tmp_path / "a.json")
+        shares = ", class_shares: {crack: 0.5, ok: 0.2}"
+        b = summarize(capsys, write_config(tmp_path / "b.yaml", budget % shares), data, tmp_path / "b.json")
+        _, out, _ = compare(capsys, str(a), str(b))
+        rows = cells(out.split("reserved shares\n", 1)[1])
+        assert rows["class:ok"] == ["(unset)", "0.2: binding, 60 labels"]
+        assert rows["class:crack"][0] == "(unset)"
+        assert re.fullmatch(r"0\.5: not binding, \d+ labels", rows["class:crack"][1])
+        assert rows["budget.class_shares.crack"] == ["(unset)", "0.5"]
+
 
 class _Tags(HTMLParser):
     VOID = frozenset({"meta", "br"})
