@@ -18,8 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compare",
         nargs=2,
         metavar=("A.json", "B.json"),
-        help="print two replay summaries' key figures side by side (rates, spend, accept precision, defect "
-        "capture, the configuration keys that differ) with B - A; replays nothing",
+        help="print two replay summaries' key figures side by side with B - A (rates, spend, accept "
+        "precision, defect capture, reserved shares binding or not, the configuration keys that differ); "
+        "replays nothing, refuses summaries of different inputs",
     )
     parser.add_argument("--output", metavar="FILE", help="write one JSON line per decided record")
     parser.add_argument(

@@ -47,6 +47,7 @@ INTERVAL_NOTE = (
 
 
 def accept_section(s: dict[str, Any]) -> str:
+    """Accept precision per predicted class with its interval and threshold, and overall."""
     acc = s.get("accept")
     title = "<h2>Accept precision per predicted class</h2>"
     if not acc or not acc["with_label"]:
@@ -82,6 +83,7 @@ def accept_section(s: dict[str, Any]) -> str:
 
 
 def defect_capture_section(s: dict[str, Any]) -> str:
+    """Defects caught (labeled, accepted correctly) and missed, per defect class, against random sampling."""
     dc = s.get("defect_capture")
     title = "<h2>Defect capture</h2>"
     if not dc or not dc["items"]:
@@ -137,6 +139,7 @@ def defect_capture_section(s: dict[str, Any]) -> str:
 
 
 def truth_section(s: dict[str, Any]) -> str:
+    """Outcomes per true class, and each class's labeled share against random sampling (the enrichment)."""
     gt = s["ground_truth"]
     title = "<h2>Outcomes per true class</h2>"
     if not gt["items"]:
