@@ -323,6 +323,15 @@ class DatasetConfig(_Section):
     unknown_label_ttl_s: Annotated[float, Field(ge=0.0)] = 3600.0
     """How long a label whose decision was not read yet waits (parked in the store) before it is
     dead-lettered as ``unknown_id`` (0: at the end of the round that read it)."""
+    consensus: Literal["dawid_skene", "majority"] = "dawid_skene"
+    """How votes resolve (:mod:`selector.quality.consensus`): annotators weighed by their estimated
+    reliability, or a strict majority"""
+    weak_below: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
+    """An item whose consensus confidence is below this (or whose votes tie) asks for another vote"""
+    max_votes: Annotated[int, Field(ge=2)] = 3
+    """An item with this many votes is not asked again"""
+    max_revotes_per_round: Annotated[int, Field(ge=0)] = 100
+    """At most this many items asked for another vote per label-loop round (0: never ask)"""
 
 
 class QualityConfig(_Section):
