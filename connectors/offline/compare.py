@@ -166,7 +166,7 @@ def rows(a: dict[str, Any], b: dict[str, Any]) -> list[Row]:
     out += [
         Row("reserved shares", n, "value", _binding(ra.get(n)), _binding(rb.get(n))) for n in _union(ra, rb)
     ]
-    sa, sb = _settings(a), _settings(b)
+    sa, sb = settings_pair(a, b)
     out += [
         Row("configuration (keys that differ)", k, "value", sa.get(k, MISSING), sb.get(k, MISSING))
         for k in sorted(set(sa) | set(sb))
@@ -186,18 +186,37 @@ def _budgeted(s: dict[str, Any]) -> float:
     return round(float(s["items"]) * float(s["rates"]["target"]), 3)
 
 
-def _settings(s: dict[str, Any]) -> dict[str, Any]:
-    """The decision settings as flat keys; for a summary without them, its ``config`` table flattened."""
-    c = s["config"]
-    if "settings" in c:
-        return dict(c["settings"])
+def settings_pair(a: dict[str, Any], b: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both summaries' decision settings as flat keys (``config.settings``); when one summary predates them,
+    both ``config`` tables flattened the way that one has them, so the same keys are set side by side."""
+    if all("settings" in s["config"] for s in (a, b)):
+        return dict(a["config"]["settings"]), dict(b["config"]["settings"])
+    return _legacy(a["config"]), _legacy(b["config"])
+
+
+LEGACY_KEYS = (
+    "classes",
+    "measure",
+    "rate",
+    "audit_rate",
+    "exploration",
+    "controller",
+    "caps",
+    "class_shares",
+    "segment_shares",
+    "seed",
+)
+"""The ``config`` table of summaries written before ``config.settings``."""
+
+
+def _legacy(c: dict[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
-    for k, v in c.items():
+    for k in LEGACY_KEYS:
+        v = c.get(k)
         if isinstance(v, dict):
             flat.update({f"{k}.{kk}": vv for kk, vv in v.items()})
-        else:
+        elif k in c:
             flat[k] = v
-    flat.pop("hash", None)
     return flat
 
 
@@ -280,7 +299,7 @@ def render_html(paths: tuple[str, str], a: dict[str, Any], b: dict[str, Any], wa
 
 
 def _config_table(a: dict[str, Any], b: dict[str, Any]) -> list[list[str]]:
-    sa, sb = _settings(a), _settings(b)
+    sa, sb = settings_pair(a, b)
     return [[k, fmt("value", sa.get(k, MISSING)), fmt("value", sb.get(k, MISSING))] for k in _union(sa, sb)]
 
 

@@ -110,6 +110,27 @@ class TestCompareText:
         assert re.fullmatch(r"0\.5: not binding, \d+ labels", rows["class:crack"][1])
         assert rows["budget.class_shares.crack"] == ["(unset)", "0.5"]
 
+    def test_a_summary_from_before_the_accept_side(
+        self, tmp_path: Path, pair: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A summary without digest, accept side or settings still compares (by its source): its missing
+        figures show as '-', and the configuration is compared on the keys both tables have."""
+        old = json.loads(pair[0].read_text())
+        for key in ("accept", "defect_capture"):
+            del old[key]
+        del old["input"]["digest"]
+        old["config"] = {
+            k: v for k, v in old["config"].items() if k not in ("accept", "reserved", "settings")
+        }
+        old_path = tmp_path / "old.json"
+        old_path.write_text(json.dumps(old))
+        code, out, err = compare(capsys, str(old_path), str(pair[1]))
+        assert code == 0 and err == ""
+        rows = cells(out)
+        assert rows["all classes"] == ["-", shown(430, 440)]
+        assert rows["accept rate"] == ["76.67%", "73.33%", "-3.33 pp"]
+        assert "configuration: no decision setting differs" in out
+
 
 class _Tags(HTMLParser):
     VOID = frozenset({"meta", "br"})
