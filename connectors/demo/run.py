@@ -110,7 +110,8 @@ def prepare(config: Config, seed: Digits, now: float) -> str:
     workdir = Path(config.dataset.path).parent
     workdir.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(config.masked(), sort_keys=False)
-    (workdir / CONFIG_FILE).write_text(f"# selector demo: effective configuration; secrets masked\n{text}")
+    header = "# selector demo: effective configuration; secrets masked\n"
+    (workdir / CONFIG_FILE).write_text(header + text, encoding="utf-8")
     rows = [{"label": CLASSES[y], "embedding": x.tolist()} for x, y in zip(seed.x, seed.y, strict=True)]
     (workdir / SEED_FILE).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     store = DatasetStore(config.dataset.path)

@@ -574,7 +574,7 @@ class DatasetStore:
         )
         for rid, label, embedding, model, decided_at in rows:
             if rid in book.votes or rid in seeded:
-                continue  # a human answered: that label stands
+                continue  # a human answered, or the item is a seed: that label stands
             yield Example(rid, label, 0, math.nan, "accept", label, [], orjson.loads(embedding), 1.0,
                           pseudo_weight, model, decided_at, True, "pseudo")  # fmt: skip
 
