@@ -247,6 +247,11 @@ def diff(kind: Kind, a: Any, b: Any) -> str:
     return f"{d:+.2f}"
 
 
+def _cells(r: Row) -> list[str]:
+    """A row as shown: its name, A, B and B - A."""
+    return [r.name, fmt(r.kind, r.a), fmt(r.kind, r.b), diff(r.kind, r.a, r.b)]
+
+
 def _title(path: str, s: dict[str, Any]) -> str:
     inp = s["input"]
     return (
@@ -257,7 +262,7 @@ def _title(path: str, s: dict[str, Any]) -> str:
 def render_text(paths: tuple[str, str], a: dict[str, Any], b: dict[str, Any]) -> str:
     """The comparison as aligned text: one block per section, columns A, B and B - A."""
     table_rows = rows(a, b)
-    cells = [(r.name, fmt(r.kind, r.a), fmt(r.kind, r.b), diff(r.kind, r.a, r.b)) for r in table_rows]
+    cells = [_cells(r) for r in table_rows]
     width = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(("", "A", "B", "B - A"))]
     lines = [f"A: {_title(paths[0], a)}", f"B: {_title(paths[1], b)}"]
     section = None
@@ -289,9 +294,7 @@ def render_html(paths: tuple[str, str], a: dict[str, Any], b: dict[str, Any], wa
         parts.append(f'<div class="cards"><div class="card warn"><span>{escape(warning)}</span></div></div>')
     by_section: dict[str, list[list[str]]] = {}
     for r in rows(a, b):
-        by_section.setdefault(r.section, []).append(
-            [r.name, fmt(r.kind, r.a), fmt(r.kind, r.b), diff(r.kind, r.a, r.b)]
-        )
+        by_section.setdefault(r.section, []).append(_cells(r))
     for section, body in by_section.items():
         parts.append(f"<h2>{escape(section)}</h2>" + table(["", "A", "B", "B - A"], body))
     parts.append("<h2>Configurations</h2>" + table(["key", "A", "B"], _config_table(a, b)))
