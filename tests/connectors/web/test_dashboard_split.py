@@ -12,10 +12,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry
 
 from connectors.labels.loop import LabelLoop
-from connectors.labels.metrics import LabelLoopCollector, labels_part
+from connectors.labels.metrics import labels_part
 from connectors.model.registry import ModelRegistry
 from connectors.monitor.metrics import monitor_part
 from connectors.web.server import Endpoint, peer_status
@@ -83,27 +82,26 @@ def monitor_at() -> Iterator[Callable[[str], Endpoint]]:
         endpoint.close()
 
 
-def loop_metric(loop: LabelLoop, name: str, labels: dict[str, str] | None = None) -> float:
-    registry = CollectorRegistry()
-    registry.register(LabelLoopCollector(loop))
-    value = registry.get_sample_value(name, labels or {})
+def exported(endpoint: Endpoint, name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample of the label loop endpoint's /metrics (its collector, read at this moment)."""
+    value = endpoint.registry.get_sample_value(name, labels or {})
     assert value is not None, name
     return value
 
 
-def assert_label_loop_panels(values: dict[str, str], loop: LabelLoop) -> None:
-    """The page's label loop numbers are the ones its collector exports."""
-    resolved = loop_metric(loop, "selector_labeled_items", {"state": "resolved"})
-    unresolved = loop_metric(loop, "selector_labeled_items", {"state": "unresolved"})
+def assert_label_loop_panels(values: dict[str, str], endpoint: Endpoint) -> None:
+    """The page's label loop numbers are the ones the label loop's endpoint exports."""
+    resolved = exported(endpoint, "selector_labeled_items", {"state": "resolved"})
+    unresolved = exported(endpoint, "selector_labeled_items", {"state": "unresolved"})
     assert values["labels.labeled"] == f"{int(resolved):,}" and unresolved > 0
     assert values["labels.unresolved"] == f"{int(unresolved):,}"
-    overall = loop_metric(loop, "selector_estimated_accuracy_ratio", {"scope": "overall"})
+    overall = exported(endpoint, "selector_estimated_accuracy_ratio", {"scope": "overall"})
     assert values["accuracy.overall"] == f"{overall:.1%}"
-    audits = loop_metric(loop, "selector_estimated_accuracy_ratio", {"scope": "auto_accept"})
+    audits = exported(endpoint, "selector_estimated_accuracy_ratio", {"scope": "auto_accept"})
     assert values["accuracy.auto_accept"] == f"{audits:.1%}"
-    agreement = loop_metric(loop, "selector_annotator_agreement_ratio")
+    agreement = exported(endpoint, "selector_annotator_agreement_ratio")
     assert values["labels.agreement"] == f"{agreement:.1%}"
-    assert loop_metric(loop, "selector_model_info", {"version": "v3"}) == 1.0
+    assert exported(endpoint, "selector_model_info", {"version": "v3"}) == 1.0
     assert values["registry.current"] == values["model.version"] == "v3"
     assert values["retrain.promoted"] == "0" and values["retrain.failed"] == "0"
     gates = {k: v for k, v in values.items() if k.startswith("registry.v")}
@@ -112,11 +110,13 @@ def assert_label_loop_panels(values: dict[str, str], loop: LabelLoop) -> None:
 
 
 class TestLabelLoopPage:
-    def test_it_draws_its_panels_with_its_metrics_numbers_and_hides_the_monitors(self, label_loop) -> None:  # type: ignore[no-untyped-def]
-        endpoint, loop = label_loop
+    def test_it_draws_its_panels_with_its_metrics_numbers_and_hides_the_monitors(
+        self, label_loop: tuple[Endpoint, LabelLoop]
+    ) -> None:
+        endpoint, _ = label_loop
         dom = browse(f"http://127.0.0.1:{endpoint.port}/", "--dump-dom")
         assert 'class="dot ok"' in dom, "the page never got a status"
-        assert_label_loop_panels(shown(dom), loop)
+        assert_label_loop_panels(shown(dom), endpoint)
         for card in ("rate", "routes", "spend", "thresholds", "scores"):
             assert re.search(rf'<section id="card-{card}"[^>]*hidden', dom), card
         for card in ("labels", "quality", "model"):
@@ -126,7 +126,9 @@ class TestLabelLoopPage:
         assert re.search(r'<span class="kv" data-needs="serve"[^>]*hidden', dom), "no model served here"
         assert "0.701 / 0.640" in dom and "0.612 / 0.640" in dom
 
-    def test_its_status_lists_the_registrys_newest_versions_with_their_gate(self, label_loop) -> None:  # type: ignore[no-untyped-def]
+    def test_its_status_lists_the_registrys_newest_versions_with_their_gate(
+        self, label_loop: tuple[Endpoint, LabelLoop]
+    ) -> None:
         endpoint, _ = label_loop
         registry = orjson.loads(get(endpoint.port, "/api/status")[2])["labels"]["registry"]
         assert registry["current"] == "v3"
@@ -157,20 +159,24 @@ CFG_NO_REGISTRY: Config = parse_config({"kafka": {"bootstrap_servers": "127.0.0.
 
 
 class TestMonitorPage:
-    def test_it_draws_the_label_loops_panels_from_labels_url(self, label_loop, monitor_at) -> None:  # type: ignore[no-untyped-def]
+    def test_it_draws_the_label_loops_panels_from_labels_url(
+        self, label_loop: tuple[Endpoint, LabelLoop], monitor_at: Callable[[str], Endpoint]
+    ) -> None:
         """Both parts' panels; the label loop's numbers are its own metrics'; a link to its dashboard."""
-        loop_endpoint, loop = label_loop
+        loop_endpoint, _ = label_loop
         url = f"http://127.0.0.1:{loop_endpoint.port}/"
         endpoint = monitor_at(url)
         dom = browse(f"http://127.0.0.1:{endpoint.port}/", "--dump-dom")
         values = shown(dom)
-        assert_label_loop_panels(values, loop)
+        assert_label_loop_panels(values, loop_endpoint)
         assert values["items.total"] == "500" and values["labels.url"] == url
         hidden = set(re.findall(r'<section id="card-([a-z]+)"[^>]*hidden', dom))
         assert hidden <= {"estimates", "breakdown", "confusion"}, hidden  # drawn when the status has them
         assert re.search(r'<div id="note-labels" class="note[^"]*"[^>]*hidden', dom)
 
-    def test_a_label_loop_that_is_down_is_said_unreachable(self, monitor_at) -> None:  # type: ignore[no-untyped-def]
+    def test_a_label_loop_that_is_down_is_said_unreachable(
+        self, monitor_at: Callable[[str], Endpoint]
+    ) -> None:
         url = f"http://127.0.0.1:{closed_port()}"
         endpoint = monitor_at(url)
         dom = browse(f"http://127.0.0.1:{endpoint.port}/", "--dump-dom")
@@ -182,7 +188,9 @@ class TestMonitorPage:
 
 
 class TestRelay:
-    def test_the_status_of_a_live_endpoint_and_why_there_is_none(self, label_loop) -> None:  # type: ignore[no-untyped-def]
+    def test_the_status_of_a_live_endpoint_and_why_there_is_none(
+        self, label_loop: tuple[Endpoint, LabelLoop]
+    ) -> None:
         endpoint, loop = label_loop
         relayed = peer_status(f"http://127.0.0.1:{endpoint.port}")
         assert relayed["status"]["labels"]["labeled"] == loop.status.labeled
@@ -200,7 +208,9 @@ class TestRelay:
             answer = peer_status(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout_s=0.2)
         assert "timed out" in answer["error"]
 
-    def test_the_monitors_status_names_the_url_and_relays_it(self, label_loop, monitor_at) -> None:  # type: ignore[no-untyped-def]
+    def test_the_monitors_status_names_the_url_and_relays_it(
+        self, label_loop: tuple[Endpoint, LabelLoop], monitor_at: Callable[[str], Endpoint]
+    ) -> None:
         loop_endpoint, _ = label_loop
         url = f"http://127.0.0.1:{loop_endpoint.port}"
         endpoint = monitor_at(url)
