@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace, config: Config, reserved: Reserved) -> int:
     del reserved
-    from connectors.labels.status import label_status, render  # noqa: PLC0415 (status-only module)
+    from connectors.labels.report import render  # noqa: PLC0415 (status-only modules)
+    from connectors.labels.status import label_status  # noqa: PLC0415
 
     with existing_store(config) as store:
         if store is None:

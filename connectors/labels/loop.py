@@ -3,9 +3,11 @@
 Each round it reads the labels topic (what annotators answered), the to-label topic (the decisions that asked
 for labels) and, with pseudo-labels on, the accepted topic, without a consumer group, from where the dataset
 store says it stopped, and ingests them into the store in one transaction
-(:meth:`connectors.model.dataset.DatasetStore.ingest`), so a restart neither loses nor repeats a message. A
-label
-whose decision was not read yet (a lagging to-label topic, a loop restarted between the two) is parked in the
+(:meth:`connectors.model.dataset.DatasetStore.ingest`), so a restart neither loses nor repeats a message. With
+``quality.read_predictions`` it also counts every prediction of the predictions topic into the population
+tallies (:mod:`connectors.labels.population`, its own transaction with that topic's positions), which the
+prediction-powered and label-free estimates need. A label whose decision was not read yet (a lagging to-label
+topic, a loop restarted between the two) is parked in the
 store and joined when the decision arrives; one still unknown after ``dataset.unknown_label_ttl_s``, or an
 invalid label message, goes to the dead-letter topic (stage ``labels``) with its original bytes and a reason;
 nothing is dropped. Then it refreshes the
@@ -33,6 +35,7 @@ from connectors.kafka.clients import make_producer, redact, secrets_of
 from connectors.kafka.delivery import Outgoing, dead_letter, deliver, refused_to_dead_letter
 from connectors.kafka.outage import close_clients, watch_outages
 from connectors.kafka.topic_reader import TopicReader
+from connectors.labels.population import Counted, Population, bucket_width, count_new
 from connectors.labels.retraining import Retrainer
 from connectors.labels.status import LabelStatus, label_status
 from connectors.model.dataset import DatasetStore, Ingested
@@ -77,6 +80,9 @@ class LabelLoop:
         self.store = store if store is not None else DatasetStore(config.dataset.path)
         self._stop = threading.Event()
         self.totals = {"decisions": 0, "labels": 0, "unknown": 0, "invalid": 0, "pseudo_labels": 0}
+        self.predictions = {"counted": 0, "undecodable": 0}
+        """records of the predictions topic read by this process: counted in the population, or not"""
+        self.population = Population(self.store, config)
         self.parked = self.store.parked_count()
         """label messages waiting in the store for their decision"""
         self.rounds = 0
@@ -89,8 +95,9 @@ class LabelLoop:
         """the registry's promoted version, read once a round (the collector reads this, not the disk)"""
         """wall-clock time the last round completed"""
         self.status: LabelStatus = label_status(self.store, config)
-        """the store's counts and estimates, recomputed after rounds that stored something, at most every
-        ``status_interval_s`` (each recomputation reads the whole store)"""
+        """the store's counts and estimates, recomputed after rounds that stored something (and once a time
+        bucket of the window as it slides), at most every ``status_interval_s`` (each recomputation reads the
+        whole store)"""
         self.status_interval_s = status_interval_s
         self._status_at = time.monotonic()
         self._stale = False
@@ -119,7 +126,8 @@ class LabelLoop:
         to_label, labels = open_reader(topics.to_label), open_reader(topics.labels)
         # the pseudo-label sample rides on the accepted topic
         accepted = open_reader(topics.accepted) if cfg.dataset.pseudo_label_share > 0 else None
-        readers = [r for r in (to_label, labels, accepted) if r is not None]
+        predictions = open_reader(topics.predictions) if cfg.quality.read_predictions else None
+        readers = [r for r in (to_label, labels, accepted, predictions) if r is not None]
         producer = make_producer(cfg, self.servers)
         self.retrainer = Retrainer(cfg, self.servers, self.store, time.time())
         ends = None if duration_s is None else time.monotonic() + duration_s
@@ -147,6 +155,8 @@ class LabelLoop:
                         now=self.clock(),
                         unknown_label_ttl_s=cfg.dataset.unknown_label_ttl_s,
                     )
+                    if predictions is not None:
+                        self._count_population(count_new(predictions, self.population, time.time()))
                 except KafkaError as exc:
                     if not exc.retriable:
                         raise
@@ -157,7 +167,8 @@ class LabelLoop:
                         r.close()
                     to_label, labels = open_reader(topics.to_label), open_reader(topics.labels)
                     accepted = open_reader(topics.accepted) if accepted is not None else None
-                    readers = [r for r in (to_label, labels, accepted) if r is not None]
+                    predictions = open_reader(topics.predictions) if predictions is not None else None
+                    readers = [r for r in (to_label, labels, accepted, predictions) if r is not None]
                     continue
                 self._count(done)
                 st = self.status
@@ -215,6 +226,13 @@ class LabelLoop:
         """Note the registry's promoted version (once a round; metrics and status read the note)."""
         self.registry_current = ModelRegistry(self.config.retrain.registry).current()
 
+    def _count_population(self, done: Counted) -> None:
+        self.predictions["counted"] += done.items
+        self.predictions["undecodable"] += sum(done.rejected.values())
+        self._stale |= bool(done.items)
+        if done.rejected:
+            log.debug("predictions not counted in the population: %s", done.rejected)
+
     def _count(self, done: Ingested) -> None:
         self.totals["decisions"] += done.decisions
         self.totals["labels"] += done.labels
@@ -229,7 +247,9 @@ class LabelLoop:
             )
             self.latency_sum += float(lat.sum())
         self._stale |= bool(done.decisions or done.labels)
-        if self._stale and time.monotonic() - self._status_at >= self.status_interval_s:
+        age = time.monotonic() - self._status_at
+        # the window slides even when nothing new arrives: recompute at least once a bucket width
+        if age >= self.status_interval_s and (self._stale or age >= bucket_width(self.config)):
             self.refresh_status()
         if done.decisions or done.labels or done.unknown or done.invalid:
             log.debug(

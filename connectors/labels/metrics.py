@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from connectors.labels.loop import DEAD_LETTER_STAGE, LATENCY_BUCKETS, LabelLoop
 from connectors.labels.retraining import OUTCOMES, REASONS
+from connectors.labels.status import METHODS, WINDOWS, LabelStatus, Scoped
 from connectors.web.metrics import build_info, histogram, kafka_outage
 from connectors.web.server import Part
 from selector.quality.estimates import Interval
@@ -31,6 +32,72 @@ def _intervals(name: str, doc: str, label: str | None, intervals: Mapping[str, I
         for family, value in zip(families, values, strict=True):
             family.add_metric([key] if label else [], value)
     yield from families
+
+
+MAX_SEGMENTS = 50
+"""Segments exported per window (those with the most items): the breakdown's cardinality stays bounded."""
+
+Row = tuple[list[str], Interval]
+
+
+def _ratio_families(stem: str, doc: str, labels: list[str], rows: Iterable[Row]) -> Iterator[Metric]:
+    """``{stem}_ratio`` with its ``_low_ratio`` and ``_high_ratio`` (the 95% interval), one sample per row."""
+    families = [
+        GaugeMetricFamily(f"{stem}_ratio", doc, labels=labels),
+        GaugeMetricFamily(f"{stem}_low_ratio", f"{doc} Lower end of its 95% interval.", labels=labels),
+        GaugeMetricFamily(f"{stem}_high_ratio", f"{doc} Upper end of its 95% interval.", labels=labels),
+    ]
+    for values, i in rows:
+        for family, v in zip(families, (i.estimate, i.low, i.high), strict=True):
+            family.add_metric(values, v)
+    yield from families
+
+
+def _estimate_rows(st: LabelStatus) -> Iterator[Row]:
+    """Every (metric, class, method, window) of the totals; NaN where a method has no estimate."""
+    classes = list(st.recall)
+    for w in WINDOWS:
+        scope = st.estimates[w]
+        for method in METHODS:
+            est = getattr(scope, method)
+            empty = Interval.empty()
+            yield ["accuracy", "", method, w], est.accuracy if est else empty
+            yield ["defect_rate", "", method, w], est.defect_rate if est else empty
+            for c in classes:
+                yield ["recall", c, method, w], est.recall[c] if est else empty
+                yield ["precision", c, method, w], est.precision[c] if est else empty
+
+
+def _breakdown(
+    st: LabelStatus, what: str, keep: Callable[[str, dict[str, dict[str, Scoped]]], list[str]]
+) -> Iterator[Metric]:
+    """Accuracy by each method per model version or segment, with the items and labels behind it."""
+    scopes = st.models if what == "model" else st.segments
+    keys = keep(what, scopes)
+    rows: list[Row] = []
+    items = GaugeMetricFamily(
+        f"selector_estimate_{what}_items",
+        f"Predictions counted per {what} and window.",
+        labels=[what, "window"],
+    )
+    labels = GaugeMetricFamily(
+        f"selector_estimate_{what}_labels", f"Human labels per {what} and window.", labels=[what, "window"]
+    )
+    for w in WINDOWS:
+        for key in keys:
+            s = scopes[w].get(key)
+            items.add_metric([key, w], s.items if s else 0)
+            labels.add_metric([key, w], s.labels if s else 0)
+            rows += [([key, m, w], s.accuracy(m) if s else Interval.empty()) for m in METHODS]
+    yield from _ratio_families(
+        f"selector_estimate_{what}_accuracy",
+        f"Estimated accuracy per {what}, by method (ipw, prediction_powered, label_free) and window "
+        f"(since_start, sliding: quality.window_s).",
+        [what, "method", "window"],
+        rows,
+    )
+    yield items
+    yield labels
 
 
 class LabelLoopCollector:
@@ -90,6 +157,7 @@ class LabelLoopCollector:
         yield from _intervals(
             "selector_estimated_recall_ratio", "Estimated recall of each class (IPW).", "class", st.recall
         )
+        yield from self._estimates(st, current)
         yield from _intervals(
             "selector_estimated_defect_rate_ratio",
             "Estimated share of defects in the stream (IPW).",
@@ -126,6 +194,68 @@ class LabelLoopCollector:
         yield from kafka_outage(loop.outage)
         yield from self._retraining(current)
         yield build_info(loop.config.config_hash())
+
+    def _estimates(self, st: LabelStatus, current: str | None) -> Iterator[Metric]:
+        loop = self.loop
+        yield from _ratio_families(
+            "selector_estimate",
+            "Estimated quality of the model: metric (accuracy, recall, precision, defect_rate), class "
+            "(recall and precision), method (prediction_powered over every counted prediction, label_free, "
+            "ipw over the labeled decisions) and window (since_start, sliding: quality.window_s); NaN "
+            "without an estimate.",
+            ["metric", "class", "method", "window"],
+            _estimate_rows(st),
+        )
+        items = GaugeMetricFamily(
+            "selector_estimate_items", "Predictions counted in the population, per window.", labels=["window"]
+        )
+        labels = GaugeMetricFamily(
+            "selector_estimate_labels", "Human labels behind the estimates, per window.", labels=["window"]
+        )
+        sigmas = GaugeMetricFamily(
+            "selector_estimate_divergence_sigmas",
+            "Prediction-powered minus label-free accuracy, in standard errors, per window (NaN with fewer "
+            "than 30 labels): beyond quality.divergence_sigmas the confidence no longer tells the truth.",
+            labels=["window"],
+        )
+        gap = GaugeMetricFamily(
+            "selector_estimate_divergence_ratio",
+            "Prediction-powered minus label-free accuracy, per window.",
+            labels=["window"],
+        )
+        for w in WINDOWS:
+            s = st.estimates[w]
+            items.add_metric([w], s.items)
+            labels.add_metric([w], s.labels)
+            sigmas.add_metric([w], st.divergence_sigmas[w])
+            gap.add_metric([w], s.divergence.gap if s.divergence else math.nan)
+        yield from (items, labels, sigmas, gap)
+        yield GaugeMetricFamily(
+            "selector_estimate_divergence_threshold_sigmas",
+            "The divergence beyond which SelectorEstimateDivergence fires (quality.divergence_sigmas).",
+            value=loop.config.quality.divergence_sigmas,
+        )
+        records = CounterMetricFamily(
+            "selector_population_records",
+            "Records of the predictions topic the label loop read: counted in the population, or "
+            "undecodable (not counted).",
+            labels=["outcome"],
+        )
+        for outcome, n in loop.predictions.items():
+            records.add_metric([outcome], n)
+        yield records
+
+        def keep(what: str, scopes: dict[str, dict[str, Scoped]]) -> list[str]:
+            sliding = scopes["sliding"]
+            if what == "model":  # versions active in the window, and the promoted one
+                return sorted({*sliding, *([current] if current else [])})
+            ranked = sorted(
+                scopes["since_start"].items(), key=lambda kv: (-kv[1].items, -kv[1].labels, kv[0])
+            )
+            return sorted(k for k, _ in ranked[:MAX_SEGMENTS])
+
+        yield from _breakdown(st, "model", keep)
+        yield from _breakdown(st, "segment", keep)
 
     def _retraining(self, current: str | None) -> Iterator[Metric]:
         r = self.loop.retrainer
@@ -191,6 +321,7 @@ def labels_part(loop: LabelLoop) -> Part:
                 "last_event": r.last_event if r else None,
             },
             "registry_current": loop.registry_current,
+            "predictions": dict(loop.predictions),
             "last_progress": loop.last_round,
         }
 
