@@ -1,0 +1,114 @@
+"""Weak consensus asks for another vote: the weak items' decisions go to the to-label topic again.
+
+After a round of the label loop has resolved the votes (:func:`selector.quality.consensus.consensus`), each
+weak item (consensus confidence below ``dataset.weak_below`` or a tie, fewer than ``dataset.max_votes``
+votes) is sent again as its stored decision (:meth:`connectors.model.dataset.DatasetStore.decisions_of`),
+keyed by its id, with one added field::
+
+    "revote": {"votes": 2, "confidence": 0.55, "requested_at": "2026-12-06T03:00:00Z"}
+
+so an annotation tool that reads the to-label topic sees the item again and knows why. An item is asked at
+most once per number of votes it has (a new vote that leaves it weak asks again, until ``max_votes``), the
+least confident first, at most ``dataset.max_revotes_per_round`` per call. What was asked is remembered in
+the store's meta (key :data:`META_KEY`, ``{id: votes when asked}``), so a restart asks nothing twice.
+
+Example (the label loop, after a round)::
+
+    d = config.dataset
+    resolved = consensus(store.book(), config.classes, quorum=d.quorum, method=d.consensus,
+                         weak_below=d.weak_below, max_votes=d.max_votes)
+    sent = request_votes(store, producer, config, resolved, time.time())
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from kafka import KafkaProducer
+
+from connectors.kafka.clients import redact, secrets_of
+from connectors.kafka.delivery import Outgoing, deliver, refused_to_dead_letter
+from connectors.model.dataset import DatasetStore
+from selector.config import Config
+from selector.messages.timestamps import rfc3339
+from selector.quality.consensus import Consensus
+
+log = logging.getLogger(__name__)
+
+META_KEY = "revotes"
+"""The store's meta key of the items asked for another vote: ``{id: votes the item had when asked}``."""
+
+
+def revote_candidates(config: Config, consensus: Consensus, asked: dict[str, int]) -> list[str]:
+    """The weak items to ask now, least confident first: fewer than ``dataset.max_votes`` votes, not asked
+    before at their current number of votes, at most ``dataset.max_revotes_per_round``."""
+    limit, most = config.dataset.max_revotes_per_round, config.dataset.max_votes
+    items = consensus.items
+    out: list[str] = []
+    for rid in consensus.weak_items():
+        if len(out) >= limit:
+            break
+        votes = items[rid].votes
+        if votes < most and asked.get(rid) != votes:
+            out.append(rid)
+    return out
+
+
+def request_votes(
+    store: DatasetStore,
+    producer: KafkaProducer,
+    config: Config,
+    consensus: Consensus,
+    now: float,
+    *,
+    deadline_s: float | None = None,
+) -> int:
+    """Send the weak items' decisions to the to-label topic again, each with a ``revote`` field; returns how
+    many were sent.
+
+    1. choose the items (:func:`revote_candidates`), skipping any without a stored decision;
+    2. produce them, keyed by id, and wait for every ack (:func:`connectors.kafka.delivery.deliver`, within
+       ``deadline_s``, default ``kafka.outage_deadline_s``; a record the broker refuses for good is
+       dead-lettered instead);
+    3. only then remember them in the store's meta: a crash before that sends them again (at least once;
+       the to-label topic is keyed by id and its readers deduplicate).
+
+    Raises:
+        DeliveryError: the records could not be delivered within the deadline (nothing is remembered, so the
+            next call asks again).
+    """
+    if config.dataset.max_revotes_per_round == 0:
+        return 0
+    asked: dict[str, int] = dict(store.get_meta(META_KEY) or {})
+    wanted = revote_candidates(config, consensus, asked)
+    decisions = store.decisions_of(wanted)
+    at = rfc3339(now)
+    outgoing: list[Outgoing] = []
+    sent: dict[str, int] = {}
+    for rid in wanted:
+        record: dict[str, Any] | None = decisions.get(rid)
+        if record is None:
+            log.warning("item %r is weak but has no stored decision; no other vote asked", rid)
+            continue
+        item = consensus.items[rid]
+        record["revote"] = {"votes": item.votes, "confidence": item.confidence, "requested_at": at}
+        outgoing.append((config.topics.to_label, rid.encode(), orjson.dumps(record), None))
+        sent[rid] = item.votes
+    if not outgoing:
+        return 0
+    secrets = secrets_of(config)
+    deliver(
+        producer,
+        outgoing,
+        config.kafka.outage_deadline_s if deadline_s is None else deadline_s,
+        lambda exc: f"revote requests undeliverable: {redact(str(exc), secrets)}",
+        refused_to_dead_letter(config.topics.dead_letter, at, config.kafka.max_request_size),
+    )
+    # an item now at max_votes is never asked again: it need not be remembered
+    items = consensus.items
+    kept = {r: n for r, n in asked.items() if r not in items or items[r].votes < config.dataset.max_votes}
+    store.put_meta(META_KEY, kept | sent)
+    log.info("asked for another vote on %d weak items", len(sent))
+    return len(sent)

@@ -1,0 +1,112 @@
+"""Asking for another vote: which weak items are sent again, with what, how often, and that nothing is
+remembered before the broker acknowledged it (a producer double stands in for Kafka; the real broker is in
+tests/integration/test_revote.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from connectors.labels.revote import META_KEY, request_votes
+from connectors.model.dataset import DatasetStore
+from selector.config import Config, parse_config
+from selector.errors import DeliveryError
+from selector.quality.consensus import Consensus, consensus
+from selector.quality.labels import LabelEvent
+from tests.connectors.kafka.test_delivery import FakeProducer
+
+CLASSES = ["ok", "scratch", "dent", "crack"]
+NOW = 1_765_000_000.0
+
+
+def decision(rid: str) -> dict[str, Any]:
+    return {"id": rid, "route": "query", "predicted": "ok", "probs": [0.4, 0.3, 0.2, 0.1], "embedding": None,
+            "query_probability": 0.5, "model": "v1", "decided_at": "2026-12-01T00:00:00Z",
+            "payload": {"uri": f"s3://line/{rid}.png"}, "meta": {"camera": 2}}  # fmt: skip
+
+
+def config(**dataset: Any) -> Config:
+    return parse_config({"classes": CLASSES, "dataset": dataset, "topics": {"to_label": "to-label"}})
+
+
+def store_with(votes: dict[str, dict[str, str]]) -> DatasetStore:
+    store = DatasetStore(":memory:")
+    store.add_decisions([decision(rid) for rid in votes])
+    store.add_labels(LabelEvent(rid, label, a, 1.0) for rid, vs in votes.items() for a, label in vs.items())
+    return store
+
+
+def resolve(store: DatasetStore, cfg: Config) -> Consensus:
+    d = cfg.dataset
+    return consensus(
+        store.book(), cfg.classes, method=d.consensus, weak_below=d.weak_below, max_votes=d.max_votes
+    )
+
+
+SPLIT = {"ann": "ok", "bob": "dent"}
+AGREED = {"ann": "ok", "bob": "ok"}
+
+
+class TestRequestVotes:
+    def test_weak_items_are_sent_again_with_their_decision_and_a_revote_field(self) -> None:
+        """A split item goes to the to-label topic keyed by id: the stored decision (payload and meta
+        included) plus revote {votes, confidence, requested_at}; an agreed item is not sent."""
+        cfg = config(consensus="majority")
+        store = store_with({"split": SPLIT, "agreed": AGREED})
+        producer = FakeProducer(refuse_over=10**6)
+        assert request_votes(store, producer, cfg, resolve(store, cfg), NOW) == 1  # type: ignore[arg-type]
+        ((topic, key, value, _),) = producer.delivered
+        record = orjson.loads(value or b"")
+        assert (topic, key) == ("to-label", b"split")
+        assert record == decision("split") | {
+            "accept_eligible": None,
+            "segment": None,
+            "revote": {"votes": 2, "confidence": 0.5, "requested_at": "2025-12-06T05:46:40.000Z"},
+        }
+
+    def test_an_item_is_asked_once_per_number_of_votes(self) -> None:
+        """A second call sends nothing; a third vote that still ties (max_votes 4) asks again, once."""
+        cfg = config(consensus="majority", max_votes=4)
+        store = store_with({"split": SPLIT})
+        producer = FakeProducer(refuse_over=10**6)
+        send = lambda: request_votes(store, producer, cfg, resolve(store, cfg), NOW)  # type: ignore[arg-type]  # noqa: E731
+        assert (send(), send()) == (1, 0)
+        store.add_labels([LabelEvent("split", "ok", "cy", 2.0), LabelEvent("split", "dent", "dee", 2.0)])
+        assert store.get_meta(META_KEY) == {"split": 2}
+        assert (send(), send()) == (0, 0)  # four votes: max_votes reached, never asked again
+
+    def test_a_new_vote_that_leaves_the_item_weak_asks_again(self) -> None:
+        cfg = config(consensus="majority", max_votes=4)
+        store = store_with({"split": SPLIT})
+        producer = FakeProducer(refuse_over=10**6)
+        assert request_votes(store, producer, cfg, resolve(store, cfg), NOW) == 1  # type: ignore[arg-type]
+        store.add_labels([LabelEvent("split", "crack", "cy", 2.0)])  # a three-way split
+        assert request_votes(store, producer, cfg, resolve(store, cfg), NOW) == 1  # type: ignore[arg-type]
+        assert [orjson.loads(v or b"")["revote"]["votes"] for _, _, v, _ in producer.delivered] == [2, 3]
+
+    def test_at_most_max_revotes_per_round_least_confident_first(self) -> None:
+        """Five weak items, a cap of 2: the two least confident go (ties by id), the rest in later calls;
+        a cap of 0 sends nothing at all."""
+        votes = {f"s{k}": SPLIT for k in range(4)} | {"lone": {"cy": "dent"}}
+        store = store_with(votes)
+        cfg = config(consensus="majority", max_revotes_per_round=2, weak_below=0.9)
+        producer = FakeProducer(refuse_over=10**6)
+        sent = [request_votes(store, producer, cfg, resolve(store, cfg), NOW) for _ in range(4)]  # type: ignore[arg-type]
+        assert sent == [2, 2, 1, 0]
+        assert [k for _, k, _, _ in producer.delivered] == [b"s0", b"s1", b"s2", b"s3", b"lone"]
+        off = config(consensus="majority", max_revotes_per_round=0)
+        assert request_votes(store_with(votes), producer, off, resolve(store, off), NOW) == 0  # type: ignore[arg-type]
+
+    def test_nothing_is_remembered_when_delivery_fails(self) -> None:
+        """The broker never acknowledges: DeliveryError, the meta stays empty, and the next call (broker
+        back) sends the item."""
+        cfg = config(consensus="majority")
+        store = store_with({"split": SPLIT})
+        down = FakeProducer(refuse_over=10**6, transient=10**6)
+        with pytest.raises(DeliveryError, match="revote requests undeliverable"):
+            request_votes(store, down, cfg, resolve(store, cfg), NOW, deadline_s=0.2)  # type: ignore[arg-type]
+        assert store.get_meta(META_KEY) is None
+        up = FakeProducer(refuse_over=10**6)
+        assert request_votes(store, up, cfg, resolve(store, cfg), NOW) == 1  # type: ignore[arg-type]
