@@ -73,7 +73,8 @@ class LabelLoop:
         status_interval_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``clock``: the wall clock timing the wait of parked labels (``dataset.unknown_label_ttl_s``)."""
+        """``clock``: the wall clock timing the wait of parked labels (``dataset.unknown_label_ttl_s``) and
+        ending the sliding window of the estimates (``quality.window_s``)."""
         self.config = config
         self.clock = clock
         self.servers = servers
@@ -94,7 +95,7 @@ class LabelLoop:
         self.registry_current: str | None = None
         """the registry's promoted version, read once a round (the collector reads this, not the disk)"""
         """wall-clock time the last round completed"""
-        self.status: LabelStatus = label_status(self.store, config)
+        self.status: LabelStatus = label_status(self.store, config, clock())
         """the store's counts and estimates, recomputed after rounds that stored something (and once a time
         bucket of the window as it slides), at most every ``status_interval_s`` (each recomputation reads the
         whole store)"""
@@ -156,7 +157,7 @@ class LabelLoop:
                         unknown_label_ttl_s=cfg.dataset.unknown_label_ttl_s,
                     )
                     if predictions is not None:
-                        self._count_population(count_new(predictions, self.population, time.time()))
+                        self._count_population(count_new(predictions, self.population, self.clock()))
                 except KafkaError as exc:
                     if not exc.retriable:
                         raise
@@ -195,7 +196,7 @@ class LabelLoop:
 
     def refresh_status(self) -> None:
         """Recompute :attr:`status` from the store now."""
-        self.status = label_status(self.store, self.config)
+        self.status = label_status(self.store, self.config, self.clock())
         self._status_at = time.monotonic()
         self._stale = False
 

@@ -307,6 +307,11 @@ def label_status(store: DatasetStore, config: Config, now: float | None = None) 
         confusion=shares,
         divergence_sigmas=sigmas,
         rejected_predictions=population.rejected(),
-        unknown_labels=dict(unknown_labels.most_common()),
-        unknown_predicted={k: v for k, v in predicted_counts(store).items() if k not in index},
+        unknown_labels=dict(sorted(unknown_labels.items(), key=lambda kv: (-kv[1], kv[0]))),
+        unknown_predicted=dict(
+            sorted(
+                ((k, v) for k, v in predicted_counts(store).items() if k not in index),
+                key=lambda kv: (-kv[1], kv[0]),
+            )
+        ),
     )
