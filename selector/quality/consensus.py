@@ -10,7 +10,7 @@
   - M-step: ``theta_j[k, l] = (n_jkl + s m_jkl) / (sum_l n_jkl + s)`` with
     ``n_jkl = sum_{i: j said l} T_i[k]``, and ``pi_k = (sum_i T_i[k] + 1) / (N + K)``,
 
-  from the vote shares, until the posteriors move by less than :data:`TOLERANCE` on average (at most
+  from every annotator at the prior accuracy, until the posteriors move by less than :data:`TOLERANCE` on average (at most
   :data:`MAX_ITERATIONS` rounds). The Dirichlet prior ``s m_j`` (:data:`PRIOR_STRENGTH` pseudo-votes per row,
   mean accuracy on the diagonal, the rest spread evenly) is centred on the annotator's own pooled accuracy,
   itself shrunk towards :data:`PRIOR_ACCURACY` by as many pseudo-votes: an annotator is not judged on three
@@ -202,10 +202,10 @@ def consensus(
         accuracy = np.einsum("k,jkk->j", prior, confusion)
     # the candidate is the voted class of highest posterior; the runner-up tells a tie
     masked = np.where(counts > 0, post, -1.0)
-    order = np.argsort(-masked, axis=1, kind="stable")
-    top, rows = order[:, 0], np.arange(n)
+    top, rows = masked.argmax(axis=1), np.arange(n)
     best = masked[rows, top]
-    second = masked[rows, order[:, 1]] if k > 1 else np.full(n, -1.0)
+    masked[rows, top] = -2.0
+    second = masked.max(axis=1)
     tie = counts[rows, top] * 2 <= votes if method == "majority" else best - second <= TIE_TOLERANCE
     agreement = np.where(votes > 0, counts[rows, top] / np.maximum(votes, 1), 0.0)
     confidence = np.where(votes > 0, best, 0.0)
@@ -345,9 +345,12 @@ def _dawid_skene(
     taught = (size >= 2)[pat.row] | mixed[pat.row]
     row, group = pat.row[taught], pat.group[taught]
     eye = np.eye(k, dtype=bool)
+    # start from the vote shares' class prior with every annotator at the prior accuracy (starting from the
+    # shares themselves, lone votes checked by the model would find every annotator perfect, and stay there)
+    prior = (pat.weight @ t + 1.0) / (pat.weight.sum() + k)
+    _, theta = _m_step(np.zeros_like(t), pat.weight, row, group, names, eye)
     rounds = 0
     for rounds in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (the count is reported)
-        prior, theta = _m_step(t, pat.weight, row, group, names, eye)
         log_said = np.log(theta).transpose(0, 2, 1).reshape(names * k, k)  # [(j, l), k] = log theta_j[k, l]
         like = np.empty_like(t)
         for patterns, cols in pat.buckets:
@@ -366,9 +369,9 @@ def _dawid_skene(
         new /= new.sum(axis=1, keepdims=True)
         moved = float(pat.weight @ np.abs(new - t).sum(axis=1)) / (voted.size * k)
         t = new
+        prior, theta = _m_step(t, pat.weight, row, group, names, eye)
         if moved < TOLERANCE:
             break
-    prior, theta = _m_step(t, pat.weight, row, group, names, eye)
     post[voted] = t[pat.of_item]
     return post, theta, prior, (lam if mixed.any() else None), rounds
 
