@@ -19,6 +19,7 @@ from connectors.labels.loop import LabelLoop
 from connectors.labels.metrics import LabelLoopCollector, labels_part
 from connectors.model.dataset import DatasetStore
 from selector.config import Config
+from tests.connectors.labels.line import T0, line
 from tests.integration.streams import config_for, create_topics, produce, read_topic, wait_for
 
 pytestmark = pytest.mark.broker
@@ -248,6 +249,53 @@ def test_the_loop_produces_with_the_kafka_producer_keys(
     assert dead.headers["x-dlq-reason"] == b"unknown_label"
     assert dead.headers["x-dlq-original-size"] == str(len(big)).encode()
     assert 0 < len(dead.value) < limit and big.startswith(dead.value)
+
+
+def test_the_population_is_counted_once_and_powers_the_estimates(
+    broker: EmbeddedBroker, unique: str, tmp_path: Path
+) -> None:
+    """300 predictions (and 2 records that are not), the decisions among them sent for labeling and their
+    labels, through the broker: the label loop counts 300 items in the population (the 2 others by reason),
+    its status shows the prediction-powered estimates over them with every label; a second loop over the
+    same topics and store counts nothing again and estimates the same."""
+    servers = broker.bootstrap_servers
+    cfg = config_for(
+        servers,
+        unique,
+        dataset={"path": str(tmp_path / "d.sqlite")},
+        retrain={"every_labels": None, "registry": str(tmp_path / "models")},
+    )
+    create_topics(cfg)
+    li = line(300, seed=7)
+    bad = [(b"bad-1", b"{not json"), (b"bad-2", orjson.dumps({"id": "x", "probs": [0.5, 0.5]}))]
+    produce(
+        servers,
+        cfg.topics.predictions,
+        [(f"p-{k}".encode(), r.value) for k, r in enumerate(li.records())] + bad,
+    )
+    produce(servers, cfg.topics.to_label, [(str(d["id"]).encode(), orjson.dumps(d)) for d in li.decisions()])
+    votes = [{"id": e.id, "label": e.label, "annotator": e.annotator} for e in li.labels()]
+    produce(servers, cfg.topics.labels, [(str(v["id"]).encode(), orjson.dumps(v)) for v in votes])
+    m = int(li.sampled.sum())
+
+    store = DatasetStore(cfg.dataset.path)
+    first = LabelLoop(cfg, servers, store, status_interval_s=0.0, clock=lambda: T0)
+    run_for_a_while(first, lambda: first.predictions["counted"] == 300 and first.totals["labels"] == m)
+    first.refresh_status()
+    st = first.status
+    since = st.estimates["since_start"]
+    assert (since.items, since.labels) == (300, m) and first.predictions == {"counted": 300, "undecodable": 2}
+    assert since.prediction_powered is not None and since.prediction_powered.accuracy.n == m
+    assert 0.0 < since.prediction_powered.accuracy.estimate < 1.0
+    assert st.rejected_predictions == {"malformed_json": 1, "wrong_class_count": 1}
+    assert st.estimates["sliding"].items == int((li.ts >= st.window_start).sum())
+
+    again = LabelLoop(cfg, servers, store, status_interval_s=0.0, clock=lambda: T0)
+    run_for_a_while(again, lambda: again.rounds >= 2)  # every topic read to its end, twice
+    again.refresh_status()
+    assert again.predictions == {"counted": 0, "undecodable": 0}
+    keys = ("estimates", "models", "segments", "confusion", "rejected_predictions")
+    assert {k: again.status.as_dict()[k] for k in keys} == {k: st.as_dict()[k] for k in keys}
 
 
 def test_the_command_refuses_the_embedded_broker(tmp_path: Path) -> None:
