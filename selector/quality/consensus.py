@@ -10,14 +10,14 @@
   - M-step: ``theta_j[k, l] = (n_jkl + s m_jkl) / (sum_l n_jkl + s)`` with
     ``n_jkl = sum_{i: j said l} T_i[k]``, and ``pi_k = (sum_i T_i[k] + 1) / (N + K)``,
 
-  from every annotator at the prior accuracy, until the posteriors move by less than :data:`TOLERANCE` on average (at most
-  :data:`MAX_ITERATIONS` rounds). The Dirichlet prior ``s m_j`` (:data:`PRIOR_STRENGTH` pseudo-votes per row,
-  mean accuracy on the diagonal, the rest spread evenly) is centred on the annotator's own pooled accuracy,
-  itself shrunk towards :data:`PRIOR_ACCURACY` by as many pseudo-votes: an annotator is not judged on three
-  items, and a rare class's row borrows the annotator's overall accuracy. Only votes on items with two or more
-  votes (or with the model's probabilities) teach a confusion matrix: a lone vote agrees with itself and
-  would make everyone look perfect. Items with the same votes share one posterior, so EM runs once per
-  distinct vote pattern.
+  from every annotator at the prior accuracy, until the posteriors move by less than :data:`TOLERANCE` on
+  average (at most :data:`MAX_ITERATIONS` rounds). The Dirichlet prior ``s m_j`` (:data:`PRIOR_STRENGTH`
+  pseudo-votes per row, mean accuracy on the diagonal, the rest spread evenly) is centred on the annotator's
+  own pooled accuracy, itself shrunk towards :data:`PRIOR_ACCURACY` by as many pseudo-votes: an annotator is
+  not judged on three items, and a rare class's row borrows the annotator's overall accuracy. Only votes on
+  items with two or more votes (or with the model's probabilities) teach a confusion matrix: a lone vote
+  agrees with itself and would make everyone look perfect. Items with the same votes share one posterior, so
+  EM runs once per distinct vote pattern.
 
   ``model_probs`` (optional, per item id): the model's probabilities enter as the item's prior, a mixture
   ``lam p_i + (1 - lam) pi`` whose weight ``lam`` EM estimates too (the share of items the model explains
