@@ -92,9 +92,10 @@ class LabelLoop:
         """label latencies per bucket of LATENCY_BUCKETS (the last: above the largest bound)"""
         self.latency_sum = 0.0
         self.last_round = 0.0
-        self.registry_current: str | None = None
-        """the registry's promoted version, read once a round (the collector reads this, not the disk)"""
         """wall-clock time the last round completed"""
+        self.registry_current: str | None = ModelRegistry(config.retrain.registry).current()
+        """the registry's promoted version, read at start and once a round (the collector reads this, not the
+        disk)"""
         self.status: LabelStatus = label_status(self.store, config, clock())
         """the store's counts and estimates, recomputed after rounds that stored something (and once a time
         bucket of the window as it slides), at most every ``status_interval_s`` (each recomputation reads the

@@ -20,7 +20,7 @@ from connectors.model.dataset import DatasetStore, Ingested
 from connectors.model.registry import ModelRegistry
 from selector.config import parse_config
 from selector.quality.calibration import fit_temperature, logits_of, softmax
-from selector.quality.estimates import Interval, weighted_mean, wilson
+from selector.quality.estimates import Interval, model_estimates, weighted_mean, wilson
 from selector.quality.labels import LabelEvent
 
 CLASSES = ["ok", "scratch", "dent", "crack"]
@@ -75,19 +75,21 @@ def same(a: Interval, b: Interval) -> None:
 
 class TestLabelStatus:
     def test_estimates_are_the_estimators_applied_to_the_stored_examples(self) -> None:
-        """Overall accuracy and recall are the Hajek means over every labeled decision; auto-accept accuracy
-        is the Wilson interval over audits of items that met the accept rule; the defect rate counts every
-        class but the first by default."""
+        """Overall accuracy, recall, precision and the defect rate are the IPW estimates over every labeled
+        decision (the defect rate counts every class but the first by default); auto-accept accuracy is the
+        Wilson interval over audits of items that met the accept rule."""
         store, decisions, labels = filled_store()
         cfg = parse_config({"classes": CLASSES})
         st = label_status(store, cfg)
         pi = np.array([float(d["query_probability"]) for d in decisions])  # type: ignore[arg-type]
         correct = np.array([d["predicted"] == y for d, y in zip(decisions, labels, strict=True)], float)
         same(st.accuracy["overall"], weighted_mean(correct, pi))
-        is_dent = np.array([y == "dent" for y in labels])
-        same(st.recall["dent"], weighted_mean(correct[is_dent], pi[is_dent]))
-        defect = np.array([y != "ok" for y in labels], float)
-        same(st.defect_rate, weighted_mean(defect, pi))
+        truth = np.array([CLASSES.index(y) for y in labels])
+        predicted = np.array([CLASSES.index(str(d["predicted"])) for d in decisions])
+        est = model_estimates(truth, predicted, pi, CLASSES, np.array([False, True, True, True]))
+        same(st.recall["dent"], est.recall["dent"])
+        same(st.estimates["since_start"].ipw.precision["crack"], est.precision["crack"])
+        same(st.defect_rate, est.defect_rate)
         eligible = [k for k in range(40) if k % 4 != 0]
         right = sum(decisions[k]["predicted"] == labels[k] for k in eligible)
         assert st.audits == 30 and st.accuracy["auto_accept"] == wilson(right, 30)
@@ -102,8 +104,10 @@ class TestLabelStatus:
         store, decisions, labels = filled_store()
         cfg = parse_config({"classes": CLASSES, "dataset": {"defect_classes": ["crack"]}})
         pi = np.array([float(d["query_probability"]) for d in decisions])  # type: ignore[arg-type]
-        crack = np.array([y == "crack" for y in labels], float)
-        same(label_status(store, cfg).defect_rate, weighted_mean(crack, pi))
+        truth = np.array([CLASSES.index(y) for y in labels])
+        predicted = np.array([CLASSES.index(str(d["predicted"])) for d in decisions])
+        est = model_estimates(truth, predicted, pi, CLASSES, np.array([False, False, False, True]))
+        same(label_status(store, cfg).defect_rate, est.defect_rate)
 
     def test_quorum_and_agreement(self) -> None:
         """With quorum 2, an item with one vote awaits; two agreeing and two disagreeing items give an
