@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -35,9 +34,9 @@ import numpy as np
 
 from selector.arrays import BoolArray, FloatArray, IntArray
 from selector.errors import SelectorError
+from selector.quality.intervals import Z_95, Bands, bounds, effective_size, pseudo_error_floor, widen
 
-Z_95 = 1.959963984540054
-"""Standard normal quantile of a two-sided 95% interval."""
+__all__ = ["Z_95", "Interval", "ModelEstimates", "confusion", "model_estimates", "weighted_mean", "wilson"]
 
 
 @dataclass(frozen=True)
@@ -56,124 +55,43 @@ class Interval:
 
 
 def wilson(successes: int, n: int, z: float = Z_95) -> Interval:
-    """Wilson score interval of a binomial proportion."""
+    """A binomial proportion of a simple random sample, with the continuity-corrected Wilson interval."""
     if not 0 <= successes <= n:
         raise SelectorError(f"need 0 <= successes <= n, got {successes} of {n}")
     if n == 0:
         return Interval.empty()
     p = successes / n
-    low, high = _wilson_bounds(p, float(n), z)
-    return Interval(p, low, high, n)
+    low, high = bounds(np.array([p]), np.array([float(n)]), np.array([np.inf]), z)
+    return Interval(p, float(low[0]), float(high[0]), n)
 
 
-def _wilson_bounds(p: float, n: float, z: float) -> tuple[float, float]:
-    """Wilson bounds of proportion ``p`` observed on an (effective, possibly fractional) sample of ``n``."""
-    low, high = bounds(np.array([p]), np.array([n]), np.array([np.inf]), z)
-    return float(low[0]), float(high[0])
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        for num in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-14:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta ``I_x(a, b)``."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-@functools.lru_cache(maxsize=8)
-def _t_table(z: float) -> FloatArray:
-    """Student-t quantiles at the two-sided level of ``z``, for 1..64 degrees of freedom (bisection)."""
-    tail = 0.5 * math.erfc(z / math.sqrt(2.0))
-    out = np.empty(_T_TABLE_DF)
-    for i, df in enumerate(range(1, _T_TABLE_DF + 1)):
-        lo, hi = z, 1e6
-        for _ in range(200):
-            mid = 0.5 * (lo + hi)
-            if 0.5 * _betainc(df / 2.0, 0.5, df / (df + mid * mid)) > tail:
-                lo = mid
-            else:
-                hi = mid
-        out[i] = 0.5 * (lo + hi)
-    return out
-
-
-_T_TABLE_DF = 64
-
-
-def t_quantile(df: FloatArray, z: float = Z_95) -> FloatArray:
-    """The Student-t quantile with ``df`` degrees of freedom at the two-sided level of the normal ``z``:
-    exact (tabulated) at whole ``df`` up to 64, linear in ``1 / df`` between, Cornish-Fisher beyond; ``inf``
-    below one degree of freedom."""
-    table = _t_table(float(z))
-    df = np.asarray(df, dtype=np.float64)
-    inv = 1.0 / np.maximum(df, 1.0)
-    grid = 1.0 / np.arange(_T_TABLE_DF, 0, -1, dtype=np.float64)
-    inside = np.interp(inv, grid, table[::-1])
-    v = np.maximum(df, 1.0)
-    z3, z5 = z**3, z**5
-    beyond = z + (z3 + z) / (4 * v) + (5 * z5 + 16 * z3 + 3 * z) / (96 * v * v)
-    out: FloatArray = np.where(df < 1.0, np.inf, np.where(df > _T_TABLE_DF, beyond, inside))
-    return out
-
-
-def bounds(
-    p: FloatArray, n_eff: FloatArray, df: FloatArray, z: float = Z_95
-) -> tuple[FloatArray, FloatArray]:
-    """Wilson bounds of proportions ``p`` at effective sample sizes ``n_eff`` shrunk by Korn & Graubard's
-    degrees-of-freedom factor ``(z / t_df)^2`` (``df = inf``: none); vectorized."""
-    t = t_quantile(df, z)
+def ipw_bands(y: FloatArray, w: FloatArray, z: float = Z_95, hidden: FloatArray | None = None) -> Bands:
+    """Hajek proportions of ``y`` (0 or 1) weighted by ``w = 1 / pi`` (0: not in the group) along the last
+    axis, with their bounds; any leading shape (replicates, estimands). ``hidden``: the pseudo-error floor
+    of items that may belong to the group unseen (weighted counts squared), widening the bounds."""
+    total = w.sum(axis=-1)
+    some = total > 0
+    safe = np.where(some, total, 1.0)
+    mean = np.clip((w * y).sum(axis=-1) / safe, 0.0, 1.0)
+    var = (w * w * (y - mean[..., None]) ** 2).sum(axis=-1) / (safe * safe)
+    kish, df = effective_size(w)
     with np.errstate(divide="ignore", invalid="ignore"):
-        n = np.where(np.isinf(t), 0.0, n_eff * (z / t) ** 2)
-        z2 = z * z
-        centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-        half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    empty = ~(n > 0)
-    low = np.where(empty, 0.0, np.clip(np.minimum(p, centre - half), 0.0, 1.0))
-    high = np.where(empty, 1.0, np.clip(np.maximum(p, centre + half), 0.0, 1.0))
-    return low, high
+        n_eff = np.where(var > 0, np.minimum(kish, mean * (1 - mean) / var), kish)
+    low, high = bounds(mean, n_eff, df, z)
+    if hidden is not None:
+        scale = np.maximum(mean, 1.0 - mean) ** 2 / (safe * safe)
+        low, high = widen(mean, low, high, np.where(some, hidden * scale, 0.0), df, z)
+    n = np.count_nonzero(w > 0, axis=-1)
+    return Bands(np.where(some, mean, np.nan), low, high, n)
 
 
-def interval_from_variance(
-    estimate: float, var: float, n: int, z: float = Z_95, n_items: float | None = None
-) -> Interval:
-    """An interval for a proportion ``estimate`` with variance ``var`` resting on ``n`` labels."""
-    n_eff = estimate * (1 - estimate) / var if var > 0 else float(n_items or n)
-    if n_items is not None:
-        n_eff = min(n_eff, float(n_items))
-    low, high = bounds(np.array([estimate]), np.array([n_eff]), np.array([max(n - 1.0, 0.0)]), z)
-    return Interval(estimate, float(low[0]), float(high[0]), n)
+def _interval(b: Bands, i: int | tuple[int, ...]) -> Interval:
+    return Interval(float(b.estimate[i]), float(b.low[i]), float(b.high[i]), int(b.n[i]))
 
 
 def weighted_mean(y: FloatArray, pi: FloatArray, z: float = Z_95) -> Interval:
     """Inverse-probability-weighted (Hajek) proportion of ``y`` (0 or 1) over labeled items with inclusion
-    ``pi``, with a Wilson interval at the design's effective sample size.
+    ``pi``, with its interval (see the module docstring).
 
     Raises:
         SelectorError: if a ``pi`` is outside (0, 1] or the lengths differ.
@@ -182,16 +100,13 @@ def weighted_mean(y: FloatArray, pi: FloatArray, z: float = Z_95) -> Interval:
         raise SelectorError(f"y and pi differ in length: {len(y)} != {len(pi)}")
     if len(y) == 0:
         return Interval.empty()
+    _check_pi(pi)
+    return _interval(ipw_bands(np.asarray(y, dtype=np.float64)[None], 1.0 / pi[None], z), 0)
+
+
+def _check_pi(pi: FloatArray) -> None:
     if not ((pi > 0) & (pi <= 1)).all():
         raise SelectorError("inclusion probabilities must lie in (0, 1]")
-    w = 1.0 / pi
-    total = float(w.sum())
-    mean = min(1.0, max(0.0, float(np.dot(w, y) / total)))
-    var = float(np.sum(w * w * (y - mean) ** 2)) / (total * total)
-    kish = total * total / float(np.dot(w, w))
-    n_eff = min(kish, mean * (1 - mean) / var) if var > 0 else kish
-    low, high = bounds(np.array([mean]), np.array([n_eff]), np.array([kish - 1.0]), z)
-    return Interval(mean, float(low[0]), float(high[0]), len(y))
 
 
 @dataclass(frozen=True)
@@ -202,6 +117,7 @@ class ModelEstimates:
     recall: dict[str, Interval]
     defect_rate: Interval
     precision: dict[str, Interval]
+    """the share of correct among the items predicted as each class"""
 
 
 def model_estimates(
@@ -212,26 +128,56 @@ def model_estimates(
     defects: BoolArray,
     z: float = Z_95,
 ) -> ModelEstimates:
-    """Accuracy, per-class recall and defect rate from labeled decisions.
+    """Accuracy, per-class recall and precision, and defect rate from labeled decisions.
 
     Args:
         label: the human label of each labeled item (class index).
         predicted: the model's predicted class for it.
         pi: its inclusion probability at decision time.
-        classes: class names, for the recall keys.
+        classes: class names, for the recall and precision keys.
         defects: which classes count as defects (per class).
     """
-    correct = (label == predicted).astype(np.float64)
-    recall = {name: weighted_mean(correct[label == c], pi[label == c], z) for c, name in enumerate(classes)}
-    precision = {
-        name: weighted_mean(correct[predicted == c], pi[predicted == c], z) for c, name in enumerate(classes)
-    }
+    if not (len(label) == len(predicted) == len(pi)):
+        raise SelectorError(
+            f"label, predicted and pi differ in length: {len(label)}, {len(predicted)}, {len(pi)}"
+        )
+    _check_pi(pi)
+    b = model_bands(label, predicted, pi, len(classes), defects, z)
+    c = len(classes)
     return ModelEstimates(
-        weighted_mean(correct, pi, z),
-        recall,
-        weighted_mean(defects[label].astype(np.float64), pi, z),
-        precision,
+        _interval(b, 0),
+        {name: _interval(b, 1 + k) for k, name in enumerate(classes)},
+        _interval(b, 1 + 2 * c),
+        {name: _interval(b, 1 + c + k) for k, name in enumerate(classes)},
     )
+
+
+def model_bands(
+    label: IntArray, predicted: IntArray, pi: FloatArray, n_classes: int, defects: BoolArray, z: float = Z_95
+) -> Bands:
+    """:func:`model_estimates` on arrays: labeled items along the last axis (any leading shape, e.g.
+    replicates of a simulation); estimands along a new last axis, in the order accuracy, recall of each class,
+    precision of each class, defect rate."""
+    onehot = np.eye(n_classes, dtype=np.float64)
+    is_label = np.moveaxis(onehot[label], -1, -2)  # (..., C, m)
+    is_pred = np.moveaxis(onehot[predicted], -1, -2)
+    correct = (label == predicted).astype(np.float64)[..., None, :]
+    w = (1.0 / pi)[..., None, :]
+    ones = np.ones_like(correct)
+    y = np.concatenate(
+        [
+            correct,
+            *(np.broadcast_to(correct, is_label.shape),) * 2,
+            defects[label].astype(np.float64)[..., None, :],
+        ],
+        axis=-2,
+    )
+    weights = w * np.concatenate([ones, is_label, is_pred, ones], axis=-2)
+    # a class's members hide among every labeled item: a weight class that showed none may still hold some
+    w_all = 1.0 / pi
+    hidden = np.zeros(weights.shape[:-1])
+    hidden[..., 1 : 1 + n_classes] = pseudo_error_floor(w_all * w_all, pi)[..., None]
+    return ipw_bands(y, weights, z, hidden)
 
 
 def confusion(label: IntArray, predicted: IntArray, pi: FloatArray, n_classes: int) -> FloatArray:
@@ -244,8 +190,7 @@ def confusion(label: IntArray, predicted: IntArray, pi: FloatArray, n_classes: i
     out = np.zeros((n_classes, n_classes))
     if len(label) == 0:
         return out
-    if not ((pi > 0) & (pi <= 1)).all():
-        raise SelectorError("inclusion probabilities must lie in (0, 1]")
+    _check_pi(pi)
     np.add.at(out, (label, predicted), 1.0 / pi)
     total: FloatArray = out / out.sum()
     return total

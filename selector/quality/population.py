@@ -31,7 +31,16 @@ import numpy as np
 
 from selector.arrays import BoolArray, FloatArray, IntArray
 from selector.errors import SelectorError
-from selector.quality.estimates import Z_95, Interval, interval_from_variance
+from selector.quality.estimates import Interval
+from selector.quality.intervals import (
+    Z_95,
+    Bands,
+    bounds,
+    effective_size,
+    larger_per_class,
+    pseudo_error_floor,
+    widen,
+)
 
 
 @dataclass(frozen=True)
@@ -133,89 +142,156 @@ class Divergence:
     labels: int
 
 
-@dataclass(frozen=True)
-class _Ratios:
-    """Every estimand as a ratio ``A / B`` of per-item outcome means: proxy totals over all items, and the
-    outcomes and proxies of the labeled items (one column per estimand)."""
-
-    names: list[str]
-    proxy_a: FloatArray  # (Q,) sum over all items of the proxy of a
-    proxy_b: FloatArray  # (Q,)
-    a: FloatArray  # (m, Q) outcome of the labeled items
-    b: FloatArray
-    ca: FloatArray  # (m, Q) proxy of the labeled items
-    cb: FloatArray
+def _proxies(n_items: FloatArray, expected: FloatArray, defects: BoolArray) -> tuple[FloatArray, FloatArray]:
+    """Sums over every decided item of the proxies of each estimand's numerator and denominator: (..., Q)
+    in the order accuracy, recall of each class, precision of each class, defect rate."""
+    diag = np.diagonal(expected, axis1=-2, axis2=-1)
+    trace = diag.sum(axis=-1, keepdims=True)
+    defect = expected[..., defects].sum(axis=(-2, -1))[..., None]
+    n = np.asarray(n_items, dtype=np.float64)[..., None]
+    proxy_a = np.concatenate([trace, diag, diag, defect], axis=-1)
+    proxy_b = np.concatenate([n, expected.sum(axis=-2), expected.sum(axis=-1), n], axis=-1)
+    return proxy_a, proxy_b
 
 
-def _ratios(tally: Tally, labeled: Labeled | None, classes: Sequence[str], defects: BoolArray) -> _Ratios:
+def _outcomes(
+    label: IntArray, predicted: IntArray, probs: FloatArray, defects: BoolArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Each labeled item's numerator and denominator outcome (``a``, ``b``) of every estimand and their
+    proxies (``ca``, ``cb``): (..., Q, m)."""
+    c = probs.shape[-1]
+    onehot = np.eye(c, dtype=np.float64)
+    is_label = np.moveaxis(onehot[label], -1, -2)  # (..., C, m)
+    is_pred = np.moveaxis(onehot[predicted], -1, -2)
+    p = np.moveaxis(probs, -1, -2)
+    correct = (label == predicted).astype(np.float64)[..., None, :]
+    hit = is_label * is_pred
+    ones = np.ones_like(correct)
+    p_pred = (p * is_pred).sum(axis=-2, keepdims=True)
+    a = np.concatenate([correct, hit, hit, is_label[..., defects, :].sum(axis=-2, keepdims=True)], axis=-2)
+    b = np.concatenate([ones, is_label, is_pred, ones], axis=-2)
+    ca = np.concatenate(
+        [p_pred, p * is_pred, p * is_pred, p[..., defects, :].sum(axis=-2, keepdims=True)], -2
+    )
+    cb = np.concatenate([ones, p, is_pred, ones], axis=-2)
+    return a, b, ca, cb
+
+
+def _ratio_bands(
+    num: FloatArray,
+    den: FloatArray,
+    sampling: FloatArray,
+    n_items: FloatArray,
+    df: FloatArray,
+    n: IntArray,
+    z: float,
+    floor: FloatArray | None = None,
+) -> Bands:
+    """``num / den`` (per-item means) clipped to [0, 1] with the bounds of its linearized variance:
+    ``sampling`` is the labels' part of the variance of ``num - ratio den`` per item (beyond the outcome's
+    own), ``n_items`` the decided items, ``df`` the degrees of freedom of the variance; ``floor`` (same units)
+    widens both bounds in quadrature by its normal half-width."""
+    some = (den > 0) & (n_items > 0)
+    safe_den = np.where(some, den, 1.0)
+    ratio = np.clip(num / safe_den, 0.0, 1.0)
+    outcome = (1 - ratio) ** 2 * np.clip(num, 0.0, None) + ratio**2 * np.clip(den - num, 0.0, None)
+    items = np.where(some, n_items, 1.0)
+    var = (outcome + sampling) / (items * safe_den * safe_den)
+    behind = items * np.clip(safe_den, 0.0, 1.0)  # the items the denominator counts
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n_eff = np.where(var > 0, np.minimum(behind, ratio * (1 - ratio) / var), behind)
+    df = np.where(some, df, -1.0)
+    low, high = bounds(ratio, n_eff, df, z)
+    if floor is not None:
+        low, high = widen(ratio, low, high, floor / (items * safe_den * safe_den), df, z)
+    return Bands(np.where(some, ratio, np.nan), low, high, n)
+
+
+def label_free_bands(n_items: FloatArray, expected: FloatArray, defects: BoolArray, z: float = Z_95) -> Bands:
+    """:func:`label_free` on arrays: scopes along the leading axes, estimands along the last."""
+    proxy_a, proxy_b = _proxies(n_items, expected, defects)
+    n = np.asarray(n_items, dtype=np.float64)[..., None]
+    items = np.broadcast_to(n, proxy_a.shape)
+    safe_n = np.where(n > 0, n, 1.0)
+    unknown = np.full(proxy_a.shape, np.inf)
+    return _ratio_bands(
+        proxy_a / safe_n, proxy_b / safe_n, np.zeros(proxy_a.shape), items, unknown, items.astype(np.int64), z
+    )
+
+
+def prediction_powered_bands(
+    n_items: FloatArray,
+    expected: FloatArray,
+    label: IntArray,
+    predicted: IntArray,
+    probs: FloatArray,
+    pi: FloatArray,
+    defects: BoolArray,
+    z: float = Z_95,
+) -> Bands:
+    """:func:`prediction_powered` on arrays: scopes along the leading axes (labeled items along the last axis
+    of ``label``, ``predicted``, ``pi``, the one before last of ``probs``), estimands along the last."""
+    proxy_a, proxy_b = _proxies(n_items, expected, defects)
+    a, b, ca, cb = _outcomes(label, predicted, probs, defects)
+    n = np.asarray(n_items, dtype=np.float64)[..., None]
+    safe_n = np.where(n > 0, n, 1.0)
+    pi_ = pi[..., None, :]
+    w = 1.0 / pi_
+    num = (proxy_a + (w * (a - ca)).sum(axis=-1)) / safe_n
+    den = (proxy_b + (w * (b - cb)).sum(axis=-1)) / safe_n
+    ratio = np.clip(num / np.where(den > 0, den, 1.0), 0.0, 1.0)[..., None]
+    unsure = (cb > 0) & (cb < 1) | (ca > 0) & (ca < 1)  # items whose outcome the proxy does not settle
+    u = np.where(unsure, (1.0 - pi_) * w * w, 0.0)
+    observed = u * ((a - ca) - ratio * (b - cb)) ** 2
+    model = u * np.clip((1 - ratio) ** 2 * ca + ratio**2 * (cb - ca) - (ca - ratio * cb) ** 2, 0.0, None)
+    # each weight class: its observed squared residuals, or calibration's variance if larger (rare errors)
+    sampling = larger_per_class(observed, model, np.broadcast_to(pi_, u.shape))
+    floor = pseudo_error_floor(u, np.broadcast_to(pi_, u.shape)) * np.maximum(ratio, 1.0 - ratio)[..., 0] ** 2
+    wu = np.where(unsure, w, 0.0)
+    _, df = effective_size(wu)
+    behind = np.count_nonzero((a + b) > 0, axis=-1)
+    items = np.broadcast_to(n, num.shape)
+    return _ratio_bands(num, den, sampling / safe_n, items, df, behind, z, floor / safe_n)
+
+
+def _estimates(bands: Bands, classes: Sequence[str]) -> Estimates:
+    def at(q: int) -> Interval:
+        return Interval(float(bands.estimate[q]), float(bands.low[q]), float(bands.high[q]), int(bands.n[q]))
+
     c = len(classes)
-    e = tally.expected
-    if e.shape != (c, c) or len(defects) != c:
-        raise SelectorError(f"a tally of {e.shape} for {c} classes and {len(defects)} defect flags")
-    names = [
-        "accuracy",
-        *(f"recall:{x}" for x in classes),
-        *(f"precision:{x}" for x in classes),
-        "defect_rate",
-    ]
-    proxy_a = np.concatenate([[np.trace(e)], np.diag(e), np.diag(e), [e[:, defects].sum()]])
-    proxy_b = np.concatenate([[float(tally.n)], e.sum(axis=0), e.sum(axis=1), [float(tally.n)]])
+    return Estimates(
+        at(0),
+        {x: at(1 + k) for k, x in enumerate(classes)},
+        {x: at(1 + c + k) for k, x in enumerate(classes)},
+        at(1 + 2 * c),
+    )
+
+
+def _check(tally: Tally, labeled: Labeled | None, classes: Sequence[str], defects: BoolArray) -> None:
+    c = len(classes)
+    if tally.expected.shape != (c, c) or len(defects) != c:
+        raise SelectorError(
+            f"a tally of {tally.expected.shape} for {c} classes and {len(defects)} defect flags"
+        )
     if labeled is None:
-        empty = np.zeros((0, len(names)))
-        return _Ratios(names, proxy_a, proxy_b, empty, empty, empty, empty)
-    m = len(labeled.label)
-    lab, pred, p = labeled.label, labeled.predicted, labeled.probs
-    onehot_label = np.eye(c)[lab] if m else np.zeros((0, c))
-    onehot_pred = np.eye(c)[pred] if m else np.zeros((0, c))
-    correct = (lab == pred).astype(np.float64)[:, None]
-    hit = onehot_label * onehot_pred
-    p_pred = p[np.arange(m), pred][:, None]
-    ones = np.ones((m, 1))
-    a = np.hstack([correct, hit, hit, onehot_label[:, defects].sum(axis=1, keepdims=True)])
-    b = np.hstack([ones, onehot_label, onehot_pred, ones])
-    ca = np.hstack([p_pred, p * onehot_pred, p * onehot_pred, p[:, defects].sum(axis=1, keepdims=True)])
-    cb = np.hstack([ones, p, onehot_pred, ones])
-    return _Ratios(names, proxy_a, proxy_b, a, b, ca, cb)
-
-
-def _check_labeled(labeled: Labeled, n_classes: int) -> None:
+        return
     m = len(labeled.label)
     if not (len(labeled.predicted) == len(labeled.pi) == len(labeled.probs) == m):
         raise SelectorError(
             f"labeled arrays differ in length: label {m}, predicted {len(labeled.predicted)}, "
             f"probs {len(labeled.probs)}, pi {len(labeled.pi)}"
         )
-    if m and labeled.probs.shape[1] != n_classes:
-        raise SelectorError(f"labeled probs have {labeled.probs.shape[1]} classes, expected {n_classes}")
+    if labeled.probs.shape[-1] != c:
+        raise SelectorError(f"labeled probs have {labeled.probs.shape[-1]} classes, expected {c}")
     if not ((labeled.pi > 0) & (labeled.pi <= 1)).all():
         raise SelectorError("inclusion probabilities must lie in (0, 1]")
-
-
-def _assemble(names: list[str], intervals: list[Interval], classes: Sequence[str]) -> Estimates:
-    by = dict(zip(names, intervals, strict=True))
-    return Estimates(
-        by["accuracy"],
-        {x: by[f"recall:{x}"] for x in classes},
-        {x: by[f"precision:{x}"] for x in classes},
-        by["defect_rate"],
-    )
 
 
 def label_free(tally: Tally, classes: Sequence[str], defects: BoolArray, z: float = Z_95) -> Estimates:
     """CBPE estimates from calibrated confidence alone, with the sampling interval that holds if the
     calibration does (``Interval.n`` is the number of decided items behind each)."""
-    r = _ratios(tally, None, classes, defects)
-    n = float(tally.n)
-    out = []
-    for q in range(len(r.names)):
-        a, b = r.proxy_a[q], r.proxy_b[q]
-        if n == 0 or b <= 0:
-            out.append(Interval(math.nan, 0.0, 1.0, tally.n))
-            continue
-        ratio = min(1.0, max(0.0, a / b))
-        var = ((1 - ratio) ** 2 * a + ratio**2 * max(0.0, b - a)) / (b * b)
-        out.append(interval_from_variance(ratio, var, tally.n, z, n_items=n))
-    return _assemble(r.names, out, classes)
+    _check(tally, None, classes, defects)
+    return _estimates(label_free_bands(np.array(float(tally.n)), tally.expected, defects, z), classes)
 
 
 def prediction_powered(
@@ -223,42 +299,52 @@ def prediction_powered(
 ) -> Estimates:
     """Prediction-powered estimates: the label-free proxies over every decided item, corrected by the labeled
     residuals weighted by ``1 / pi`` (``Interval.n`` is the number of labels behind each)."""
-    _check_labeled(labeled, len(classes))
-    r = _ratios(tally, labeled, classes, defects)
-    n = float(tally.n)
-    w = 1.0 / labeled.pi
-    out = []
-    for q in range(len(r.names)):
-        behind = int(np.count_nonzero(r.b[:, q] + r.cb[:, q] > 0))
-        if n == 0:
-            out.append(Interval(math.nan, 0.0, 1.0, 0))
-            continue
-        a = (r.proxy_a[q] + np.dot(w, r.a[:, q] - r.ca[:, q])) / n
-        b = (r.proxy_b[q] + np.dot(w, r.b[:, q] - r.cb[:, q])) / n
-        if b <= 0:
-            out.append(Interval(math.nan, 0.0, 1.0, behind))
-            continue
-        ratio = min(1.0, max(0.0, a / b))
-        resid = (r.a[:, q] - r.ca[:, q]) - ratio * (r.b[:, q] - r.cb[:, q])
-        outcome = (1 - ratio) ** 2 * max(a, 0.0) + ratio**2 * max(0.0, b - a)
-        sampling = float(np.sum((1 - labeled.pi) * w * w * resid * resid)) / n
-        var = (outcome + sampling) / (n * b * b)
-        out.append(interval_from_variance(ratio, var, behind, z, n_items=n))
-    return _assemble(r.names, out, classes)
+    _check(tally, labeled, classes, defects)
+    probs = labeled.probs.reshape(len(labeled.label), len(classes))
+    bands = prediction_powered_bands(
+        np.array(float(tally.n)),
+        tally.expected,
+        labeled.label,
+        labeled.predicted,
+        probs,
+        labeled.pi,
+        defects,
+        z,
+    )
+    return _estimates(bands, classes)
+
+
+def divergence_arrays(
+    n_items: FloatArray, label: IntArray, predicted: IntArray, probs: FloatArray, pi: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`divergence`'s gap and standard error on arrays (scopes along the leading axes, labeled items
+    along the last)."""
+    c = np.take_along_axis(probs, predicted[..., None], axis=-1)[..., 0]
+    resid = (label == predicted) - c
+    w = 1.0 / pi
+    n = np.asarray(n_items, dtype=np.float64)
+    safe_n = np.where(n > 0, n, 1.0)
+    gap = (w * resid).sum(axis=-1) / safe_n
+    var = larger_per_class((w * resid) ** 2, w * w * c * (1.0 - c), pi)
+    return gap, np.sqrt(var) / safe_n
 
 
 def divergence(tally: Tally, labeled: Labeled, min_labels: int = 30) -> Divergence:
-    """Prediction-powered minus label-free accuracy: ``(1/N) sum_labeled (correct_i - p_pred,i) / pi_i``."""
-    _check_labeled(labeled, tally.expected.shape[0])
+    """Prediction-powered minus label-free accuracy, ``(1/N) sum_labeled (correct_i - p_pred,i) / pi_i``,
+    in standard errors: a test of calibration on the labeled items.
+
+    Under calibration each residual ``correct - p_pred`` has mean 0 and variance ``p_pred (1 - p_pred)``; the
+    variance of the gap is taken per weight class (inclusion probabilities within a factor of two) as the
+    larger of the observed squared residuals and that calibrated variance, so a class whose rare errors have
+    not shown yet (audits of confident items) is not read as certain, and one rare error under calibration
+    is not read as a drift. ``sigmas`` is NaN below ``min_labels`` labels (or with no spread at all).
+    """
+    c = tally.expected.shape[0]
+    _check(tally, labeled, [str(k) for k in range(c)], np.zeros(c, dtype=bool))
     m = len(labeled.label)
     if tally.n == 0 or m == 0:
         return Divergence(0.0, math.nan, math.nan, m)
-    n = float(tally.n)
-    c = labeled.probs[np.arange(m), labeled.predicted]
-    resid = (labeled.label == labeled.predicted) - c
-    w = 1.0 / labeled.pi
-    gap = float(np.dot(w, resid)) / n
-    var = max(float(np.sum(w * w * resid * resid)), float(np.sum(w * w * c * (1 - c)))) / (n * n)
-    se = math.sqrt(var)
-    sigmas = gap / se if m >= min_labels and se > 0 else math.nan
-    return Divergence(gap, se, sigmas, m)
+    probs = labeled.probs.reshape(m, c)
+    gap, se = divergence_arrays(np.array(float(tally.n)), labeled.label, labeled.predicted, probs, labeled.pi)
+    g, s = float(gap), float(se)
+    return Divergence(g, s, g / s if m >= min_labels and s > 0 else math.nan, m)
