@@ -322,6 +322,7 @@ def labels_part(loop: LabelLoop) -> Part:
             },
             "registry_current": loop.registry_current,
             "predictions": dict(loop.predictions),
+            "divergence_alert_sigmas": loop.config.quality.divergence_sigmas,  # the dashboard's alert level
             "last_progress": loop.last_round,
         }
 
