@@ -89,6 +89,8 @@ def confusions(k: int) -> dict[str, FloatArray]:
     misser[RARE] = (1 - hit - MISSER_MISSES) / (k - 2)
     misser[RARE, RARE], misser[RARE, 0] = hit, MISSER_MISSES
     out[MISSER] = misser
+    for name, m in out.items():  # every row a distribution over what the annotator says
+        assert np.all(m >= 0) and np.allclose(m.sum(axis=1), 1.0), name
     return out
 
 

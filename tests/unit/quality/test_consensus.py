@@ -3,8 +3,8 @@ by their estimated reliability (optionally with the model's probabilities as a w
 
 Invariants proved here with hypothesis: majority mode equals :meth:`LabelBook.resolve` on random books; a
 label is always among the item's votes, and missing only below quorum or on a tie; renaming the annotators
-(which reorders them) or reordering the items changes no item; a weak item has fewer than ``max_votes``
-votes; confidences lie in [0, 1]; the result is deterministic.
+(which reorders them) or reordering the items changes no item; renaming the classes renames the labels; a
+weak item has fewer than ``max_votes`` votes; confidences lie in [0, 1]; the result is deterministic.
 """
 
 from __future__ import annotations
@@ -115,6 +115,22 @@ class TestInvariants:
             assert report.estimated_accuracy == pytest.approx(
                 two.annotators[rename[name]].estimated_accuracy, abs=1e-9
             )
+
+    @settings(max_examples=60, deadline=None)
+    @given(books, st.permutations(range(len(CLASSES))))
+    def test_renaming_classes_renames_the_labels(self, book: LabelBook, perm: list[int]) -> None:
+        """Classes listed in another order (and renamed): each item's label is the renamed label, and its
+        confidence agrees to 1e-9 (no class is favoured by its position)."""
+        rename = {c: f"c{perm[k]}" for k, c in enumerate(CLASSES)}
+        other = LabelBook(
+            {rid: {a: (rename.get(lab, lab) if lab else None, t) for a, (lab, t) in vs.items()}
+             for rid, vs in book.votes.items()}
+        )  # fmt: skip
+        one, two = consensus(book, CLASSES), consensus(other, sorted(rename.values()))
+        for rid in book.votes:
+            a, b = one.items[rid], two.items[rid]
+            assert (rename.get(a.label or ""), a.weak) == (b.label, b.weak)
+            assert a.confidence == pytest.approx(b.confidence, abs=1e-9)
 
     def test_the_same_book_gives_the_same_result(self) -> None:
         """Deterministic, and EM stops within its bound."""
