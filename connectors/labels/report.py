@@ -149,7 +149,11 @@ def render(status: LabelStatus) -> str:
         f"accuracy, auto-accepted      {_interval(status.accuracy['auto_accept'])} (audits)",
     ]
     for w, name in zip(WINDOWS, ("since start", window), strict=True):
-        lines += ["", *_estimates_table(f"{name} (95% intervals)", status.estimates[w], methods)]
+        s = status.estimates[w]
+        empty = s.items == 0 and s.labels == 0
+        lines += ["", f"{name}: no items counted, no labels"] if empty else [
+            "", *_estimates_table(f"{name} (95% intervals)", s, methods)
+        ]  # fmt: skip
     for w, name in zip(WINDOWS, ("since start", window), strict=True):
         for what, scopes in (("model version", status.models[w]), ("segment", status.segments[w])):
             table = _breakdown(f"accuracy by {what}, {name}", what.split()[-1], scopes, methods)

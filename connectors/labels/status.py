@@ -187,8 +187,8 @@ class _Labels:
             apply_temperature(probs, temperature) if len(known) else probs,
             np.array([e.inclusion for e in known], dtype=np.float64),
             np.array([at[e.decided_at] for e in known], dtype=np.float64),
-            np.array([e.model or UNKNOWN_MODEL for e in known], dtype=object),
-            np.array([e.segment or "" for e in known], dtype=object),
+            np.array([e.model or UNKNOWN_MODEL for e in known], dtype=str),
+            np.array([e.segment or "" for e in known], dtype=str),
         )
 
     def take(self, rows: BoolArray) -> Labeled:
@@ -258,11 +258,11 @@ def label_status(store: DatasetStore, config: Config, now: float | None = None) 
             by_model.setdefault(c.model or UNKNOWN_MODEL, []).append(c.tally)
             if c.segment is not None:
                 by_segment.setdefault(c.segment, []).append(c.tally)
-        for v in labels.model[rows]:
-            by_model.setdefault(str(v), [])
-        for s in labels.segment[rows]:
+        for v in np.unique(labels.model[rows]).tolist():
+            by_model.setdefault(v, [])
+        for s in np.unique(labels.segment[rows]).tolist():
             if s:
-                by_segment.setdefault(str(s), [])
+                by_segment.setdefault(s, [])
         models[w] = {
             v: estimator.scoped(rows & (labels.model == v), _sum(ts, n_classes))
             for v, ts in sorted(by_model.items())
@@ -278,8 +278,8 @@ def label_status(store: DatasetStore, config: Config, now: float | None = None) 
     counts = store.counts()
     correct = (labels.label == labels.predicted).astype(np.float64)
     by_model_ipw = {
-        str(v): weighted_mean(correct[labels.model == v], labels.pi[labels.model == v])
-        for v in sorted(set(labels.model.tolist()))
+        v: weighted_mean(correct[labels.model == v], labels.pi[labels.model == v])
+        for v in np.unique(labels.model).tolist()
     }
     overall = estimates["since_start"].ipw
     unknown_labels = Counter(e.label for e in examples if e.label not in index)
