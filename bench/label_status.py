@@ -2,11 +2,11 @@
 
 A dataset store on disk with 100,000 decisions sent for labeling (80% labeled, 3 model versions, 8 segments,
 over three days) and a population of 200,000 predictions counted through
-:meth:`connectors.labels.population.Population.ingest` in the loop's chunks of 20,000. Measured: the counting
-rate (decode, calibrate, tally, one transaction per chunk), the rows the population table keeps, and the time of
-what ``selector status`` and every status refresh of the label loop do: :func:`label_status` (the whole store
-read, every scope by every method), the text report, the JSON of ``/api/status`` and one scrape of the
-collector. Prints a Markdown table.
+:meth:`connectors.labels.population.Population.ingest` in the loop's chunks of 20,000. Measured: the
+counting rate (decode, calibrate, tally, one transaction per chunk), the rows the population table keeps,
+and the time of what ``selector status`` and every status refresh of the label loop do:
+:func:`label_status` (the whole store read, every scope by every method), the text report, the JSON of
+``/api/status`` and one scrape of the collector. Prints a Markdown table.
 """
 
 from __future__ import annotations
