@@ -270,16 +270,30 @@ def _votes_of(book: LabelBook, classes: tuple[str, ...]) -> _Votes:
 def _model_prior(ids: list[str], model_probs: Mapping[str, FloatArray] | None, k: int) -> FloatArray:
     """The model's probabilities per item, normalised; rows of NaN where it has none."""
     out = np.full((len(ids), k), np.nan)
-    for i, rid in enumerate(ids):
-        if model_probs is None or (given := model_probs.get(rid)) is None:
-            continue
-        p = np.asarray(given, dtype=np.float64)
-        if p.shape != (k,) or not np.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
-            raise ConsensusError(
-                f"model_probs[{rid!r}] must be {k} finite non-negative numbers, one per class: {p.tolist()}"
-            )
-        out[i] = p / p.sum()
+    given = [model_probs.get(rid) for rid in ids] if model_probs else []
+    rows = [i for i, p in enumerate(given) if p is not None]
+    if not rows:
+        return out
+    try:
+        probs = np.asarray([given[i] for i in rows], dtype=np.float64)
+    except ValueError:  # rows of different lengths
+        probs = np.empty((0, 0))
+    if probs.shape != (len(rows), k) or not _fine(probs).all():
+        for i in rows:  # name the first bad one
+            p = np.asarray(given[i], dtype=np.float64)
+            if p.shape != (k,) or not _fine(p[None]).all():
+                raise ConsensusError(
+                    f"model_probs[{ids[i]!r}] must be {k} finite non-negative numbers, one per class: "
+                    f"{p.tolist()}"
+                )
+    out[rows] = probs / probs.sum(axis=1, keepdims=True)
     return out
+
+
+def _fine(p: FloatArray) -> BoolArray:
+    """Rows that are finite, non-negative and not all zero."""
+    ok: BoolArray = np.isfinite(p).all(axis=1) & (p >= 0).all(axis=1) & (p.sum(axis=1) > 0)
+    return ok
 
 
 @dataclass(frozen=True)
