@@ -150,8 +150,8 @@ def widen(
 ) -> tuple[FloatArray, FloatArray]:
     """Bounds ``low``, ``high`` of ``p`` widened in quadrature by the ``t_df`` half-width of an extra
     variance ``var`` (the pseudo-errors' floor), within [0, 1]."""
-    extra = t_quantile(df, z) ** 2 * var
     with np.errstate(invalid="ignore"):
+        extra = np.where(var > 0, t_quantile(df, z) ** 2 * var, 0.0)
         wide_low = np.nan_to_num(p - np.sqrt((p - low) ** 2 + extra), nan=0.0)
         wide_high = np.nan_to_num(p + np.sqrt((high - p) ** 2 + extra), nan=1.0)
     return np.clip(wide_low, 0.0, low), np.clip(wide_high, high, 1.0)
