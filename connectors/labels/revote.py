@@ -72,8 +72,8 @@ def request_votes(
     2. produce them, keyed by id, and wait for every ack (:func:`connectors.kafka.delivery.deliver`, within
        ``deadline_s``, default ``kafka.outage_deadline_s``; a record the broker refuses for good is
        dead-lettered instead);
-    3. only then remember them in the store's meta: a crash before that sends them again (at least once;
-       the to-label topic is keyed by id and its readers deduplicate).
+    3. only then remember them in the store's meta: a crash before that sends them again (at least once:
+       a request may go twice, keyed by the same id).
 
     Raises:
         DeliveryError: the records could not be delivered within the deadline (nothing is remembered, so the
