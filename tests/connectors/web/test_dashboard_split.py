@@ -15,6 +15,8 @@ import pytest
 
 from connectors.labels.loop import LabelLoop
 from connectors.labels.metrics import labels_part
+from connectors.labels.population import Population
+from connectors.model.dataset import DatasetStore
 from connectors.model.registry import ModelRegistry
 from connectors.monitor.metrics import monitor_part
 from connectors.web.server import Endpoint, peer_status
@@ -22,7 +24,8 @@ from connectors.web.versions import with_registry
 from selector.config import Config, parse_config
 from selector.errors import ConfigError
 from selector.quality.labels import LabelEvent
-from tests.connectors.labels.test_status import T0, filled_store
+from tests.connectors.labels.line import line
+from tests.connectors.labels.test_status import T0
 from tests.connectors.web.test_dashboard_browser import browse, shown
 from tests.connectors.web.test_web import decided_monitor, get
 
@@ -50,14 +53,21 @@ def label_loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpo
     """The label loop's endpoint as ``selector labels`` serves it: its part alone, with the registry."""
     root = tmp_path_factory.mktemp("models")
     filled_registry(root)
-    config = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"}, "retrain": {"registry": str(root)}})
-    store, decisions, labels = filled_store()
+    config = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"}, "retrain": {"registry": str(root)},
+                           "quality": {"divergence_sigmas": 1.0}})  # fmt: skip
+    # a line of 800 predictions over two days, by two model versions and in segments, some labeled
+    li = line(800, seed=3)
+    store = DatasetStore(":memory:")
+    store.add_decisions(li.decisions())
+    store.add_labels(li.labels())
+    Population(store, config).ingest(li.records(), now=T0)
     # a second annotator on ten items, agreeing on six
-    second = [y if k < 6 else "crack" if y != "crack" else "ok" for k, y in enumerate(labels[50:60])]
+    first = li.labels()[:10]
     store.add_labels(
-        LabelEvent(str(d["id"]), y, "ann-2", T0 + 90) for d, y in zip(decisions[50:60], second, strict=True)
+        LabelEvent(e.id, e.label if k < 6 else "crack" if e.label != "crack" else "ok", "ann-2", e.ts + 30)
+        for k, e in enumerate(first)
     )
-    loop = LabelLoop(config, "127.0.0.1:9", store, status_interval_s=0.0)
+    loop = LabelLoop(config, "127.0.0.1:9", store, status_interval_s=0.0, clock=lambda: T0)
     loop.refresh_status()
     loop.rounds = 1
     loop.read_registry()
@@ -97,8 +107,8 @@ def assert_label_loop_panels(values: dict[str, str], endpoint: Endpoint) -> None
     assert values["labels.unresolved"] == f"{int(unresolved):,}"
     overall = exported(endpoint, "selector_estimated_accuracy_ratio", {"scope": "overall"})
     assert values["accuracy.overall"] == f"{overall:.1%}"
-    audits = exported(endpoint, "selector_estimated_accuracy_ratio", {"scope": "auto_accept"})
-    assert values["accuracy.auto_accept"] == f"{audits:.1%}"
+    assert exported(endpoint, "selector_estimated_accuracy_labels", {"scope": "auto_accept"}) == 0
+    assert values["accuracy.auto_accept"] == "no labels yet"  # no audits on this line
     agreement = exported(endpoint, "selector_annotator_agreement_ratio")
     assert values["labels.agreement"] == f"{agreement:.1%}"
     assert exported(endpoint, "selector_model_info", {"version": "v3"}) == 1.0
@@ -107,6 +117,33 @@ def assert_label_loop_panels(values: dict[str, str], endpoint: Endpoint) -> None
     gates = {k: v for k, v in values.items() if k.startswith("registry.v")}
     assert gates == {"registry.v4": "unreadable", "registry.v3": "promoted", "registry.v2": "rejected",
                      "registry.v1": "promoted"}  # fmt: skip
+    assert_estimate_panels(values, endpoint)
+
+
+def pct(x: float) -> str:
+    return f"{x:.1%}"
+
+
+def assert_estimate_panels(values: dict[str, str], endpoint: Endpoint) -> None:
+    """Accuracy by each method and window, the headline, the divergence and the breakdowns: as exported."""
+    for method in ("prediction_powered", "label_free", "ipw"):
+        for window in ("since_start", "sliding"):
+            labels = {"metric": "accuracy", "class": "", "method": method, "window": window}
+            assert values[f"estimate.{method}.{window}"] == pct(
+                exported(endpoint, "selector_estimate_ratio", labels)
+            )
+    assert values["estimate.headline"] == values["estimate.prediction_powered.sliding"]
+    sigmas = exported(endpoint, "selector_estimate_divergence_sigmas", {"window": "sliding"})
+    assert values["divergence.headline"] == f"{sigmas:.1f} \N{GREEK SMALL LETTER SIGMA}"
+    for model in ("v1", "v2"):
+        for method in ("prediction_powered", "ipw"):
+            labels = {"model": model, "method": method, "window": "sliding"}
+            accuracy = exported(endpoint, "selector_estimate_model_accuracy_ratio", labels)
+            assert values[f"model.{model}.{method}"] == pct(accuracy)
+    labels = {"segment": "a", "method": "prediction_powered", "window": "sliding"}
+    assert values["segment.a.prediction_powered"] == pct(
+        exported(endpoint, "selector_estimate_segment_accuracy_ratio", labels)
+    )
 
 
 class TestLabelLoopPage:
@@ -116,7 +153,8 @@ class TestLabelLoopPage:
         endpoint, _ = label_loop
         dom = browse(f"http://127.0.0.1:{endpoint.port}/", "--dump-dom")
         assert 'class="dot ok"' in dom, "the page never got a status"
-        assert_label_loop_panels(shown(dom), endpoint)
+        values = shown(dom)
+        assert_label_loop_panels(values, endpoint)
         for card in ("rate", "routes", "spend", "thresholds", "scores"):
             assert re.search(rf'<section id="card-{card}"[^>]*hidden', dom), card
         for card in ("labels", "quality", "model"):
@@ -125,6 +163,16 @@ class TestLabelLoopPage:
         assert re.search(r'<div id="note-labels" class="note"[^>]*hidden', dom)
         assert re.search(r'<span class="kv" data-needs="serve"[^>]*hidden', dom), "no model served here"
         assert "0.701 / 0.640" in dom and "0.612 / 0.640" in dom
+        sigmas = exported(endpoint, "selector_estimate_divergence_sigmas", {"window": "sliding"})
+        alert = exported(endpoint, "selector_estimate_divergence_threshold_sigmas")
+        beyond = re.search(r'class="big alert" data-metric="divergence.headline"', dom) is not None
+        assert alert == 1.0 and beyond == (abs(sigmas) >= alert)
+        status = orjson.loads(get(endpoint.port, "/api/status")[2])["labels"]
+        shares = status["confusion"]["sliding"]
+        assert sum(map(sum, shares)) == pytest.approx(1.0)
+        for t, row in enumerate(shares):
+            for p, share in enumerate(row):
+                assert values[f"confusion.{t}.{p}"] == (pct(share) if share > 0 else "·")
 
     def test_its_status_lists_the_registrys_newest_versions_with_their_gate(
         self, label_loop: tuple[Endpoint, LabelLoop]
