@@ -12,12 +12,14 @@ most once per number of votes it has (a new vote that leaves it weak asks again,
 least confident first, at most ``dataset.max_revotes_per_round`` per call. What was asked is remembered in
 the store's meta (key :data:`META_KEY`, ``{id: votes when asked}``), so a restart asks nothing twice.
 
+Which items are weak is best judged with the model's probabilities as the prior (:func:`revote_consensus`):
+with one vote per item they find the lone wrong votes, which the votes alone cannot (``bench/annotators.py``).
+The labels the store keeps are resolved from the votes alone, so they stay independent of the model they
+judge.
+
 Example (the label loop, after a round)::
 
-    d = config.dataset
-    resolved = consensus(store.book(), config.classes, quorum=d.quorum, method=d.consensus,
-                         weak_below=d.weak_below, max_votes=d.max_votes)
-    sent = request_votes(store, producer, config, resolved, time.time())
+    sent = request_votes(store, producer, config, revote_consensus(store, config, store.book()), time.time())
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import orjson
 from kafka import KafkaProducer
 
@@ -33,12 +36,35 @@ from connectors.kafka.delivery import Outgoing, deliver, refused_to_dead_letter
 from connectors.model.dataset import DatasetStore
 from selector.config import Config
 from selector.messages.timestamps import rfc3339
-from selector.quality.consensus import Consensus
+from selector.quality.consensus import Consensus, consensus
+from selector.quality.labels import LabelBook
 
 log = logging.getLogger(__name__)
 
 META_KEY = "revotes"
 """The store's meta key of the items asked for another vote: ``{id: votes the item had when asked}``."""
+
+
+def revote_consensus(store: DatasetStore, config: Config, book: LabelBook) -> Consensus:
+    """The consensus that chooses the items to ask again: ``dataset.consensus`` over ``book``, with each
+    item's stored model probabilities as its prior (used by ``dawid_skene``; a decision whose probabilities
+    do not match the configured classes contributes none)."""
+    k = len(config.classes)
+    probs = {
+        rid: np.asarray(d["probs"], dtype=np.float64)
+        for rid, d in store.decisions_of(book.votes).items()
+        if len(d["probs"]) == k
+    }
+    d = config.dataset
+    return consensus(
+        book,
+        config.classes,
+        quorum=d.quorum,
+        method=d.consensus,
+        model_probs=probs,
+        weak_below=d.weak_below,
+        max_votes=d.max_votes,
+    )
 
 
 def revote_candidates(config: Config, consensus: Consensus, asked: dict[str, int]) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.labels.revote import META_KEY, request_votes
+from connectors.labels.revote import META_KEY, request_votes, revote_consensus
 from connectors.model.dataset import DatasetStore
 from selector.config import Config, parse_config
 from selector.errors import DeliveryError
@@ -110,3 +110,22 @@ class TestRequestVotes:
         assert store.get_meta(META_KEY) is None
         up = FakeProducer(refuse_over=10**6)
         assert request_votes(store, up, cfg, resolve(store, cfg), NOW) == 1  # type: ignore[arg-type]
+
+
+class TestRevoteConsensus:
+    def test_a_lone_vote_the_stored_model_contradicts_is_asked_again(self) -> None:
+        """One vote per item: the vote the model agrees with stands unasked; the one it is sure against is
+        weak (with the votes alone neither would be), and its label is still the vote."""
+        cfg = config()
+        sure_ok = [0.97, 0.01, 0.01, 0.01]
+        store = DatasetStore(":memory:")
+        store.add_decisions(
+            [decision("agrees") | {"probs": sure_ok}, decision("against") | {"probs": sure_ok}]
+        )
+        store.add_labels([LabelEvent("agrees", "ok", "ann", 1.0), LabelEvent("against", "dent", "ann", 1.0)])
+        chosen = revote_consensus(store, cfg, store.book())
+        assert chosen.weak_items() == ["against"] and chosen.items["against"].label == "dent"
+        assert resolve(store, cfg).weak_items() == []
+        producer = FakeProducer(refuse_over=10**6)
+        assert request_votes(store, producer, cfg, chosen, NOW) == 1  # type: ignore[arg-type]
+        assert [k for _, k, _, _ in producer.delivered] == [b"against"]
