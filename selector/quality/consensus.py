@@ -304,32 +304,26 @@ class _Patterns:
     """each voted item's pattern"""
     weight: FloatArray
     """items per pattern"""
-    buckets: list[tuple[IntArray, IntArray]]
-    """per number of votes: the patterns, and their votes' (annotator, said) codes as columns"""
-    row: IntArray
-    group: IntArray
-    """every pattern's votes: its pattern and (annotator, said) code"""
+    buckets: list[tuple[slice, IntArray]]
+    """per number of votes: the patterns (a run of them), and their votes' (annotator, said) codes as
+    columns"""
 
 
 def _patterns(group: IntArray, size: IntArray, model_rows: IntArray) -> _Patterns:
-    """Group the voted items (``size`` votes each, ``group`` codes in ``item`` order) by vote pattern."""
+    """Group the voted items (``size`` votes each, ``group`` codes in item order) by vote pattern."""
     starts = np.concatenate(([0], np.cumsum(size)[:-1]))
     of_item = np.empty(size.size, dtype=np.int64)
-    buckets, rows, groups = [], [], []
+    buckets = []
     first = 0
     for m in np.unique(size):
         members = np.flatnonzero(size == m)
         cols = group[starts[members][:, None] + np.arange(m)]
         keyed = np.column_stack((cols, model_rows[members]))  # a model's item stays on its own
         unique, inverse = np.unique(keyed, axis=0, return_inverse=True)
-        patterns = first + np.arange(len(unique))
         of_item[members] = first + inverse.ravel()
-        buckets.append((patterns, unique[:, :m]))
-        rows.append(np.repeat(patterns, m))
-        groups.append(unique[:, :m].ravel())
+        buckets.append((slice(first, first + len(unique)), np.ascontiguousarray(unique[:, :m])))
         first += len(unique)
-    weight = np.bincount(of_item, minlength=first).astype(np.float64)
-    return _Patterns(of_item, weight, buckets, np.concatenate(rows), np.concatenate(groups))
+    return _Patterns(of_item, np.bincount(of_item, minlength=first).astype(np.float64), buckets)
 
 
 def _dawid_skene(
@@ -346,32 +340,27 @@ def _dawid_skene(
     has_model = ~np.isnan(model[voted, 0])
     model_rows = np.where(has_model, np.arange(1, voted.size + 1), 0)
     pat = _patterns(v.label + k * v.annotator, votes[voted], model_rows)
-    size = np.zeros(len(pat.weight), dtype=np.int64)
+    size, t = np.zeros(len(pat.weight), dtype=np.int64), np.zeros((len(pat.weight), k))
+    p_model, mixed = np.zeros((len(pat.weight), k)), np.zeros(len(pat.weight), dtype=bool)
     size[pat.of_item] = votes[voted]
-    t = np.zeros((len(pat.weight), k))
     t[pat.of_item] = counts[voted] / votes[voted][:, None]
-    p_model = np.zeros((len(pat.weight), k))
     p_model[pat.of_item] = np.nan_to_num(model[voted])
-    mixed = np.zeros(len(pat.weight), dtype=bool)
     mixed[pat.of_item] = has_model
     lam = 0.5
     # only votes on items with company (or with the model) say anything about their annotator
-    taught = (size >= 2)[pat.row] | mixed[pat.row]
-    row, group = pat.row[taught], pat.group[taught]
-    eye = np.eye(k, dtype=bool)
+    teach = pat.weight * ((size >= 2) | mixed)
     # start from the vote shares' class prior with every annotator at the prior accuracy (starting from the
     # shares themselves, lone votes checked by the model would find every annotator perfect, and stay there)
     prior = (pat.weight @ t + 1.0) / (pat.weight.sum() + k)
-    _, theta = _m_step(np.zeros_like(t), pat.weight, row, group, names, eye)
+    _, theta = _m_step(np.zeros_like(t), pat.weight, teach, pat.buckets, names)
     rounds = 0
     for rounds in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (the count is reported)
         log_said = np.log(theta).transpose(0, 2, 1).reshape(names * k, k)  # [(j, l), k] = log theta_j[k, l]
         like = np.empty_like(t)
-        for patterns, cols in pat.buckets:
-            acc = log_said[cols[:, 0]]
+        for run, cols in pat.buckets:
+            like[run] = log_said[cols[:, 0]]
             for c in range(1, cols.shape[1]):
-                acc += log_said[cols[:, c]]
-            like[patterns] = acc
+                like[run] += log_said[cols[:, c]]
         like = np.exp(like - like.max(axis=1, keepdims=True))
         new = like * prior
         if mixed.any():  # the model's weight: the share of its items it explains better than the prior
@@ -383,7 +372,7 @@ def _dawid_skene(
         new /= new.sum(axis=1, keepdims=True)
         moved = float(pat.weight @ np.abs(new - t).sum(axis=1)) / (voted.size * k)
         t = new
-        prior, theta = _m_step(t, pat.weight, row, group, names, eye)
+        prior, theta = _m_step(t, pat.weight, teach, pat.buckets, names)
         if moved < TOLERANCE:
             break
     post[voted] = t[pat.of_item]
@@ -391,15 +380,21 @@ def _dawid_skene(
 
 
 def _m_step(
-    t: FloatArray, weight: FloatArray, row: IntArray, group: IntArray, names: int, eye: BoolArray
+    t: FloatArray, weight: FloatArray, teach: FloatArray, buckets: list[tuple[slice, IntArray]], names: int
 ) -> tuple[FloatArray, FloatArray]:
-    """The class prior and the regularised confusion matrices given the patterns' posteriors ``t``."""
+    """The class prior (from every pattern's posterior ``t`` times its ``weight``) and the regularised
+    confusion matrices (from the votes of patterns with a ``teach`` weight)."""
     k = t.shape[1]
     prior = (weight @ t + 1.0) / (weight.sum() + k)
     # n[j, k, l]: the posterior mass of class k behind annotator j's votes for l
-    mass = np.ascontiguousarray((t * weight[:, None]).T)
-    flat = np.stack([np.bincount(group, weights=mass[c][row], minlength=names * k) for c in range(k)])
+    mass = np.ascontiguousarray((t * teach[:, None]).T)
+    flat = np.zeros((k, names * k))
+    for run, cols in buckets:
+        for c in range(cols.shape[1]):
+            for true in range(k):
+                flat[true] += np.bincount(cols[:, c], weights=mass[true, run], minlength=names * k)
     n = flat.reshape(k, names, k).transpose(1, 0, 2)
+    eye = np.eye(k, dtype=bool)
     pooled = (n[:, eye].sum(axis=1) + PRIOR_STRENGTH * PRIOR_ACCURACY) / (n.sum(axis=(1, 2)) + PRIOR_STRENGTH)
     off = (1.0 - pooled) / max(k - 1, 1)
     mean = np.where(eye, pooled[:, None, None], off[:, None, None]) if k > 1 else np.ones((names, 1, 1))
