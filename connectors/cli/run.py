@@ -26,8 +26,8 @@ def handle(args: argparse.Namespace, config: Config, reserved: Reserved) -> int:
         monitor = Monitor(effective, servers, config_path=watched)
         if effective.metrics.enabled:
             m = effective.metrics
-            sock = reserved.take("port")
-            serve([monitor_part(monitor)], m.host, m.port, sock=sock, labels_url=m.labels_url)
+            part = monitor_part(monitor)
+            serve([part], m.host, m.port, sock=reserved.take("port"), labels_url=m.labels_url)
         with stop_on_signals(monitor):
             monitor.run(args.duration)
     return EXIT_OK

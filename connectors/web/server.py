@@ -18,7 +18,7 @@ three parts on ``metrics.port`` and the collectors on the other two):
   ``/api/status`` fetched by this server, so the monitor's dashboard draws the label loop's panels though the
   browser reaches only the monitor (no cross-origin request, nothing the label loop must allow).
 
-Handlers only read counters the loops write; they never block a loop.
+Handlers only read counters the loops write (``/api/labels`` asks the label loop); they never block a loop.
 """
 
 from __future__ import annotations

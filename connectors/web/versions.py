@@ -34,8 +34,9 @@ def with_registry(part: Part, registry: Versions, keep: int = RECENT_VERSIONS) -
     """``part`` whose status carries ``registry``: ``{path, current, versions}``, the newest ``keep`` versions
     first, each ``{version, status, current, created_at, parent, candidate_macro_f1, current_macro_f1,
     holdout}`` (``status``: the gate's ``promoted`` or ``rejected``, or ``unreadable`` with an ``error``);
-    None while the directory does not exist. Read by the endpoint's history thread every few seconds, never
-    by the loop nor at request time; a version's manifest is read once (versions are immutable)."""
+    None while the directory does not exist, with ``error`` (and no versions) while it cannot be read. Read by
+    the endpoint's history thread every few seconds, never by the loop nor at request time; a version's
+    manifest is read until it was read whole once (versions are immutable)."""
     gates: dict[str, dict[str, Any]] = {}
     seen: dict[str, Any] = {"registry": None}
 
@@ -45,15 +46,19 @@ def with_registry(part: Part, registry: Versions, keep: int = RECENT_VERSIONS) -
         if not registry.root.is_dir():
             seen["registry"] = None
             return
-        newest = registry.versions()[::-1][:keep]
-        for version in newest:
-            if version not in gates:
-                gates[version] = _gate(registry, version)
-        current = registry.current()
+        try:
+            newest = registry.versions()[::-1][:keep]
+            current = registry.current()
+        except OSError as exc:  # the history thread goes on for every part
+            path, error = str(registry.root), str(exc)
+            seen["registry"] = {"path": path, "current": None, "versions": [], "error": error}
+            return
+        read = {v: gates.get(v) or _gate(registry, v) for v in newest}
+        gates.update({v: g for v, g in read.items() if g["status"] != "unreadable"})
         seen["registry"] = {
             "path": str(registry.root),
             "current": current,
-            "versions": [{**gates[v], "current": v == current} for v in newest],
+            "versions": [{**read[v], "current": v == current} for v in newest],
         }
 
     def status() -> dict[str, Any]:
@@ -66,7 +71,7 @@ def _gate(registry: Versions, version: str) -> dict[str, Any]:
     """A version's gate outcome and the numbers it was decided on."""
     try:
         manifest = registry.manifest(version)
-    except SelectorError as exc:
+    except (SelectorError, OSError) as exc:
         return {"version": version, "status": "unreadable", "error": str(exc)}
     found = manifest.get("metrics")
     metrics: dict[str, Any] = found if isinstance(found, dict) else {}

@@ -29,6 +29,10 @@ from tests.connectors.labels.test_status import T0
 from tests.connectors.web.test_dashboard_browser import browse, shown
 from tests.connectors.web.test_web import decided_monitor, get
 
+IN_MEMORY: Config = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"},
+                                        "dataset": {"path": ":memory:"}})  # fmt: skip
+"""A label loop with an in-memory store (its registry is whatever a test passes)."""
+
 
 def closed_port() -> int:
     with socket.socket() as s:
@@ -195,15 +199,33 @@ class TestLabelLoopPage:
         assert get(endpoint.port, "/api/labels")[0] == 404  # relays only with metrics.labels_url
 
     def test_without_a_registry_directory_the_status_has_none(self, tmp_path: Path) -> None:
-        loop = LabelLoop(CFG_NO_REGISTRY, "127.0.0.1:9")
+        loop = LabelLoop(IN_MEMORY, "127.0.0.1:9")
         part = with_registry(labels_part(loop), ModelRegistry(tmp_path / "absent"))
         assert part.sample is not None
         part.sample(0.0)
         assert part.status()["registry"] is None
 
 
-CFG_NO_REGISTRY: Config = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"},
-                                        "dataset": {"path": ":memory:"}})  # fmt: skip
+class TestRegistryView:
+    def test_an_unreadable_version_is_read_again_until_it_is_whole(self, tmp_path: Path) -> None:
+        """A version whose manifest is missing says so with the reason, and is listed with its gate once the
+        manifest is there; the registry's own versions are read once."""
+        registry = ModelRegistry(tmp_path)
+        registry.add(b"v1", {"created_at": T0}, promote=True)
+        (tmp_path / "v2").mkdir()
+        part = with_registry(labels_part(LabelLoop(IN_MEMORY, "127.0.0.1:9")), registry, keep=1)
+        assert part.sample is not None
+        part.sample(0.0)
+        [v2] = part.status()["registry"]["versions"]
+        assert (v2["version"], v2["status"], v2["current"]) == ("v2", "unreadable", False)
+        assert v2["error"].startswith("model v2: no manifest at ")
+        manifest = {**registry.manifest("v1"), "version": "v2", "status": "rejected"}
+        (tmp_path / "v2" / "manifest.json").write_text(orjson.dumps(manifest).decode())
+        part.sample(0.0)
+        assert part.status()["registry"]["versions"] == [
+            {"version": "v2", "status": "rejected", "created_at": manifest["created_at"], "parent": None,
+             "candidate_macro_f1": None, "current_macro_f1": None, "holdout": None, "current": False}
+        ]  # fmt: skip
 
 
 class TestMonitorPage:
