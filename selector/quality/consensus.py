@@ -151,7 +151,7 @@ class Consensus:
     def weak_items(self) -> list[str]:
         """The weak items, least confident first (then by id)."""
         t = self.items
-        return sorted((t.ids[i] for i in np.flatnonzero(t.weak)), key=lambda rid: (t[rid].confidence, rid))
+        return [t.ids[i] for i in sorted(np.flatnonzero(t.weak), key=lambda i: (t.confidence[i], t.ids[i]))]
 
 
 @dataclass(frozen=True)
