@@ -152,16 +152,26 @@ MIN_CALIBRATION_LABELS = 30
 """Labeled decisions needed before a temperature is fitted."""
 
 
-def _calibration(examples: list[Example], index: dict[str, int], configured: float) -> Calibration | None:
-    rows = [e for e in examples if len(e.probs) == len(index)]
-    if len(rows) < MIN_CALIBRATION_LABELS:
+def _calibration(labels: _Labels, configured: float) -> Calibration | None:
+    if len(labels.label) < MIN_CALIBRATION_LABELS:
         return None
-    probs = np.array([e.probs for e in rows], dtype=np.float64)
-    labels = np.array([index[e.label] for e in rows], dtype=np.int64)
-    w = np.array([e.weight for e in rows], dtype=np.float64)
-    report = calibrate(probs, labels, weights=w)
-    now = expected_calibration_error(apply_temperature(probs, configured), labels, weights=w)
-    return Calibration(len(rows), report.temperature, configured, now, report.ece_after)
+    w = 1.0 / labels.pi
+    report = calibrate(labels.raw, labels.label, weights=w)
+    now = expected_calibration_error(labels.probs, labels.label, weights=w)
+    return Calibration(len(labels.label), report.temperature, configured, now, report.ece_after)
+
+
+def _seconds(texts: set[str]) -> dict[str, float]:
+    """Seconds since the epoch of each RFC 3339 ``decided_at``: the monitor's UTC text (``...Z``) parsed by
+    numpy at once, anything else one by one."""
+    unique = list(texts)
+    if all(t.endswith("Z") for t in unique):
+        try:
+            ms = np.array([t[:-1] for t in unique], dtype="datetime64[ms]").astype(np.int64)
+            return dict(zip(unique, (ms / 1000.0).tolist(), strict=True))
+        except ValueError:
+            pass
+    return {t: parse_ts(t) for t in unique}
 
 
 @dataclass(frozen=True)
@@ -170,8 +180,10 @@ class _Labels:
 
     label: np.ndarray
     predicted: np.ndarray
+    raw: np.ndarray
+    """the probabilities as the model gave them"""
     probs: np.ndarray
-    """calibrated"""
+    """calibrated with ``calibration.temperature``"""
     pi: np.ndarray
     decided_s: np.ndarray
     model: np.ndarray
@@ -179,11 +191,12 @@ class _Labels:
 
     @classmethod
     def of(cls, known: list[Example], index: dict[str, int], temperature: float) -> _Labels:
-        at = {s: parse_ts(s) for s in {e.decided_at for e in known}}  # a batch's decisions share one time
+        at = _seconds({e.decided_at for e in known})
         probs = np.array([e.probs for e in known], dtype=np.float64).reshape(len(known), len(index))
         return cls(
             np.array([index[e.label] for e in known], dtype=np.int64),
             np.array([index[e.predicted] for e in known], dtype=np.int64),
+            probs,
             apply_temperature(probs, temperature) if len(known) else probs,
             np.array([e.inclusion for e in known], dtype=np.float64),
             np.array([at[e.decided_at] for e in known], dtype=np.float64),
@@ -297,7 +310,7 @@ def label_status(store: DatasetStore, config: Config, now: float | None = None) 
         agreement=agreement if multi else None,
         agreement_items=multi,
         by_model=by_model_ipw,
-        calibration=_calibration(known, index, config.calibration.temperature),
+        calibration=_calibration(labels, config.calibration.temperature),
         read_predictions=config.quality.read_predictions,
         window_s=config.quality.window_s,
         window_start=cut,
