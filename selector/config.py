@@ -366,7 +366,9 @@ class RetrainConfig(_Section):
     epochs: PositiveInt = 150
     holdout_share: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     min_examples: PositiveInt = 50
-    min_improvement: Annotated[float, Field(ge=0.0)] = 0.0
+    min_improvement: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    min_holdout_effective: Annotated[float, Field(ge=2.0)] = 30.0
+    gate_weight_cap: Annotated[float, Field(ge=1.0)] | None = 10.0
     seed: int = 0
 
 

@@ -2,7 +2,8 @@
 
 Four reasons, each enabled separately, checked in this order:
 
-- ``"labels"``: at least ``every_labels`` new human labels since the last request.
+- ``"labels"``: at least ``every_labels`` newly labeled items since the last request (the label loop counts
+  an item once, however many votes it gets).
 - ``"schedule"``: at least ``schedule_s`` seconds since the last request (or since the policy started).
 - ``"audit_error"``: the audits of auto-accepted items show an error rate *credibly* above
   ``audit_error_above``: with ``k`` errors in ``n >= audit_min_labels`` audits since the last request, the
@@ -56,7 +57,7 @@ class TriggerState:
     Attributes:
         started_at: when the policy started (unix seconds); the schedule counts from it until a request.
         last_request_at: when the last request was published; None before the first.
-        labels_since: human labels since the last request.
+        labels_since: newly labeled items since the last request.
         audit_errors_since: audited auto-accepted items found wrong since the last request.
         audits_since: audited auto-accepted items since the last request.
         drift_alarm: a drift alarm was raised since the last request.
@@ -121,7 +122,7 @@ class TriggerPolicy:
     """Which reasons request a retrain, and the least time between two requests.
 
     Attributes:
-        every_labels: request after this many new human labels (>= 1); None: off.
+        every_labels: request after this many newly labeled items (>= 1); None: off.
         schedule_s: request when this many seconds passed since the last request (> 0); None: off.
         audit_error_above: request when the Wilson 95% lower bound of the audit error rate exceeds this
             bound (in [0, 1)); None: off.
