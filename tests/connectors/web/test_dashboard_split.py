@@ -176,7 +176,7 @@ class TestLabelLoopPage:
         assert sum(map(sum, shares)) == pytest.approx(1.0)
         for t, row in enumerate(shares):
             for p, share in enumerate(row):
-                assert values[f"confusion.{t}.{p}"] == (pct(share) if share > 0 else "·")
+                assert values[f"confusion.{t}.{p}"] == (f"{100 * share:.1f}" if share > 0 else "·")
 
     def test_its_status_lists_the_registrys_newest_versions_with_their_gate(
         self, label_loop: tuple[Endpoint, LabelLoop]
