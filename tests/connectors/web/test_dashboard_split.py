@@ -34,6 +34,9 @@ IN_MEMORY: Config = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"},
 """A label loop with an in-memory store (its registry is whatever a test passes)."""
 
 
+SEGMENTS = tuple("abcdefghijkl")
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -59,8 +62,8 @@ def label_loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpo
     filled_registry(root)
     config = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"}, "retrain": {"registry": str(root)},
                            "quality": {"divergence_sigmas": 1.0}})  # fmt: skip
-    # a line of 800 predictions over two days, by two model versions and in segments, some labeled
-    li = line(800, seed=3)
+    # a line of 800 predictions over two days, by two model versions and in twelve segments, some labeled
+    li = line(800, seed=3, segments=(*SEGMENTS, None))
     store = DatasetStore(":memory:")
     store.add_decisions(li.decisions())
     store.add_labels(li.labels())
@@ -144,10 +147,22 @@ def assert_estimate_panels(values: dict[str, str], endpoint: Endpoint) -> None:
             labels = {"model": model, "method": method, "window": "sliding"}
             accuracy = exported(endpoint, "selector_estimate_model_accuracy_ratio", labels)
             assert values[f"model.{model}.{method}"] == pct(accuracy)
-    labels = {"segment": "a", "method": "prediction_powered", "window": "sliding"}
-    assert values["segment.a.prediction_powered"] == pct(
-        exported(endpoint, "selector_estimate_segment_accuracy_ratio", labels)
-    )
+
+    # the ten segments with the most items in the window (then labels, then name), then a line for the others
+    def rank(segment: str) -> tuple[float, float, str]:
+        def count(what: str) -> float:
+            labels = {"segment": segment, "window": "sliding"}
+            return exported(endpoint, f"selector_estimate_segment_{what}", labels)
+
+        return -count("items"), -count("labels"), segment
+
+    top = sorted(SEGMENTS, key=rank)[:10]
+    shown_segments = {k.split(".")[1] for k in values if k.startswith("segment.") and k != "segment.more"}
+    assert shown_segments == set(top) and values["segment.more"] == "and 2 more segments with fewer items"
+    for segment in top:
+        labels = {"segment": segment, "method": "prediction_powered", "window": "sliding"}
+        accuracy = exported(endpoint, "selector_estimate_segment_accuracy_ratio", labels)
+        assert values[f"segment.{segment}.prediction_powered"] == pct(accuracy)
 
 
 class TestLabelLoopPage:
