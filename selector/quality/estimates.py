@@ -34,7 +34,15 @@ import numpy as np
 
 from selector.arrays import BoolArray, FloatArray, IntArray
 from selector.errors import SelectorError
-from selector.quality.intervals import Z_95, Bands, bounds, effective_size, pseudo_error_floor, widen
+from selector.quality.intervals import (
+    Z_95,
+    Bands,
+    bounds,
+    effective_size,
+    hidden_reach,
+    pseudo_error_floor,
+    widen,
+)
 
 __all__ = ["Z_95", "Interval", "ModelEstimates", "confusion", "model_estimates", "weighted_mean", "wilson"]
 
@@ -65,10 +73,10 @@ def wilson(successes: int, n: int, z: float = Z_95) -> Interval:
     return Interval(p, float(low[0]), float(high[0]), n)
 
 
-def ipw_bands(y: FloatArray, w: FloatArray, z: float = Z_95, hidden: FloatArray | None = None) -> Bands:
+def ipw_bands(y: FloatArray, w: FloatArray, z: float = Z_95, hideout: FloatArray | None = None) -> Bands:
     """Hajek proportions of ``y`` (0 or 1) weighted by ``w = 1 / pi`` (0: not in the group) along the last
-    axis, with their bounds; any leading shape (replicates, estimands). ``hidden``: the pseudo-error floor
-    of items that may belong to the group unseen (weighted counts squared), widening the bounds."""
+    axis, with their bounds; any leading shape (replicates, estimands). ``hideout``: the weights of the
+    labeled items among which unseen members of the group may hide (0 elsewhere), for the pseudo-errors."""
     total = w.sum(axis=-1)
     some = total > 0
     safe = np.where(some, total, 1.0)
@@ -78,9 +86,11 @@ def ipw_bands(y: FloatArray, w: FloatArray, z: float = Z_95, hidden: FloatArray 
     with np.errstate(divide="ignore", invalid="ignore"):
         n_eff = np.where(var > 0, np.minimum(kish, mean * (1 - mean) / var), kish)
     low, high = bounds(mean, n_eff, df, z)
-    if hidden is not None:
-        scale = np.maximum(mean, 1.0 - mean) ** 2 / (safe * safe)
-        low, high = widen(mean, low, high, np.where(some, hidden * scale, 0.0), df, z)
+    if hideout is not None:
+        some_pi = np.where(hideout > 0, 1.0 / np.where(hideout > 0, hideout, 1.0), 1.0)
+        floor = pseudo_error_floor(hideout * hideout, some_pi, (w * (y - mean[..., None])) ** 2)
+        reach = hidden_reach(mean, total, floor, df, np.ones(mean.shape, bool), z)
+        low, high = widen(mean, low, high, *reach)
     n = np.count_nonzero(w > 0, axis=-1)
     return Bands(np.where(some, mean, np.nan), low, high, n)
 
@@ -174,10 +184,9 @@ def model_bands(
     )
     weights = w * np.concatenate([ones, is_label, is_pred, ones], axis=-2)
     # a class's members hide among every labeled item: a weight class that showed none may still hold some
-    w_all = 1.0 / pi
-    hidden = np.zeros(weights.shape[:-1])
-    hidden[..., 1 : 1 + n_classes] = pseudo_error_floor(w_all * w_all, pi)[..., None]
-    return ipw_bands(y, weights, z, hidden)
+    hideout = np.zeros(weights.shape)
+    hideout[..., 1 : 1 + n_classes, :] = w
+    return ipw_bands(y, weights, z, hideout)
 
 
 def confusion(label: IntArray, predicted: IntArray, pi: FloatArray, n_classes: int) -> FloatArray:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from selector.arrays import FloatArray, IntArray
+from selector.arrays import BoolArray, FloatArray, IntArray
 
 Z_95 = 1.959963984540054
 """Standard normal quantile of a two-sided 95% interval."""
@@ -125,7 +125,7 @@ def bounds(
         high = (2 * n * p + z2 + 1.0 + z * np.sqrt(np.maximum(hi_arg, 0.0))) / (2 * (n + z2))
     # below one effective item, or where the corrected score equation has no root, the bound is the edge
     known = n >= 1.0
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         half_step = 0.5 / n
     low = np.where(
         known & (p > half_step) & (lo_arg >= 0), np.clip(np.nan_to_num(low, nan=0.0), 0.0, 1.0), 0.0
@@ -146,15 +146,29 @@ def effective_size(w: FloatArray) -> tuple[FloatArray, FloatArray]:
 
 
 def widen(
-    p: FloatArray, low: FloatArray, high: FloatArray, var: FloatArray, df: FloatArray, z: float = Z_95
+    p: FloatArray, low: FloatArray, high: FloatArray, reach_low: FloatArray, reach_high: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
-    """Bounds ``low``, ``high`` of ``p`` widened in quadrature by the ``t_df`` half-width of an extra
-    variance ``var`` (the pseudo-errors' floor), within [0, 1]."""
-    with np.errstate(invalid="ignore"):
-        extra = np.where(var > 0, t_quantile(df, z) ** 2 * var, 0.0)
-        wide_low = np.nan_to_num(p - np.sqrt((p - low) ** 2 + extra), nan=0.0)
-        wide_high = np.nan_to_num(p + np.sqrt((high - p) ** 2 + extra), nan=1.0)
+    """Bounds ``low``, ``high`` of ``p`` widened in quadrature by how far unseen errors could reach on each
+    side, within [0, 1]."""
+    wide_low = p - np.sqrt((p - low) ** 2 + reach_low**2)
+    wide_high = p + np.sqrt((high - p) ** 2 + reach_high**2)
     return np.clip(wide_low, 0.0, low), np.clip(wide_high, high, 1.0)
+
+
+def hidden_reach(
+    p: FloatArray, den: FloatArray, floor: FloatArray, df: FloatArray, member: BoolArray, z: float = Z_95
+) -> tuple[FloatArray, FloatArray]:
+    """How far the errors a pseudo-error ``floor`` allows (``t_df sqrt(floor)`` items, in the units of
+    ``den``) move a ratio ``p = num / den``, down and up. Where they may be members of the denominator
+    (``member``: a class's items hide among any labeled item, for a recall), ``h`` of them move it to
+    ``num / (den + h)`` or ``(num + h) / (den + h)``; elsewhere they change the outcome only: ``h / den``."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        h = np.minimum(np.where(floor > 0, t_quantile(df, z) * np.sqrt(floor), 0.0), 1e300)
+        joined = np.where(member, den + h, den)
+        share = np.where((den > 0) & (h > 0), np.minimum(h / joined, 1.0), 0.0)
+    low: FloatArray = np.where(member, p * share, share)
+    high: FloatArray = np.where(member, (1.0 - p) * share, share)
+    return low, high
 
 
 PSEUDO_ERRORS = 3.54
@@ -182,12 +196,14 @@ def larger_per_class(first: FloatArray, second: FloatArray, pi: FloatArray) -> F
     return out
 
 
-def pseudo_error_floor(u: FloatArray, pi: FloatArray) -> FloatArray:
-    """``PSEUDO_ERRORS * sum over weight classes of max u`` along the last axis: ``u`` is each labeled item's
-    squared weight (0 for items that cannot hide an error), ``pi`` its inclusion probability."""
+def pseudo_error_floor(u: FloatArray, pi: FloatArray, seen: FloatArray) -> FloatArray:
+    """What the pseudo-errors add beyond what the labels showed, along the last axis: per weight class,
+    ``PSEUDO_ERRORS * max u`` less the class's ``sum seen``, if positive, summed. ``u`` is each labeled item's
+    squared weight (0 where it cannot hide an error), ``seen`` its squared weighted residual."""
     cls = weight_class(pi) + np.zeros(u.shape)
     floor = np.zeros(u.shape[:-1])
     for h in np.unique(cls[u > 0]):
-        floor += np.where(cls == h, u, 0.0).max(axis=-1)
-    out: FloatArray = PSEUDO_ERRORS * floor
-    return out
+        in_h = cls == h
+        top = PSEUDO_ERRORS * np.where(in_h, u, 0.0).max(axis=-1)
+        floor += np.maximum(top - np.where(in_h, seen, 0.0).sum(axis=-1), 0.0)
+    return floor

@@ -37,6 +37,7 @@ from selector.quality.intervals import (
     Bands,
     bounds,
     effective_size,
+    hidden_reach,
     larger_per_class,
     pseudo_error_floor,
     widen,
@@ -186,11 +187,12 @@ def _ratio_bands(
     n: IntArray,
     z: float,
     floor: FloatArray | None = None,
+    member: BoolArray | None = None,
 ) -> Bands:
     """``num / den`` (per-item means) clipped to [0, 1] with the bounds of its linearized variance:
     ``sampling`` is the labels' part of the variance of ``num - ratio den`` per item (beyond the outcome's
-    own), ``n_items`` the decided items, ``df`` the degrees of freedom of the variance; ``floor`` (same units)
-    widens both bounds in quadrature by its normal half-width."""
+    own), ``n_items`` the decided items, ``df`` the degrees of freedom of the variance; ``floor``: the
+    pseudo-error floor (counts squared), of items that may be members of the denominator where ``member``."""
     some = (den > 0) & (n_items > 0)
     safe_den = np.where(some, den, 1.0)
     ratio = np.clip(num / safe_den, 0.0, 1.0)
@@ -203,7 +205,11 @@ def _ratio_bands(
     df = np.where(some, df, -1.0)
     low, high = bounds(ratio, n_eff, df, z)
     if floor is not None:
-        low, high = widen(ratio, low, high, floor / (items * safe_den * safe_den), df, z)
+        hidden = floor / (items * items)
+        joins = np.zeros(ratio.shape, bool) if member is None else member
+        low, high = widen(
+            ratio, low, high, *hidden_reach(ratio, np.where(some, den, 0.0), hidden, df, joins, z)
+        )
     return Bands(np.where(some, ratio, np.nan), low, high, n)
 
 
@@ -246,12 +252,14 @@ def prediction_powered_bands(
     model = u * np.clip((1 - ratio) ** 2 * ca + ratio**2 * (cb - ca) - (ca - ratio * cb) ** 2, 0.0, None)
     # each weight class: its observed squared residuals, or calibration's variance if larger (rare errors)
     sampling = larger_per_class(observed, model, np.broadcast_to(pi_, u.shape))
-    floor = pseudo_error_floor(u, np.broadcast_to(pi_, u.shape)) * np.maximum(ratio, 1.0 - ratio)[..., 0] ** 2
+    floor = pseudo_error_floor(u, np.broadcast_to(pi_, u.shape), observed)
     wu = np.where(unsure, w, 0.0)
     _, df = effective_size(wu)
     behind = np.count_nonzero((a + b) > 0, axis=-1)
     items = np.broadcast_to(n, num.shape)
-    return _ratio_bands(num, den, sampling / safe_n, items, df, behind, z, floor / safe_n)
+    recall = np.zeros(num.shape, bool)
+    recall[..., 1 : 1 + probs.shape[-1]] = True  # a class's members hide among every labeled item
+    return _ratio_bands(num, den, sampling / safe_n, items, df, behind, z, floor, recall)
 
 
 def _estimates(bands: Bands, classes: Sequence[str]) -> Estimates:
