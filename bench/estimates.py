@@ -1,13 +1,14 @@
-"""Coverage and width of the estimates' 95% intervals on a simulated line: ``python bench/estimates.py [--quick]``.
+"""Coverage and width of the estimates' 95% intervals on a simulated line.
 
-A line is a finite set of item types, each with its share of the stream, the calibrated probabilities the model
-gives it, the true label distribution (the same when calibration holds; a concept drift moves it while the
-confidence stays) and its inclusion probability (audits of confident items at the audit rate, queries of
-uncertain items at 0.05..1, more likely where the model is wrong more often; the first items of the stream at
-1, a cold start). The true accuracy, recall, precision and defect rate follow exactly from the types. A
-replicate walks the stream until its n-th label: the labeled items are the cold start then independent draws
-tilted by ``pi``; between two labels the stream holds a geometric number of unlabeled items. Every estimator
-sees what the label loop would: the labeled items and the tally of every decided item.
+``python bench/estimates.py [--quick]``. A line is a finite set of item types, each with its share of the
+stream, the calibrated probabilities the model gives it, the true label distribution (the same when
+calibration holds; a concept drift moves it while the confidence stays) and its inclusion probability
+(audits of confident items at the audit rate, queries of uncertain items at 0.05..1, more likely where the
+model is wrong more often; the first items of the stream at 1, a cold start). The true accuracy, recall,
+precision and defect rate follow exactly from the types. A replicate walks the stream until its n-th label:
+the labeled items are the cold start then independent draws tilted by ``pi``; between two labels the stream
+holds a geometric number of unlabeled items. Every estimator sees what the label loop would: the labeled
+items and the tally of every decided item.
 
 Prints Markdown tables: coverage and mean width per estimator (the IPW estimator before issue 14, today's IPW,
 prediction-powered, label-free) and n, on the 1%-defect line with calibrated confidence and after a drift
@@ -29,10 +30,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from selector.arrays import BoolArray, FloatArray, IntArray
+from bench.markdown import table
+from selector.arrays import FloatArray, IntArray
 from selector.quality.estimates import model_bands
 from selector.quality.intervals import Z_95, Bands
-from selector.quality.population import label_free_bands, prediction_powered_bands
+from selector.quality.population import divergence_arrays, label_free_bands, prediction_powered_bands
 
 CLASSES = ("ok", "scratch", "dent")
 DEFECTS = np.array([False, True, True])
@@ -68,8 +70,9 @@ class Line:
 
 def one_percent_line(drift: float = 0.0, audit: float = 0.01, cold: int = 5) -> Line:
     """A 1%-defect line: mostly confident ``ok`` items (accepted, audited at ``audit``), confident defects
-    (queried at 0.3, a class share), and uncertain items queried with ``pi`` rising with their uncertainty. ``drift`` turns that share
-    of the confident ``ok`` items into dents the model still calls ``ok`` with the same confidence."""
+    (queried at 0.3, a class share), and uncertain items queried with ``pi`` rising with their uncertainty.
+    ``drift`` turns that share of the confident ``ok`` items into dents the model still calls ``ok`` with
+    the same confidence."""
     rows = [  # share, probs (ok, scratch, dent), pi (None: the audit rate)
         (0.930, (0.998, 0.001, 0.001), None),
         (0.040, (0.960, 0.030, 0.010), 0.05),
@@ -134,7 +137,10 @@ def walk(line: Line, grid: Sequence[int], reps: int, seed: int) -> Walk:
     cold = min(line.cold, n_max)
     tilted = line.share * line.pi / np.dot(line.share, line.pi)
     types = np.concatenate(
-        [rng.choice(n_types, (reps, cold), p=line.share), rng.choice(n_types, (reps, n_max - cold), p=tilted)],
+        [
+            rng.choice(n_types, (reps, cold), p=line.share),
+            rng.choice(n_types, (reps, n_max - cold), p=tilted),
+        ],
         axis=1,
     )
     pi = np.where(np.arange(n_max) < cold, 1.0, line.pi[types])
@@ -251,30 +257,142 @@ def coverage(line: Line, w: Walk, estimator: Estimator) -> Coverage:
     return Coverage(np.array(covered), np.array(width))
 
 
-def divergence_alarm(line_before: Line, line_after: Line, labels_before: int, reps: int, seed: int) -> tuple[float, float]:
-    """Median labels and items after a drift until ``|sigmas| > 4`` (scope: since start, ``labels_before``
-    labels before the drift), over replicates; NaN where fewer than half fire within 5,000 labels."""
-    raise NotImplementedError
+def _concat(before: Walk, after: Walk, g: int) -> tuple[IntArray, IntArray, FloatArray, IntArray, IntArray]:
+    """The labeled items (types, labels, pi) and decided items (total, per type) of a scope that holds all of
+    ``before`` and ``after`` up to its ``g``-th grid point."""
+    n = after.grid[g]
+    types = np.concatenate([before.types, after.types[:, :n]], axis=1)
+    label = np.concatenate([before.label, after.label[:, :n]], axis=1)
+    pi = np.concatenate([before.pi, after.pi[:, :n]], axis=1)
+    return (
+        types,
+        label,
+        pi,
+        before.items[:, -1] + after.items[:, g],
+        before.counts[:, -1] + after.counts[:, g],
+    )
+
+
+def divergence_alarm(
+    before: Line, after: Line, labels_before: int, grid: Sequence[int], reps: int, seed: int
+) -> tuple[float, float, float]:
+    """Labels and items after a drift until ``|sigmas| > 4`` (median over replicates, first grid point that
+    fires; the scope holds ``labels_before`` labels from before the drift), and the share that fired."""
+    pre = walk(before, (labels_before,), reps, seed) if labels_before else None
+    post = walk(after, grid, reps, seed + 1)
+    fired_at = np.full(reps, -1)
+    for g in range(len(grid)):
+        if pre is None:
+            n = grid[g]
+            types, label, pi, items = post.types[:, :n], post.label[:, :n], post.pi[:, :n], post.items[:, g]
+        else:
+            types, label, pi, items, _ = _concat(pre, post, g)
+        gap, se = divergence_arrays(
+            items.astype(np.float64), label, before.predicted[types], before.probs[types], pi
+        )
+        fires = (np.abs(gap / se) > 4) & (fired_at < 0)
+        fired_at[fires] = g
+    fired = fired_at >= 0
+    if fired.mean() < 0.5:
+        return math.nan, math.nan, float(fired.mean())
+    at = np.where(fired, fired_at, len(grid))  # never fired: past the grid (counts in the median's favour)
+    median_g = int(np.median(at))
+    post_items = np.median(post.items[np.arange(reps), np.minimum(at, len(grid) - 1)])
+    return float(grid[median_g]), float(post_items), float(fired.mean())
+
+
+def width_curve(line: Line, estimator: Estimator, grid: Sequence[int], reps: int, seed: int) -> FloatArray:
+    """(G, Q) mean interval width per grid point and estimand."""
+    return coverage(line, walk(line, grid, reps, seed), estimator).width
+
+
+def labels_needed(width: FloatArray, grid: Sequence[int], target: float) -> str:
+    """The first grid point whose mean width is at most ``target`` ("> last" if none)."""
+    hit = np.flatnonzero(width <= target)
+    return f"{grid[hit[0]]:,}" if len(hit) else f"> {grid[-1]:,}"
 
 
 def _percent(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _coverage_section(title: str, line: Line, reps: int) -> None:
+    w = walk(line, GRID, reps, seed=1)
+    results = {name: coverage(line, w, est) for name, est in ESTIMATORS.items()}
+    truth = ", ".join(f"{n} {v:.3f}" for n, v in zip(NAMES, line.true_values(), strict=True))
+    print(f"\n#### {title}\n\nTrue values: {truth}.\n")
+    headers = [
+        "labels",
+        *(f"{k}: worst coverage" for k in ESTIMATORS),
+        *(f"{k}: accuracy width" for k in ESTIMATORS),
+    ]
+    rows = []
+    for g, n in enumerate(GRID):
+        cov = [
+            f"{_percent(r.covered[g].min())} ({NAMES[int(np.argmin(r.covered[g]))]})"
+            for r in results.values()
+        ]
+        rows.append([str(n), *cov, *(f"{r.width[g, 0]:.3f}" for r in results.values())])
+    print(table(headers, rows, "r" * len(headers)))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer replicates")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer replicates (about 20 s)")
     args = parser.parse_args(argv)
-    reps = 300 if args.quick else 2000
-    for title, line in (("calibrated", one_percent_line()), ("after a drift", one_percent_line(drift=0.03))):
-        w = walk(line, GRID, reps, seed=1)
-        print(f"\n### 1%-defect line, {title}: truth", np.round(line.true_values(), 4))
-        for name, est in ESTIMATORS.items():
-            c = coverage(line, w, est)
-            print(f"\n{name}: min coverage per n (worst estimand) and mean width of accuracy")
-            for g, n in enumerate(GRID):
-                worst = int(np.argmin(c.covered[g]))
-                print(f"n={n:4d}  min {_percent(c.covered[g, worst])} ({NAMES[worst]})  acc width {c.width[g, 0]:.3f}")
+    reps, curve_reps = (300, 60) if args.quick else (2000, 200)
+    print(f"### Estimates: coverage of 95% intervals ({reps} replicates per cell)")
+    print("\nWorst coverage over the 8 estimands (accuracy, recall and precision of ok/scratch/dent, defect")
+    print("rate) at each label count, and the mean width of the accuracy interval.")
+    scenarios = [
+        ("1%-defect line, calibrated confidence, audits at 0.2%", one_percent_line(audit=0.002)),
+        (
+            "1%-defect line after a drift the confidence cannot see (3% of confident ok are dents)",
+            one_percent_line(drift=0.03, audit=0.002),
+        ),
+        ("1%-defect line, calibrated, audits at 1%", one_percent_line(audit=0.01, cold=0)),
+    ]
+    for title, line in scenarios:
+        _coverage_section(title, line, reps)
+
+    grid = (100, 200, 500, 1000, 2000, 5000)
+    print("\n#### Mean interval width as labels accumulate (1%-defect line, calibrated, audits at 1%)\n")
+    line = one_percent_line(audit=0.01, cold=0)
+    widths = {k: width_curve(line, ESTIMATORS[k], grid, curve_reps, seed=5) for k in ("IPW", "PPI")}
+    focus = [0, 1, 2, 3, 7]
+    headers = ["labels", *(f"{k}: {NAMES[q]}" for k in widths for q in focus), "PPI / IPW, accuracy"]
+    rows = [
+        [
+            f"{n:,}",
+            *(f"{widths[k][g, q]:.3f}" for k in widths for q in focus),
+            f"{widths['PPI'][g, 0] / widths['IPW'][g, 0]:.2f}",
+        ]
+        for g, n in enumerate(grid)
+    ]
+    print(table(headers, rows, "r" * len(headers)))
+    print("\nLabels until the mean width is at most the target:\n")
+    rows = []
+    for q, target in ((0, 0.05), (0, 0.02), (1, 0.01), (2, 0.3), (3, 0.3), (7, 0.02)):
+        rows.append([NAMES[q], f"{target}", *(labels_needed(widths[k][:, q], grid, target) for k in widths)])
+    print(table(["estimand", "width", "IPW", "PPI"], rows, "lrrr"))
+
+    print("\n#### Divergence alarm (|sigmas| > 4) after a drift the confidence cannot see\n")
+    alarm_grid = (25, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000)
+    rows = []
+    for drift in (0.03, 0.1):
+        for audit in (0.002, 0.01):
+            before, after = one_percent_line(audit=audit), one_percent_line(drift=drift, audit=audit)
+            for scope, pre in (("since start, 200 labels before", 200), ("window from the drift", 0)):
+                labels, items, share = divergence_alarm(before, after, pre, alarm_grid, curve_reps, seed=7)
+                shown = (f"{labels:,.0f}", f"{items:,.0f}") if not math.isnan(labels) else ("> 5,000", "-")
+                rows.append([f"{drift:.0%}", f"{audit:.1%}", scope, *shown, _percent(share)])
+    print(
+        table(
+            ["drift", "audits", "scope", "labels (median)", "items (median)", "fired within 5,000"],
+            rows,
+            "rrlrrr",
+        )
+    )
 
 
 if __name__ == "__main__":
