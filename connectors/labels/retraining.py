@@ -1,8 +1,9 @@
 """Retraining: the label loop's triggers, the retrain-request events, and the built-in trainer's runs.
 
 :class:`Retrainer` lives in the label loop. After every round it feeds the trigger policy
-(:mod:`selector.quality.triggers`) with the human labels stored, the audits of auto-acceptable items and
-their errors,
+(:mod:`selector.quality.triggers`) with the newly labeled items (items whose votes now resolve to a label:
+a second vote, a retraction and re-vote or a duplicate message does not count an item again), the audits of
+auto-acceptable items and their errors,
 and a Page-Hinkley detector (:mod:`selector.quality.drift`) run over the confidence of audited items (audits
 are a
 uniform random sample of the stream, so their confidence tracks the model's input distribution without the
@@ -72,6 +73,9 @@ def retrain_once(config: Config, now: float) -> dict[str, Any]:
         holdout_share=r.holdout_share,
         min_examples=r.min_examples,
         min_improvement=r.min_improvement,
+        min_holdout_effective=r.min_holdout_effective,
+        gate_weight_cap=r.gate_weight_cap,
+        defects=config.defects(),
         now=now,
     )
     manifest = registry.manifest(result.version)
@@ -84,6 +88,13 @@ def retrain_once(config: Config, now: float) -> dict[str, Any]:
         "metrics": result.metrics,
         "at": rfc3339(now),
     }
+
+
+def resolved_items(store: DatasetStore, quorum: int) -> int:
+    """How many stored items have a decision and votes that resolve to a label under ``quorum``: the
+    labeled items a retrain can use, each counted once however many votes it has."""
+    book = store.book()
+    return len(store.known({i for i in book.votes if book.resolve(i, quorum).label is not None}))
 
 
 def publish(producer: KafkaProducer, config: Config, topic: str, key: str, event: dict[str, Any]) -> None:
@@ -134,6 +145,9 @@ class Retrainer:
         seen = saved.get("audits_seen", [0, 0])
         self.audits_seen = (int(seen[0]), int(seen[1]))
         """(audits, errors) of auto-acceptable items already fed to the policy"""
+        # A store from before items were counted starts from its present count: its labels were counted.
+        self.resolved_seen = int(saved.get("resolved_seen", resolved_items(store, config.dataset.quorum)))
+        """the most labeled items the store has held: only items beyond it are new"""
         self.requests = dict.fromkeys(REASONS, 0)
         self.outcomes = dict.fromkeys(OUTCOMES, 0)
         self.alarms = {"up": 0, "down": 0}
@@ -151,7 +165,13 @@ class Retrainer:
         audit_confidences: list[float],
         audits: tuple[int, int],
     ) -> None:
-        """One round: observe, maybe request a retrain (and start the trainer), persist the state."""
+        """One round: observe, maybe request a retrain (and start the trainer), persist the state.
+
+        ``new_labels`` is the number of label messages this round stored: with none, no item's label
+        changed, so the store's labeled items are not counted again. The labels trigger counts items beyond
+        the most the store ever held (:attr:`resolved_seen`): an item retracted and labeled again, or voted
+        on twice, counts once.
+        """
         alarm = False
         if self.config.retrain.drift and audit_confidences:
             self.drift, at, direction = self.detector.update(self.drift, np.asarray(audit_confidences, float))
@@ -161,9 +181,14 @@ class Retrainer:
                 log.warning("drift alarm: the confidence of audited items moved %s", direction)
         n, errors = audits
         seen_n, seen_errors = self.audits_seen
+        fresh = 0
+        if new_labels:
+            resolved = resolved_items(self.store, self.config.dataset.quorum)
+            fresh = max(0, resolved - self.resolved_seen)
+            self.resolved_seen = max(resolved, self.resolved_seen)
         self.triggers = self.policy.observe(
             self.triggers,
-            new_labels=new_labels,
+            new_labels=fresh,
             audits=max(0, n - seen_n),
             audit_errors=max(0, min(n - seen_n, errors - seen_errors)),
             drift_alarm=alarm,
@@ -179,6 +204,7 @@ class Retrainer:
                 "triggers": self.triggers.to_dict(),
                 "drift": self.drift.to_dict(),
                 "audits_seen": list(self.audits_seen),
+                "resolved_seen": self.resolved_seen,
             },
         )
 
@@ -216,7 +242,7 @@ class Retrainer:
             return
         self.last_event = event
         self.outcomes[event["type"]] += 1
-        log.info("retrain: %s %s (%s)", event["version"], event["type"], event["reason"])
+        log.info("retrain: %s", event["reason"])
 
     @property
     def running(self) -> bool:

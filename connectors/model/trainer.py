@@ -3,8 +3,10 @@
 The labeled examples are a probability sample of the stream: item ``i`` was labeled with inclusion
 probability ``pi_i``, so weighting it by ``w_i = 1 / pi_i`` makes sums over the labeled items unbiased for
 sums over the stream (Horvitz & Thompson 1952). Training minimizes the importance-weighted cross-entropy
-``sum_i w_i CE(f(x_i), y_i) / n`` and the gate compares models by importance-weighted metrics, so a model is
-fitted to, and judged on, the stream it will serve rather than the uncertain items that were queried.
+``sum_i w_i CE(f(x_i), y_i) / n``, so a model is fitted to the stream it will serve rather than to the
+uncertain items that were queried. The promotion gate judges a candidate and the current model paired, on
+the same held-out labels, by the interval of their weighted macro-F1 difference, the holdout's effective size
+and each defect class's recall (:func:`selector.quality.evaluation.promotion_gate`; docs/estimates.md).
 
 The model is a deep ensemble (Lakshminarayanan, Pritzel & Blundell 2017): ``K`` one-hidden-layer ReLU MLPs,
 each from its own random initialization and visiting the examples in its own order, trained with Adam. All
@@ -27,7 +29,7 @@ Example:
     >>> y = (x[:, 0] > 0).astype(np.int64)
     >>> model = train_ensemble(x, y, np.ones(200), ["neg", "pos"], TrainSettings(members=2, epochs=20))
     >>> probs, members = model.predict(x)
-    >>> probs.shape, members.shape, bool(weighted_accuracy(y, probs.argmax(1), np.ones(200)) > 0.9)
+    >>> probs.shape, members.shape, bool((probs.argmax(1) == y).mean() > 0.9)
     ((200, 2), (200, 2, 2), True)
 """
 
@@ -52,7 +54,7 @@ from connectors.model.dataset import Example
 from connectors.model.registry import ModelRegistry
 from selector.config import RetrainConfig
 from selector.errors import SelectorError
-from selector.quality.evaluation import holdout_mask, weighted_accuracy, weighted_macro_f1
+from selector.quality.evaluation import holdout_mask, kish_effective_n, promotion_gate, trimmed_weights
 
 OPSET = 17
 """ONNX opset of the exported graph (ReduceMean still takes ``axes`` as an attribute)."""
@@ -313,9 +315,11 @@ class RetrainResult:
     version: str
     promoted: bool
     reason: str
+    """the gate's verdict in one line (:meth:`selector.quality.evaluation.GateVerdict.describe`)"""
     metrics: dict[str, float]
-    """candidate_/current_ macro_f1 and accuracy on the holdout (importance-weighted), holdout and train
-    sizes, parity"""
+    """:meth:`selector.quality.evaluation.GateVerdict.metrics` (candidate_/current_ value, difference, low
+    and high of macro_f1, accuracy and each defect class's recall; holdout and holdout_effective), plus
+    holdout_effective_raw (of the untrimmed ``1 / pi``), train and parity"""
     path: Path
 
 
@@ -328,23 +332,34 @@ def retrain(
     holdout_share: float = 0.2,
     min_examples: int = 50,
     min_improvement: float = 0.0,
+    min_holdout_effective: float = 30.0,
+    gate_weight_cap: float | None = 10.0,
+    defects: Sequence[bool] | None = None,
     now: float,
 ) -> RetrainResult:
     """Train a candidate on the labeled examples, gate it against the current model, register it.
 
-    1. Keep the examples with an embedding and a known label; split them by :func:`holdout_mask`.
+    1. Keep the examples with an embedding and a known label; split them by :func:`holdout_mask` (only
+       human labels are ever held out: pseudo-labels and imported seed examples only train).
     2. Train an ensemble on the rest with importance weights; export it; check onnxruntime against torch.
-    3. Score the candidate and the current model on the holdout, each example weighted by ``1 / pi``. The
-       current model is the registry's promoted version run with onnxruntime or, before the first
-       promotion, the deployed model as recorded: each example's ``predicted`` class.
-    4. Promote if the candidate's macro-F1 exceeds the current one's by more than ``min_improvement``;
-       register the candidate either way (``rejected`` ones keep their metrics).
+    3. Predict the holdout with the candidate and the current model: the registry's promoted version run
+       with onnxruntime or, before the first promotion, the deployed model as recorded (each example's
+       ``predicted`` class).
+    4. Judge them paired on the same held-out labels (:func:`selector.quality.evaluation.promotion_gate`),
+       each weighted by ``1 / pi`` trimmed at ``gate_weight_cap`` times the median weight: promote only if
+       the held-out labels' effective size is at least ``min_holdout_effective``, the lower bound of the
+       macro-F1 difference exceeds ``min_improvement`` and no defect class (``defects``, one flag per class;
+       default every class but the first) credibly loses recall. Register the candidate either way
+       (``rejected`` ones keep their metrics and the verdict).
 
     Raises:
         SelectorError: fewer than ``min_examples`` training examples, an empty holdout, embeddings of
             different lengths, or a parity difference above :data:`PARITY_TOLERANCE`.
     """
     settings = settings or TrainSettings()
+    flags = [False] + [True] * (len(classes) - 1) if defects is None else list(defects)
+    if len(flags) != len(classes):
+        raise SelectorError(f"defects needs one flag per class ({len(classes)}), got {len(flags)}")
     index = {name: i for i, name in enumerate(classes)}
     usable = [e for e in examples if e.embedding is not None and e.label in index]
     lengths = Counter(len(e.embedding or ()) for e in usable)
@@ -353,7 +368,7 @@ def retrain(
             f"labeled embeddings differ in length ({dict(lengths)} examples by length); "
             "retrain on examples from one embedding model"
         )
-    # pseudo-labels only ever train: the gate judges on human labels
+    # pseudo-labels and seed examples only ever train: the gate judges on human labels
     human = np.array([e.source == "human" for e in usable], dtype=bool)
     held = holdout_mask([e.id for e in usable], holdout_share) & human
     n_train, n_holdout = int((~held).sum()), int(held.sum())
@@ -382,47 +397,55 @@ def retrain(
     current = registry.current()
     baseline, current_pred = _current_predictions(registry, current, classes, x[held], recorded[held])
     candidate_pred = run_onnx(data, x[held])[0].argmax(axis=1)
-    yh, wh = y[held], weight[held]
+    verdict = promotion_gate(
+        y[held],
+        candidate_pred,
+        current_pred,
+        trimmed_weights(weight[held], gate_weight_cap),
+        flags,
+        min_improvement=min_improvement,
+        min_effective=min_holdout_effective,
+    )
     metrics = {
-        "candidate_macro_f1": weighted_macro_f1(yh, candidate_pred, wh, len(classes)),
-        "candidate_accuracy": weighted_accuracy(yh, candidate_pred, wh),
-        "current_macro_f1": weighted_macro_f1(yh, current_pred, wh, len(classes)),
-        "current_accuracy": weighted_accuracy(yh, current_pred, wh),
-        "holdout": float(n_holdout),
+        **verdict.metrics(classes),
+        "holdout_effective_raw": kish_effective_n(weight[held]),
         "train": float(n_train),
         "parity": gap,
     }
-    new, old = metrics["candidate_macro_f1"], metrics["current_macro_f1"]
-    promote = new > old + min_improvement
-    relation = "beats" if promote else "does not beat"
-    reason = (
-        f"weighted macro-F1 {new:.4f} {relation} {old:.4f} + {min_improvement:g} of {baseline} "
-        f"on {n_holdout} held-out examples"
-    )
     by_label = Counter(e.label for e in usable)
-    manifest = registry.add(
-        data,
-        {
-            "parent": current,
-            "created_at": now,
-            "classes": list(classes),
-            "embedding_dim": ensemble.embedding_dim,
-            "members": ensemble.members,
-            "metrics": metrics,
-            "data": {
-                "train": n_train,
-                "holdout": n_holdout,
-                "pseudo_labels": sum(e.source == "pseudo" for e in usable),
-                "by_label": {name: by_label[name] for name in classes},
-                "without_embedding": sum(e.embedding is None for e in examples),
-                "unknown_label": sum(e.label not in index for e in examples),
-            },
-            "settings": {**asdict(settings), "holdout_share": holdout_share, "baseline": baseline},
+    fields = {
+        "parent": current,
+        "created_at": now,
+        "classes": list(classes),
+        "embedding_dim": ensemble.embedding_dim,
+        "members": ensemble.members,
+        "metrics": metrics,
+        "data": {
+            "train": n_train,
+            "holdout": n_holdout,
+            "pseudo_labels": sum(e.source == "pseudo" for e in usable),
+            "by_label": {name: by_label[name] for name in classes},
+            "without_embedding": sum(e.embedding is None for e in examples),
+            "unknown_label": sum(e.label not in index for e in examples),
         },
-        promote=promote,
+        "settings": {
+            **asdict(settings),
+            "holdout_share": holdout_share,
+            "baseline": baseline,
+            "min_improvement": min_improvement,
+            "min_holdout_effective": min_holdout_effective,
+            "gate_weight_cap": gate_weight_cap,
+            "defect_classes": [c for c, f in zip(classes, flags, strict=True) if f],
+        },
+    }
+    # The verdict names the version; another writer may take the expected number first, so it is redone.
+    expected = registry.next_version()
+    manifest = registry.add(
+        data, {**fields, "gate": verdict.describe(expected, baseline, classes)}, promote=verdict.promote
     )
     version = manifest["version"]
-    return RetrainResult(version, promote, reason, metrics, registry.model_path(version))
+    reason = verdict.describe(version, baseline, classes)
+    return RetrainResult(version, verdict.promote, reason, metrics, registry.model_path(version))
 
 
 def _current_predictions(

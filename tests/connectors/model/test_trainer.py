@@ -282,10 +282,13 @@ class TestRetrain:
         assert result.version == "v1" and registry.current() == "v1"
         assert result.metrics["candidate_macro_f1"] > 0.8
         assert result.metrics["current_macro_f1"] < 0.3
-        assert "of the recorded predictions" in result.reason
+        assert (
+            result.reason.startswith("promoted v1: macro-F1 +")
+            and "vs the recorded predictions" in result.reason
+        )
         manifest = registry.manifest("v1")
         assert manifest["status"] == "promoted" and manifest["parent"] is None
-        assert manifest["metrics"] == result.metrics
+        assert manifest["metrics"] == result.metrics and manifest["gate"] == result.reason
         assert manifest["data"]["train"] + manifest["data"]["holdout"] == 402
         assert manifest["data"]["without_embedding"] == 1
         assert sum(manifest["data"]["by_label"].values()) == 402
@@ -307,15 +310,18 @@ class TestRetrain:
         assert ModelRegistry(tmp_path / "b").manifest("v1")["data"]["pseudo_labels"] == 300
 
     def test_the_current_model_is_the_baseline_once_one_is_promoted(self, tmp_path: Path) -> None:
-        """A second run on the same data trains the same model: it ties with v1 (run from its ONNX file), so
-        it is kept as rejected, descends from v1, and CURRENT stays."""
+        """A second run on the same data trains the same model: it ties with v1 (run from its ONNX file),
+        difference 0 [0, 0], so it is kept as rejected, descends from v1, and CURRENT stays."""
         registry = ModelRegistry(tmp_path)
         labeled = self.labeled()
         first = retrain(labeled, CLASSES, registry, FAST, now=0.0)
         second = retrain(labeled, CLASSES, registry, FAST, now=1.0)
         assert not second.promoted and second.version == "v2"
         assert second.metrics["current_macro_f1"] == first.metrics["candidate_macro_f1"]
-        assert "does not beat" in second.reason and "of v1" in second.reason
+        assert second.reason.startswith("rejected v2: macro-F1 +0.000 [+0.000, +0.000] vs v1 on ")
+        assert second.reason.endswith(
+            "; not promoted: lower bound +0.000 not above retrain.min_improvement 0"
+        )
         assert registry.current() == "v1"
         assert registry.manifest("v2")["status"] == "rejected" and registry.manifest("v2")["parent"] == "v1"
 
