@@ -45,6 +45,25 @@ META_KEY = "revotes"
 """The store's meta key of the items asked for another vote: ``{id: votes the item had when asked}``."""
 
 
+def label_consensus(config: Config, book: LabelBook) -> Consensus | None:
+    """The labels the store's examples carry: ``dataset.consensus`` over the votes alone (no model prior:
+    the labels judge the model, so they must not lean on it). None when a vote names a class that is not
+    configured (a store written under other ``classes``): then the examples fall back to quorum majority
+    and ``selector status`` names the unknown labels."""
+    known = set(config.classes)
+    if any(label not in known for votes in book.votes.values() for label, _ in votes.values() if label):
+        return None
+    d = config.dataset
+    return consensus(
+        book,
+        config.classes,
+        quorum=d.quorum,
+        method=d.consensus,
+        weak_below=d.weak_below,
+        max_votes=d.max_votes,
+    )
+
+
 def revote_consensus(store: DatasetStore, config: Config, book: LabelBook) -> Consensus:
     """The consensus that chooses the items to ask again: ``dataset.consensus`` over ``book``, with each
     item's stored model probabilities as its prior (used by ``dawid_skene``; a decision whose probabilities

@@ -26,7 +26,7 @@ import logging
 import math
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,8 @@ from kafka.consumer.fetcher import ConsumerRecord
 from selector.errors import SelectorError
 from selector.messages.timestamps import parse_ts, rfc3339
 from selector.messages.to_label import Decision, ToLabelRecord, read_to_label, to_label_of
-from selector.quality.labels import LabelBook, LabelEvent, parse_label
+from selector.quality.consensus import ItemConsensus
+from selector.quality.labels import LabelBook, LabelEvent, Resolution, parse_label
 
 log = logging.getLogger(__name__)
 
@@ -521,12 +522,14 @@ class DatasetStore:
         pseudo_weight: float | None = None,
         *,
         seeds: bool = True,
+        consensus: Mapping[str, Resolution | ItemConsensus] | None = None,
     ) -> Iterator[Example]:
         """The labeled examples: items whose votes resolve under ``quorum``, with their decisions (``book``:
-        the store's votes, when the caller read them already); then, unless ``seeds`` is false, the seed
-        examples of items whose votes did not resolve, in the order they were imported; then, with
-        ``pseudo_weight``, the stored pseudo-labels of items no human labeled and no seed holds, each with
-        that weight."""
+        the store's votes, when the caller read them already; ``consensus``: each item's resolution, e.g.
+        Dawid-Skene's from :func:`selector.quality.consensus.consensus`, else quorum majority); then, unless
+        ``seeds`` is false, the seed examples of items whose votes did not resolve, in the order they were
+        imported; then, with ``pseudo_weight``, the stored pseudo-labels of items no human labeled and no
+        seed holds, each with that weight."""
         book = book if book is not None else self.book()
         resolved: set[str] = set()
         columns = (
@@ -536,8 +539,8 @@ class DatasetStore:
             rid, route, predicted, probs, embedding, inclusion, model, decided_at, eligible, segment = row
             if rid not in book.votes:
                 continue
-            r = book.resolve(rid, quorum)
-            if r.label is None:
+            r = consensus.get(rid) if consensus is not None else book.resolve(rid, quorum)
+            if r is None or r.label is None:
                 continue
             resolved.add(rid)
             yield Example(

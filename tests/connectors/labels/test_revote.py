@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.labels.revote import META_KEY, request_votes, revote_consensus
+from connectors.labels.revote import META_KEY, label_consensus, request_votes, revote_consensus
 from connectors.model.dataset import DatasetStore
 from selector.config import Config, parse_config
 from selector.errors import DeliveryError
@@ -129,3 +129,33 @@ class TestRevoteConsensus:
         producer = FakeProducer(refuse_over=10**6)
         assert request_votes(store, producer, cfg, chosen, NOW) == 1  # type: ignore[arg-type]
         assert [k for _, k, _, _ in producer.delivered] == [b"against"]
+
+
+class TestLabelConsensus:
+    """The labels the examples carry: the configured consensus over the votes alone."""
+
+    def test_dawid_skene_outvotes_an_unreliable_majority_and_the_examples_carry_its_labels(self) -> None:
+        # a1 and a2 agree with the truth on 40 calibration items where a3 and a4 say something else; on item
+        # "x" the two reliable annotators are outvoted 2:2 by majority (a tie: unresolved), not by consensus
+        votes = {f"c{i}": {"a1": "ok", "a2": "ok", "a3": "dent", "a4": "crack"} for i in range(40)}
+        votes["x"] = {"a1": "scratch", "a2": "scratch", "a3": "dent", "a4": "dent"}
+        store = store_with(votes)
+        cfg = config(consensus="dawid_skene")
+        c = label_consensus(cfg, store.book())
+        assert c is not None
+        labels = {e.id: e.label for e in store.examples(consensus=c.items)}
+        assert labels["x"] == "scratch"
+        assert "x" not in {e.id for e in store.examples()}  # quorum majority: a tie resolves nothing
+
+    def test_majority_gives_the_stores_own_resolution(self) -> None:
+        store = store_with({"a": {"p": "ok", "q": "dent", "r": "dent"}, "b": {"p": "crack"}})
+        c = label_consensus(config(consensus="majority"), store.book())
+        assert c is not None
+        assert [(e.id, e.label, e.votes) for e in store.examples(consensus=c.items)] == [
+            (e.id, e.label, e.votes) for e in store.examples()
+        ]
+
+    def test_a_vote_for_a_class_not_configured_falls_back_to_majority(self) -> None:
+        store = store_with({"a": {"p": "ok"}})
+        digits = parse_config({"classes": ["0", "1"]})
+        assert label_consensus(digits, store.book()) is None
