@@ -11,12 +11,17 @@ Korn & Graubard's (1998) degrees-of-freedom-adjusted effective size ``n* = n_eff
   Wilson dips to 80%, Brown, Cai & DasGupta 2001). It is closed-form, so it runs on whole arrays.
 - A variance estimated from few items is itself uncertain; the ``t`` quantile with ``df`` degrees of freedom
   instead of ``z`` widens the interval as the t interval would (``df < 1``: the whole unit interval).
+- A variance estimated from the labels cannot see errors too rare to have shown yet (a drift among
+  confident items, seen only through audits at 0.2%). :func:`pseudo_error_floor` assumes every weight class
+  of labeled items (inclusion probabilities within a factor of two) hides at least :data:`PSEUDO_ERRORS`
+  errors beyond those its labels showed, and :func:`widen` adds their reach (:func:`hidden_reach`) to the
+  bounds in quadrature: the "rule of three" per class.
 
 Example:
     >>> import numpy as np
     >>> low, high = bounds(np.array([0.8]), np.array([10.0]), np.array([np.inf]))
     >>> round(float(low[0]), 3), round(float(high[0]), 3)
-    (0.44, 0.965)
+    (0.442, 0.965)
 """
 
 from __future__ import annotations
