@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -35,7 +35,7 @@ def _intervals(name: str, doc: str, label: str | None, intervals: Mapping[str, I
 
 
 MAX_SEGMENTS = 50
-"""Segments exported per window (those with the most items): the breakdown's cardinality stays bounded."""
+"""Segments exported (those with the most items since start): the breakdown's cardinality stays bounded."""
 
 Row = tuple[list[str], Interval]
 
@@ -68,12 +68,9 @@ def _estimate_rows(st: LabelStatus) -> Iterator[Row]:
                 yield ["precision", c, method, w], est.precision[c] if est else empty
 
 
-def _breakdown(
-    st: LabelStatus, what: str, keep: Callable[[str, dict[str, dict[str, Scoped]]], list[str]]
-) -> Iterator[Metric]:
-    """Accuracy by each method per model version or segment, with the items and labels behind it."""
-    scopes = st.models if what == "model" else st.segments
-    keys = keep(what, scopes)
+def _breakdown(what: str, scopes: dict[str, dict[str, Scoped]], keys: list[str]) -> Iterator[Metric]:
+    """Accuracy by each method per model version or segment (``keys``), with the items and labels behind
+    it, in both windows (an empty interval where a key has nothing in a window)."""
     rows: list[Row] = []
     items = GaugeMetricFamily(
         f"selector_estimate_{what}_items",
@@ -245,17 +242,13 @@ class LabelLoopCollector:
             records.add_metric([outcome], n)
         yield records
 
-        def keep(what: str, scopes: dict[str, dict[str, Scoped]]) -> list[str]:
-            sliding = scopes["sliding"]
-            if what == "model":  # versions active in the window, and the promoted one
-                return sorted({*sliding, *([current] if current else [])})
-            ranked = sorted(
-                scopes["since_start"].items(), key=lambda kv: (-kv[1].items, -kv[1].labels, kv[0])
-            )
-            return sorted(k for k, _ in ranked[:MAX_SEGMENTS])
-
-        yield from _breakdown(st, "model", keep)
-        yield from _breakdown(st, "segment", keep)
+        # versions active in the window and the promoted one; the segments with the most items
+        models = sorted({*st.models["sliding"], *([current] if current else [])})
+        ranked = sorted(
+            st.segments["since_start"].items(), key=lambda kv: (-kv[1].items, -kv[1].labels, kv[0])
+        )
+        yield from _breakdown("model", st.models, models)
+        yield from _breakdown("segment", st.segments, sorted(k for k, _ in ranked[:MAX_SEGMENTS]))
 
     def _retraining(self, current: str | None) -> Iterator[Metric]:
         r = self.loop.retrainer
