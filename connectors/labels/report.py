@@ -70,10 +70,16 @@ def _headline(status: LabelStatus) -> list[str]:
         head = "accuracy (prediction-powered)" if w == "since_start" else f"  {window:<27}"
         lines.append(f"{head} {value} over {s.items} items, {s.labels} labels")
     d = status.estimates["sliding"].divergence
+    limit = status.divergence_limit_sigmas
     if d is not None and not math.isnan(d.sigmas):
+        verdict = (
+            "BEYOND quality.divergence_sigmas: the confidence no longer says how often the model is right"
+            if abs(d.sigmas) > limit
+            else f"within quality.divergence_sigmas {limit:g}"
+        )
         lines.append(
             f"  divergence, {window}: prediction-powered minus label-free accuracy {d.gap:+.1%} = "
-            f"{d.sigmas:+.1f} standard errors (alert beyond quality.divergence_sigmas)"
+            f"{d.sigmas:+.1f} standard errors, {verdict}"
         )
     elif d is not None:
         lines.append(f"  divergence, {window}: too few labels yet ({d.labels})")

@@ -135,6 +135,8 @@ class LabelStatus:
     """by window: IPW shares of the items, [true class][predicted class]"""
     divergence_sigmas: dict[str, float]
     """by window: prediction-powered minus label-free accuracy in standard errors (NaN: too few labels)"""
+    divergence_limit_sigmas: float
+    """``quality.divergence_sigmas``: the alert fires beyond it"""
     rejected_predictions: dict[str, int]
     """records of the predictions topic not counted, by reason"""
     unknown_labels: dict[str, int]
@@ -319,6 +321,7 @@ def label_status(store: DatasetStore, config: Config, now: float | None = None) 
         segments=segments,
         confusion=shares,
         divergence_sigmas=sigmas,
+        divergence_limit_sigmas=config.quality.divergence_sigmas,
         rejected_predictions=population.rejected(),
         unknown_labels=dict(sorted(unknown_labels.items(), key=lambda kv: (-kv[1], kv[0]))),
         unknown_predicted=dict(

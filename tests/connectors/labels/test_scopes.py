@@ -155,6 +155,9 @@ class TestDivergence:
         truth = np.where(rng.random(3000) < 1 / 3, rng.integers(0, 4, 3000), li.truth)
         drift = label_status(stored(dataclasses.replace(li, truth=truth), cfg), cfg, now=T0)
         assert drift.divergence_sigmas["sliding"] < -4
+        assert "standard errors, BEYOND quality.divergence_sigmas: the confidence no longer says" in render(
+            drift
+        )
         d = drift.estimates["sliding"].divergence
         assert d is not None and d.gap < 0 and d.labels == drift.estimates["sliding"].labels
 
