@@ -54,10 +54,14 @@ def handle(args: argparse.Namespace, config: Config, reserved: Reserved) -> int:
     with existing_store(config) as store:
         if store is None:
             return EXIT_ERROR
+        from connectors.labels.revote import label_consensus  # noqa: PLC0415 (export only)
+
         write = store.export_parquet if fmt == "parquet" else store.export_jsonl
         d = config.dataset
         pseudo = d.pseudo_label_weight if d.pseudo_label_share > 0 else None
-        written = write(args.output, args.quorum or d.quorum, pseudo)
+        quorum = args.quorum or d.quorum
+        agreed = label_consensus(config, store.book(), quorum)
+        written = write(args.output, quorum, pseudo, agreed.items if agreed is not None else None)
     sources = ", ".join(f"{n:,} {source}" for source, n in sorted(written.items()))
     print(
         f"selector dataset export: {written.total():,} labeled examples written to {args.output}"

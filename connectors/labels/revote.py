@@ -45,11 +45,11 @@ META_KEY = "revotes"
 """The store's meta key of the items asked for another vote: ``{id: votes the item had when asked}``."""
 
 
-def label_consensus(config: Config, book: LabelBook) -> Consensus | None:
+def label_consensus(config: Config, book: LabelBook, quorum: int | None = None) -> Consensus | None:
     """The labels the store's examples carry: ``dataset.consensus`` over the votes alone (no model prior:
     the labels judge the model, so they must not lean on it). None when a vote names a class that is not
     configured (a store written under other ``classes``): then the examples fall back to quorum majority
-    and ``selector status`` names the unknown labels."""
+    and ``selector status`` names the unknown labels. ``quorum``: instead of ``dataset.quorum``."""
     known = set(config.classes)
     if any(label not in known for votes in book.votes.values() for label, _ in votes.values() if label):
         return None
@@ -57,7 +57,7 @@ def label_consensus(config: Config, book: LabelBook) -> Consensus | None:
     return consensus(
         book,
         config.classes,
-        quorum=d.quorum,
+        quorum=quorum or d.quorum,
         method=d.consensus,
         weak_below=d.weak_below,
         max_votes=d.max_votes,

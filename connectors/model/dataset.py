@@ -582,19 +582,28 @@ class DatasetStore:
                           pseudo_weight, model, decided_at, True, "pseudo")  # fmt: skip
 
     def export_jsonl(
-        self, path: str | Path, quorum: int = 1, pseudo_weight: float | None = None
+        self,
+        path: str | Path,
+        quorum: int = 1,
+        pseudo_weight: float | None = None,
+        consensus: Mapping[str, Resolution | ItemConsensus] | None = None,
     ) -> Counter[str]:
-        """Write the examples (seeds too, and pseudo-labels with ``pseudo_weight``) as JSON lines, each
-        marked by its ``source``; returns how many of each source."""
+        """Write the examples (seeds too, and pseudo-labels with ``pseudo_weight``; labels by ``consensus``
+        as in :meth:`examples`) as JSON lines, each marked by its ``source``; returns how many of each
+        source."""
         written: Counter[str] = Counter()
         with open(path, "wb") as f:
-            for e in self.examples(quorum, pseudo_weight=pseudo_weight):
+            for e in self.examples(quorum, pseudo_weight=pseudo_weight, consensus=consensus):
                 f.write(orjson.dumps(asdict(e)) + b"\n")
                 written[e.source] += 1
         return written
 
     def export_parquet(
-        self, path: str | Path, quorum: int = 1, pseudo_weight: float | None = None
+        self,
+        path: str | Path,
+        quorum: int = 1,
+        pseudo_weight: float | None = None,
+        consensus: Mapping[str, Resolution | ItemConsensus] | None = None,
     ) -> Counter[str]:
         """Write the examples as one Parquet file (needs pyarrow: ``pip install 'selector[parquet]'``);
         returns how many of each source. Embeddings and probabilities are list columns; an absent
@@ -604,7 +613,7 @@ class DatasetStore:
             import pyarrow.parquet as pq  # noqa: PLC0415
         except ImportError as exc:
             raise SelectorError("Parquet export needs pyarrow: pip install 'selector[parquet]'") from exc
-        rows = [asdict(e) for e in self.examples(quorum, pseudo_weight=pseudo_weight)]
+        rows = [asdict(e) for e in self.examples(quorum, pseudo_weight=pseudo_weight, consensus=consensus)]
         names = [f.name for f in fields(Example)]
         table = pa.Table.from_pydict({n: [r[n] for r in rows] for n in names}, schema=_parquet_schema(pa))
         pq.write_table(table, str(path))
