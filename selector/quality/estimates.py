@@ -130,6 +130,23 @@ def _check_pi(pi: FloatArray) -> None:
         raise SelectorError("inclusion probabilities must lie in (0, 1]")
 
 
+def check_decisions(label: IntArray, predicted: IntArray, pi: FloatArray, n_classes: int) -> None:
+    """Labeled decisions fit for an estimate: one label, prediction and inclusion probability each, class
+    indices in ``[0, n_classes)``, ``pi`` in (0, 1].
+
+    Raises:
+        SelectorError: naming what does not fit.
+    """
+    if not (len(label) == len(predicted) == len(pi)):
+        raise SelectorError(
+            f"label, predicted and pi differ in length: {len(label)}, {len(predicted)}, {len(pi)}"
+        )
+    for name, x in (("label", label), ("predicted", predicted)):
+        if len(x) and not ((x >= 0) & (x < n_classes)).all():
+            raise SelectorError(f"{name} class indices must lie in [0, {n_classes}): {x.min()}..{x.max()}")
+    _check_pi(pi)
+
+
 @dataclass(frozen=True)
 class ModelEstimates:
     """The deployed model's quality, estimated from every labeled decision."""
@@ -158,11 +175,7 @@ def model_estimates(
         classes: class names, for the recall and precision keys.
         defects: which classes count as defects (per class).
     """
-    if not (len(label) == len(predicted) == len(pi)):
-        raise SelectorError(
-            f"label, predicted and pi differ in length: {len(label)}, {len(predicted)}, {len(pi)}"
-        )
-    _check_pi(pi)
+    check_decisions(label, predicted, pi, len(classes))
     b = model_bands(label, predicted, pi, len(classes), defects, z)
     c = len(classes)
     return ModelEstimates(
@@ -203,14 +216,10 @@ def model_bands(
 def confusion(label: IntArray, predicted: IntArray, pi: FloatArray, n_classes: int) -> FloatArray:
     """The IPW-estimated share of the stream in each cell ``[true, predicted]`` (C x C, summing to 1; zeros
     when nothing is labeled)."""
-    if not (len(label) == len(predicted) == len(pi)):
-        raise SelectorError(
-            f"label, predicted and pi differ in length: {len(label)}, {len(predicted)}, {len(pi)}"
-        )
+    check_decisions(label, predicted, pi, n_classes)
     out = np.zeros((n_classes, n_classes))
     if len(label) == 0:
         return out
-    _check_pi(pi)
     np.add.at(out, (label, predicted), 1.0 / pi)
     total: FloatArray = out / out.sum()
     return total

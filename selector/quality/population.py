@@ -47,7 +47,7 @@ import numpy as np
 
 from selector.arrays import BoolArray, FloatArray, IntArray
 from selector.errors import SelectorError
-from selector.quality.estimates import Interval
+from selector.quality.estimates import Interval, check_decisions
 from selector.quality.intervals import (
     Z_95,
     Bands,
@@ -299,16 +299,9 @@ def _check(tally: Tally, labeled: Labeled | None, classes: Sequence[str], defect
         )
     if labeled is None:
         return
-    m = len(labeled.label)
-    if not (len(labeled.predicted) == len(labeled.pi) == len(labeled.probs) == m):
-        raise SelectorError(
-            f"labeled arrays differ in length: label {m}, predicted {len(labeled.predicted)}, "
-            f"probs {len(labeled.probs)}, pi {len(labeled.pi)}"
-        )
-    if labeled.probs.shape[-1] != c:
-        raise SelectorError(f"labeled probs have {labeled.probs.shape[-1]} classes, expected {c}")
-    if not ((labeled.pi > 0) & (labeled.pi <= 1)).all():
-        raise SelectorError("inclusion probabilities must lie in (0, 1]")
+    check_decisions(labeled.label, labeled.predicted, labeled.pi, c)
+    if labeled.probs.ndim != 2 or labeled.probs.shape != (len(labeled.label), c):
+        raise SelectorError(f"labeled probs must be ({len(labeled.label)}, {c}), got {labeled.probs.shape}")
 
 
 def label_free(tally: Tally, classes: Sequence[str], defects: BoolArray, z: float = Z_95) -> Estimates:
@@ -324,13 +317,12 @@ def prediction_powered(
     """Prediction-powered estimates: the label-free proxies over every decided item, corrected by the labeled
     residuals weighted by ``1 / pi`` (``Interval.n`` is the number of labels behind each)."""
     _check(tally, labeled, classes, defects)
-    probs = labeled.probs.reshape(len(labeled.label), len(classes))
     bands = prediction_powered_bands(
         np.array(float(tally.n)),
         tally.expected,
         labeled.label,
         labeled.predicted,
-        probs,
+        labeled.probs,
         labeled.pi,
         defects,
         z,
@@ -368,7 +360,8 @@ def divergence(tally: Tally, labeled: Labeled, min_labels: int = 30) -> Divergen
     m = len(labeled.label)
     if tally.n == 0 or m == 0:
         return Divergence(0.0, math.nan, math.nan, m)
-    probs = labeled.probs.reshape(m, c)
-    gap, se = divergence_arrays(np.array(float(tally.n)), labeled.label, labeled.predicted, probs, labeled.pi)
+    gap, se = divergence_arrays(
+        np.array(float(tally.n)), labeled.label, labeled.predicted, labeled.probs, labeled.pi
+    )
     g, s = float(gap), float(se)
     return Divergence(g, s, g / s if m >= min_labels and s > 0 else math.nan, m)

@@ -118,9 +118,11 @@ class TestModelEstimates:
         assert est.recall["dent"].estimate == 1.0 and est.recall["dent"].low < 0.5
         assert math.isnan(est.precision["crack"].estimate) and est.precision["crack"].n == 0
 
-    def test_mismatched_lengths_are_refused(self) -> None:
+    def test_mismatched_lengths_and_unknown_classes_are_refused(self) -> None:
         with pytest.raises(SelectorError, match="differ in length"):
             model_estimates(np.zeros(2, dtype=int), np.zeros(3, dtype=int), np.ones(2), CLASSES, DEFECTS)
+        with pytest.raises(SelectorError, match=r"predicted class indices must lie in \[0, 4\): -1..0"):
+            model_estimates(np.zeros(2, dtype=int), np.array([0, -1]), np.ones(2), CLASSES, DEFECTS)
 
 
 class TestConfusion:

@@ -163,6 +163,17 @@ class TestPredictionPowered:
             prediction_powered(
                 tally, Labeled(lab.label, lab.predicted, lab.probs, lab.pi * 0), NAMES, DEFECTS
             )
+        with pytest.raises(SelectorError, match=r"label class indices must lie in \[0, 3\)"):
+            prediction_powered(
+                tally,
+                Labeled(lab.label + 3 * (lab.label == 2), lab.predicted, lab.probs, lab.pi),
+                NAMES,
+                DEFECTS,
+            )
+        with pytest.raises(SelectorError, match=r"labeled probs must be \(5, 3\)"):
+            prediction_powered(
+                tally, Labeled(lab.label, lab.predicted, lab.probs[:, :2], lab.pi), NAMES, DEFECTS
+            )
         with pytest.raises(SelectorError, match="for 2 classes"):
             label_free(tally, NAMES[:2], DEFECTS[:2])
 
