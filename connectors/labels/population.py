@@ -12,7 +12,8 @@ items.
 The time of an item is its ``ts`` when it has one, else the Kafka timestamp; buckets are
 ``quality.window_s / 48`` wide (at least 1 s), so the sliding window is cut at a bucket boundary. Buckets that
 fall out of the window are folded into one row per (model, segment) that keeps the count since start: the
-table holds at most 50 rows per model and segment however long the loop runs.
+table holds at most 50 rows per model and segment however long the loop runs. Rows are kept per number of
+classes too: a change of ``classes`` starts new ones and never mixes two class lists.
 
 The tallies and the positions after the records go in one transaction: a restart neither loses nor counts a
 record twice.
@@ -35,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,13 +50,14 @@ from selector.quality.calibration import apply_temperature
 from selector.quality.population import Tally
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS population_sums (
+CREATE TABLE IF NOT EXISTS population_tallies (
     model TEXT NOT NULL,
     segment TEXT NOT NULL,
     start REAL NOT NULL,
+    classes INTEGER NOT NULL,
     n INTEGER NOT NULL,
     sums BLOB NOT NULL,
-    PRIMARY KEY (model, segment, start)
+    PRIMARY KEY (model, segment, start, classes)
 );
 CREATE TABLE IF NOT EXISTS population_rejects (
     reason TEXT PRIMARY KEY,
@@ -150,7 +152,7 @@ class Population:
         for r in records:
             ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
         with self._db:
-            self._add(cells)
+            self._add(cells.items())
             self._fold(window_start(cfg, now))
             self._db.executemany(
                 "INSERT INTO population_rejects VALUES (?, ?) ON CONFLICT (reason) "
@@ -193,33 +195,37 @@ class Population:
             )
         return out
 
-    def _add(self, cells: dict[tuple[str, str, float], Tally]) -> None:
-        """Add tallies to the stored ones (inside the caller's transaction)."""
-        for (model, segment, start), tally in cells.items():
+    def _add(self, cells: Iterable[tuple[tuple[str, str, float], Tally]]) -> None:
+        """Add tallies to the stored ones of as many classes (inside the caller's transaction): a change of
+        ``classes`` starts new rows and never mixes two class lists."""
+        for (model, segment, start), tally in cells:
+            key = (model, segment, start, tally.expected.shape[0])
             row = self._db.execute(
-                "SELECT n, sums FROM population_sums WHERE model = ? AND segment = ? AND start = ?",
-                (model, segment, start),
+                "SELECT n, sums FROM population_tallies WHERE model = ? AND segment = ? AND start = ? "
+                "AND classes = ?",
+                key,
             ).fetchone()
             total = tally if row is None else _unpack(*row) + tally
             self._db.execute(
-                "INSERT OR REPLACE INTO population_sums VALUES (?, ?, ?, ?, ?)",
-                (model, segment, start, total.n, _pack(total)),
+                "INSERT OR REPLACE INTO population_tallies VALUES (?, ?, ?, ?, ?, ?)",
+                (*key, total.n, _pack(total)),
             )
 
     def _fold(self, cut: float) -> None:
         """Fold the buckets that start before ``cut`` into their model and segment's older row."""
         rows = self._db.execute(
-            "SELECT model, segment, n, sums FROM population_sums WHERE start < ? AND start > ?", (cut, FOLDED)
+            "SELECT model, segment, classes, n, sums FROM population_tallies WHERE start < ? AND start > ?",
+            (cut, FOLDED),
         ).fetchall()
         if not rows:
             return
-        old: dict[tuple[str, str, float], Tally] = {}
-        for model, segment, n, sums in rows:
-            key = (model, segment, FOLDED)
+        old: dict[tuple[str, str, int], Tally] = {}
+        for model, segment, classes, n, sums in rows:
+            key = (model, segment, classes)
             t = _unpack(n, sums)
             old[key] = old[key] + t if key in old else t
-        self._db.execute("DELETE FROM population_sums WHERE start < ? AND start > ?", (cut, FOLDED))
-        self._add(old)
+        self._db.execute("DELETE FROM population_tallies WHERE start < ? AND start > ?", (cut, FOLDED))
+        self._add(((model, segment, FOLDED), t) for (model, segment, _), t in old.items())
 
     def _advance(self, ends: dict[int, int]) -> None:
         self._db.executemany(
@@ -229,12 +235,25 @@ class Population:
         )
 
     def cells(self) -> list[Cell]:
-        """Every stored tally."""
-        rows = self._db.execute("SELECT model, segment, start, n, sums FROM population_sums ORDER BY start")
+        """Every stored tally of the configured classes."""
+        rows = self._db.execute(
+            "SELECT model, segment, start, n, sums FROM population_tallies WHERE classes = ? ORDER BY start",
+            (len(self.config.classes),),
+        )
         return [
             Cell(model or None, segment or None, start, _unpack(n, sums))
             for model, segment, start, n, sums in rows
         ]
+
+    def other_classes(self) -> dict[int, int]:
+        """Items counted under another number of classes than the configured one (a store written under
+        another configuration), per number of classes."""
+        rows = self._db.execute(
+            "SELECT classes, sum(n) FROM population_tallies WHERE classes != ? GROUP BY classes "
+            "ORDER BY classes",
+            (len(self.config.classes),),
+        )
+        return dict(rows.fetchall())
 
     def rejected(self) -> dict[str, int]:
         """Records of the predictions topic not counted since start, by reason."""

@@ -50,6 +50,12 @@ def _warnings(status: LabelStatus) -> list[str]:
                 f"{few}{more}; they enter no estimate. Pass the configuration that wrote this store (-c), or "
                 "fix 'classes'."
             )
+    for classes, n in status.other_classes.items():
+        out.append(
+            f"WARNING: {n} counted predictions have {classes} classes, not the {len(status.recall)} "
+            "configured; they enter no estimate. Pass the configuration that wrote this store (-c), or fix "
+            "'classes'."
+        )
     return out
 
 

@@ -143,6 +143,8 @@ class LabelStatus:
     """resolved labels not in ``classes``, items per label (a store written under another configuration)"""
     unknown_predicted: dict[str, int]
     """stored decisions whose predicted class is not in ``classes``, per class"""
+    other_classes: dict[int, int]
+    """predictions counted under another number of classes than ``classes`` has, per number"""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON: intervals as {estimate, low, high, n}, NaN as None."""
@@ -323,6 +325,7 @@ def label_status(store: DatasetStore, config: Config, now: float | None = None) 
         divergence_sigmas=sigmas,
         divergence_limit_sigmas=config.quality.divergence_sigmas,
         rejected_predictions=population.rejected(),
+        other_classes=population.other_classes(),
         unknown_labels=dict(sorted(unknown_labels.items(), key=lambda kv: (-kv[1], kv[0]))),
         unknown_predicted=dict(
             sorted(

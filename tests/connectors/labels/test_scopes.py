@@ -9,6 +9,7 @@ import json
 import math
 
 import numpy as np
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -22,7 +23,7 @@ from selector.config import Config, parse_config
 from selector.quality.estimates import Interval
 from selector.quality.labels import LabelEvent
 from selector.quality.population import Labeled, Tally, label_free, prediction_powered
-from tests.connectors.labels.line import CLASSES, T0, Line, line
+from tests.connectors.labels.line import CLASSES, T0, Line, line, record
 
 NO_BROKER = "127.0.0.1:9"
 
@@ -206,6 +207,19 @@ class TestReport:
             "in the configured classes:"
         )
         assert st.estimates["since_start"].labels == 0
+
+    def test_predictions_counted_under_other_classes_are_kept_apart_and_named(self) -> None:
+        """Predictions counted under ten classes, then under the configured four, in the same store: neither
+        is mixed into the other; the status counts the four-class items and warns about the ten-class ones."""
+        store = DatasetStore(":memory:")
+        ten = parse_config({"classes": [str(k) for k in range(10)]})
+        values = [orjson.dumps({"id": f"t{k}", "probs": [0.1] * 10}) for k in range(30)]
+        Population(store, ten).ingest([record(k, v, ts_ms=int(T0 * 1000)) for k, v in enumerate(values)], T0)
+        li = line(40, seed=1)
+        Population(store, config()).ingest(li.records(start=30), now=T0)
+        st = label_status(store, config(), now=T0)
+        assert st.estimates["since_start"].items == 40 and st.other_classes == {10: 30}
+        assert "WARNING: 30 counted predictions have 10 classes, not the 4 configured" in render(st)
 
     def test_as_dict_is_json_with_the_divergence_as_a_number(self, status: tuple[Line, LabelStatus]) -> None:
         _, st = status
