@@ -160,18 +160,23 @@ def render(status: LabelStatus) -> str:
         *_headline(status),
         f"accuracy, auto-accepted      {_interval(status.accuracy['auto_accept'])} (audits)",
     ]
-    for w, name in zip(WINDOWS, ("since start", window), strict=True):
+    shown = list(zip(WINDOWS, ("since start", window), strict=True))
+    first, sliding = status.estimates["since_start"], status.estimates["sliding"]
+    if (first.items, first.labels) == (sliding.items, sliding.labels):  # the window holds everything
+        shown = shown[:1]
+        lines += ["", f"{window}: every item and label since start (the tables hold for both windows)"]
+    for w, name in shown:
         s = status.estimates[w]
         empty = s.items == 0 and s.labels == 0
         lines += ["", f"{name}: no items counted, no labels"] if empty else [
             "", *_estimates_table(f"{name} (95% intervals)", s, methods)
         ]  # fmt: skip
-    for w, name in zip(WINDOWS, ("since start", window), strict=True):
+    for w, name in shown:
         for what, scopes in (("model version", status.models[w]), ("segment", status.segments[w])):
             table = _breakdown(f"accuracy by {what}, {name}", what.split()[-1], scopes, methods)
             lines += ["", *table] if table else []
     classes = list(status.estimates["since_start"].ipw.recall)
-    for w, name in zip(WINDOWS, ("since start", window), strict=True):
+    for w, name in shown:
         lines += [
             "",
             *_confusion(f"confusion, {name}", status.confusion[w], classes, status.estimates[w].labels),

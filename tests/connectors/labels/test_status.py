@@ -133,7 +133,8 @@ class TestLabelStatus:
         text = render(st)
         assert "accuracy (prediction-powered) no estimate yet over 0 items, 0 labels" in text
         assert "accuracy, auto-accepted      no labels yet (audits)" in text
-        assert "confusion, since start: no labels yet" in text
+        assert "confusion, since start: no labels yet" in text and "confusion, last 24 h" not in text
+        assert "last 24 h: every item and label since start (the tables hold for both windows)" in text
         assert "annotator agreement          no item has two votes yet" in text
         assert st.as_dict()["accuracy"]["overall"] == {"estimate": None, "low": 0.0, "high": 1.0, "n": 0}
 
