@@ -96,15 +96,12 @@ class LabelLoop:
         self.registry_current: str | None = ModelRegistry(config.retrain.registry).current()
         """the registry's promoted version, read at start and once a round (the collector reads this, not the
         disk)"""
-        started = time.monotonic()
-        self.status: LabelStatus = label_status(self.store, config, clock())
+        self.status_interval_s = status_interval_s
+        self.status: LabelStatus
         """the store's counts and estimates, recomputed after rounds that stored something (and once a time
         bucket of the window as it slides), at most every ``status_interval_s`` and at most a tenth of the
         time (each recomputation reads the whole store: seconds for 100,000 decisions)"""
-        self.status_interval_s = status_interval_s
-        self._status_at = time.monotonic()
-        self._status_cost = self._status_at - started
-        self._stale = False
+        self.refresh_status()
         self._secrets = secrets_of(config)
         self.retrainer: Retrainer | None = None
         """triggers and trainer runs (created by :meth:`run`)"""
