@@ -38,7 +38,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +47,7 @@ from selector.errors import SelectorError
 from selector.quality.intervals import (
     Z_95,
     Bands,
+    Interval,
     bounds,
     effective_size,
     hidden_reach,
@@ -56,21 +56,6 @@ from selector.quality.intervals import (
 )
 
 __all__ = ["Z_95", "Interval", "ModelEstimates", "confusion", "model_estimates", "weighted_mean", "wilson"]
-
-
-@dataclass(frozen=True)
-class Interval:
-    """An estimate with its confidence interval and the number of labeled items behind it."""
-
-    estimate: float
-    low: float
-    high: float
-    n: int
-
-    @classmethod
-    def empty(cls) -> Interval:
-        """Nothing labeled yet: no estimate (NaN), the whole unit interval."""
-        return cls(math.nan, 0.0, 1.0, 0)
 
 
 def wilson(successes: int, n: int, z: float = Z_95) -> Interval:
@@ -106,10 +91,6 @@ def ipw_bands(y: FloatArray, w: FloatArray, z: float = Z_95, hideout: FloatArray
     return Bands(np.where(some, mean, np.nan), low, high, n)
 
 
-def _interval(b: Bands, i: int | tuple[int, ...]) -> Interval:
-    return Interval(float(b.estimate[i]), float(b.low[i]), float(b.high[i]), int(b.n[i]))
-
-
 def weighted_mean(y: FloatArray, pi: FloatArray, z: float = Z_95) -> Interval:
     """Inverse-probability-weighted (Hajek) proportion of ``y`` (0 or 1) over labeled items with inclusion
     ``pi``, with its interval (see the module docstring).
@@ -122,7 +103,7 @@ def weighted_mean(y: FloatArray, pi: FloatArray, z: float = Z_95) -> Interval:
     if len(y) == 0:
         return Interval.empty()
     _check_pi(pi)
-    return _interval(ipw_bands(np.asarray(y, dtype=np.float64)[None], 1.0 / pi[None], z), 0)
+    return ipw_bands(np.asarray(y, dtype=np.float64)[None], 1.0 / pi[None], z).at(0)
 
 
 def _check_pi(pi: FloatArray) -> None:
@@ -179,10 +160,10 @@ def model_estimates(
     b = model_bands(label, predicted, pi, len(classes), defects, z)
     c = len(classes)
     return ModelEstimates(
-        _interval(b, 0),
-        {name: _interval(b, 1 + k) for k, name in enumerate(classes)},
-        _interval(b, 1 + 2 * c),
-        {name: _interval(b, 1 + c + k) for k, name in enumerate(classes)},
+        b.at(0),
+        {name: b.at(1 + k) for k, name in enumerate(classes)},
+        b.at(1 + 2 * c),
+        {name: b.at(1 + c + k) for k, name in enumerate(classes)},
     )
 
 

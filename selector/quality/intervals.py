@@ -41,6 +41,21 @@ _T_TABLE_DF = 64
 
 
 @dataclass(frozen=True)
+class Interval:
+    """An estimate with its confidence interval and the number of labeled items behind it."""
+
+    estimate: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def empty(cls) -> Interval:
+        """Nothing labeled yet: no estimate (NaN), the whole unit interval."""
+        return cls(math.nan, 0.0, 1.0, 0)
+
+
+@dataclass(frozen=True)
 class Bands:
     """Estimates with their bounds, element by element (any shape), and the labels behind each."""
 
@@ -48,6 +63,10 @@ class Bands:
     low: FloatArray
     high: FloatArray
     n: IntArray
+
+    def at(self, i: int | tuple[int, ...]) -> Interval:
+        """One element as an :class:`Interval`."""
+        return Interval(float(self.estimate[i]), float(self.low[i]), float(self.high[i]), int(self.n[i]))
 
 
 def _betacf(a: float, b: float, x: float) -> float:

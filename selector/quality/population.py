@@ -279,15 +279,12 @@ def prediction_powered_bands(
 
 
 def _estimates(bands: Bands, classes: Sequence[str]) -> Estimates:
-    def at(q: int) -> Interval:
-        return Interval(float(bands.estimate[q]), float(bands.low[q]), float(bands.high[q]), int(bands.n[q]))
-
     c = len(classes)
     return Estimates(
-        at(0),
-        {x: at(1 + k) for k, x in enumerate(classes)},
-        {x: at(1 + c + k) for k, x in enumerate(classes)},
-        at(1 + 2 * c),
+        bands.at(0),
+        {x: bands.at(1 + k) for k, x in enumerate(classes)},
+        {x: bands.at(1 + c + k) for k, x in enumerate(classes)},
+        bands.at(1 + 2 * c),
     )
 
 
