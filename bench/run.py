@@ -2,7 +2,8 @@
 
 Sections, in order: the machine, the decision core in process, memory over a long stream, budget control on
 synthetic score streams (our controllers beside scikit-activeml's budget managers), end-to-end throughput
-through the embedded broker (selector against raw kafka-python), and decision latency at a fixed offered load.
+through the embedded broker (selector against raw kafka-python), decision latency at a fixed offered load, and
+the coverage of the estimates' intervals (``bench/estimates.py``).
 Everything prints as Markdown; the full run takes about eight minutes, ``--quick`` about two (smaller sizes,
 fewer repetitions).
 """
@@ -27,11 +28,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bench import budget, core, e2e, latency, machine, measures, memory, model, workload
+from bench import budget, core, e2e, estimates, latency, machine, measures, memory, model, workload
 from bench.markdown import count, mib, percent, signed_percent, table
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("core", "measures", "memory", "budget", "e2e", "latency", "model")
+SECTIONS = ("core", "measures", "memory", "budget", "e2e", "latency", "model", "estimates")
 OFFERED_RATE = 10_000.0
 """Items per second offered in the latency section (the design's figure: p99 <= 100 ms at this rate)."""
 
@@ -624,6 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     if "model" in chosen:
         with timed_section("model"):
             section_model(plan)
+    if "estimates" in chosen:
+        with timed_section("estimates"):
+            estimates.main(["--quick"] if args.quick else [])
     section_summary(results, mem, through, trials, budgets)
     mode = "--quick" if args.quick else "full"
     print(f"\n_Benchmark ({mode}) took {time.perf_counter() - started:.0f} s._")
