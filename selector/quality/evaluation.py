@@ -6,12 +6,21 @@ weighted count over the labeled items estimates the same count over the stream (
 uncertain items that were queried. :func:`holdout_mask` splits items by a hash of their id, so an item is
 held out forever: no model is judged on items it, or its parent, was trained on.
 
+The promotion gate (:func:`promotion_gate`) compares a candidate with the current model *paired*, on the same
+held-out labels: the interval of their macro-F1 difference (:func:`paired_macro_f1`, linearized), the
+held-out labels' effective size (:func:`kish_effective_n`) and, per defect class, the interval of the recall
+difference (:func:`paired_recalls`, Bonett-Price). docs/estimates.md says why and what it costs.
+
 Example:
     >>> import numpy as np
     >>> weighted_accuracy(np.array([0, 1, 1]), np.array([0, 1, 0]), np.array([1.0, 1.0, 2.0]))
     0.5
     >>> holdout_mask(["a", "b", "c", "d", "e", "f"], 0.5).tolist()
     [False, False, True, False, True, True]
+    >>> y = np.array([0, 0, 1, 1] * 10)
+    >>> v = promotion_gate(y, y, np.zeros(40, int), np.ones(40), [False, True])
+    >>> v.promote, v.macro_f1.text(), v.recalls[1].text(), v.effective
+    (True, '+0.667 [+0.595, +0.739]', '+1.000 [+0.735, +1.000]', 40.0)
 """
 
 from __future__ import annotations
