@@ -272,7 +272,7 @@ def count_new(
     """Read the predictions after the reader's position and count them, ``chunk`` records per transaction,
     until a poll returns nothing, ``most`` records were read or ``timeout_s`` passed (a backlog of days is
     read over several rounds, never held in memory at once)."""
-    items, rejected = 0, Counter[str]()
+    counted: list[Counted] = []
     deadline = time.monotonic() + timeout_s
     read = 0
     pending: list[ConsumerRecord] = []
@@ -281,17 +281,16 @@ def count_new(
         pending += polled
         read += len(polled)
         if pending and (not polled or len(pending) >= chunk):
-            done = population.ingest(pending, now)
-            items += done.items
-            rejected.update(done.rejected)
+            counted.append(population.ingest(pending, now))
             pending = []
         if not polled:
             break
     if pending:
-        done = population.ingest(pending, now)
-        items += done.items
-        rejected.update(done.rejected)
-    return Counted(items, dict(rejected))
+        counted.append(population.ingest(pending, now))
+    rejected = Counter[str]()
+    for c in counted:
+        rejected.update(c.rejected)
+    return Counted(sum(c.items for c in counted), dict(rejected))
 
 
 def predicted_counts(store: DatasetStore) -> dict[str, int]:

@@ -11,9 +11,10 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kafka.consumer.fetcher import ConsumerRecord
 
 from connectors.labels import population as population_module
-from connectors.labels.population import FOLDED, Population, bucket_width, window_start
+from connectors.labels.population import FOLDED, Counted, Population, bucket_width, count_new, window_start
 from connectors.model.dataset import DatasetStore
 from selector.config import Config, parse_config
 from selector.quality.calibration import apply_temperature
@@ -170,3 +171,29 @@ class TestExactlyOnce:
             if k < len(replays):
                 population.ingest(recs[: replays[k]], now=T0)
         assert_same(total(population), Tally.of_batch(li.probs, li.predicted))
+
+
+class FakeReader:
+    """A reader whose polls return the given batches, then nothing."""
+
+    def __init__(self, polls: list[list[ConsumerRecord]]) -> None:
+        self.polls = polls
+
+    def read_new(self, timeout_s: float = 0.0, until_end: bool = False) -> list[ConsumerRecord]:
+        return self.polls.pop(0) if self.polls else []
+
+
+class TestCountNew:
+    def test_polls_are_counted_in_chunks_until_a_poll_is_empty_or_enough_was_read(self) -> None:
+        """Three polls of 10 records and a chunk of 15: two transactions count all 30 (positions after the
+        last); with at most 10 records a round, one poll is read and the rest waits for the next round."""
+        recs = line(30).records()
+        store = DatasetStore(":memory:")
+        population = Population(store, config())
+        reader = FakeReader([recs[:10], recs[10:20], recs[20:]])
+        done = count_new(reader, population, T0, chunk=15)  # type: ignore[arg-type]
+        assert done == Counted(30, {}) and store.positions("predictions") == {0: 30}
+        other = Population(DatasetStore(":memory:"), config())
+        reader = FakeReader([recs[:10], recs[10:20]])
+        assert count_new(reader, other, T0, most=10).items == 10  # type: ignore[arg-type]
+        assert reader.polls == [recs[10:20]]
