@@ -50,6 +50,7 @@ from selector.quality.intervals import (
     Interval,
     bounds,
     effective_size,
+    floor_reach,
     hidden_reach,
     pseudo_error_floor,
     widen,
@@ -85,7 +86,7 @@ def ipw_bands(y: FloatArray, w: FloatArray, z: float = Z_95, hideout: FloatArray
     if hideout is not None:
         some_pi = np.where(hideout > 0, 1.0 / np.where(hideout > 0, hideout, 1.0), 1.0)
         floor = pseudo_error_floor(hideout * hideout, some_pi, (w * (y - mean[..., None])) ** 2)
-        reach = hidden_reach(mean, total, floor, df, np.ones(mean.shape, bool), z)
+        reach = hidden_reach(mean, total, floor_reach(floor, df, z), np.ones(mean.shape, bool))
         low, high = widen(mean, low, high, *reach)
     n = np.count_nonzero(w > 0, axis=-1)
     return Bands(np.where(some, mean, np.nan), low, high, n)

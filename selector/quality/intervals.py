@@ -180,19 +180,25 @@ def widen(
 
 
 def hidden_reach(
-    p: FloatArray, den: FloatArray, floor: FloatArray, df: FloatArray, member: BoolArray, z: float = Z_95
+    p: FloatArray, den: FloatArray, hidden: FloatArray, member: BoolArray
 ) -> tuple[FloatArray, FloatArray]:
-    """How far the errors a pseudo-error ``floor`` allows (``t_df sqrt(floor)`` items, in the units of
-    ``den``) move a ratio ``p = num / den``, down and up. Where they may be members of the denominator
-    (``member``: a class's items hide among any labeled item, for a recall), ``h`` of them move it to
-    ``num / (den + h)`` or ``(num + h) / (den + h)``; elsewhere they change the outcome only: ``h / den``."""
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        h = np.minimum(np.where(floor > 0, t_quantile(df, z) * np.sqrt(floor), 0.0), 1e300)
-        joined = np.where(member, den + h, den)
-        share = np.where((den > 0) & (h > 0), np.minimum(h / joined, 1.0), 0.0)
+    """How far ``hidden`` items of unknown outcome (in the units of ``den``) can move a ratio
+    ``p = num / den``, down and up. Where they may be members of the denominator (``member``: a class's
+    items hide among any labeled item, for a recall), ``h`` of them move it to ``num / (den + h)`` or
+    ``(num + h) / (den + h)``; elsewhere they change the outcome only: ``h / den``."""
+    h = np.minimum(np.nan_to_num(hidden, nan=0.0), 1e300)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where((den > 0) & (h > 0), np.minimum(h / np.where(member, den + h, den), 1.0), 0.0)
     low: FloatArray = np.where(member, p * share, share)
     high: FloatArray = np.where(member, (1.0 - p) * share, share)
     return low, high
+
+
+def floor_reach(floor: FloatArray, df: FloatArray, z: float = Z_95) -> FloatArray:
+    """The items a pseudo-error ``floor`` (counts squared) stands for at the bounds: ``t_df sqrt(floor)``."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        out: FloatArray = np.where(floor > 0, t_quantile(df, z) * np.sqrt(floor), 0.0)
+    return out
 
 
 PSEUDO_ERRORS = 3.54

@@ -53,6 +53,7 @@ from selector.quality.intervals import (
     Bands,
     bounds,
     effective_size,
+    floor_reach,
     hidden_reach,
     larger_per_class,
     pseudo_error_floor,
@@ -204,11 +205,13 @@ def _ratio_bands(
     z: float,
     floor: FloatArray | None = None,
     member: BoolArray | None = None,
+    unseen: FloatArray | None = None,
 ) -> Bands:
     """``num / den`` (per-item means) clipped to [0, 1] with the bounds of its linearized variance:
     ``sampling`` is the labels' part of the variance of ``num - ratio den`` per item (beyond the outcome's
     own), ``n_items`` the decided items, ``df`` the degrees of freedom of the variance; ``floor``: the
-    pseudo-error floor (counts squared), of items that may be members of the denominator where ``member``."""
+    pseudo-error floor (counts squared), of items that may be members of the denominator where ``member``;
+    ``unseen``: the share of the items no label stands for, of unknown outcome."""
     some = (den > 0) & (n_items > 0)
     safe_den = np.where(some, den, 1.0)
     ratio = np.clip(num / safe_den, 0.0, 1.0)
@@ -221,11 +224,9 @@ def _ratio_bands(
     df = np.where(some, df, -1.0)
     low, high = bounds(ratio, n_eff, df, z)
     if floor is not None:
-        hidden = floor / (items * items)
-        joins = np.zeros(ratio.shape, bool) if member is None else member
-        low, high = widen(
-            ratio, low, high, *hidden_reach(ratio, np.where(some, den, 0.0), hidden, df, joins, z)
-        )
+        hidden = floor_reach(floor, df, z) / items + (0.0 if unseen is None else unseen)
+        joins: BoolArray = np.zeros(ratio.shape, bool) if member is None else member
+        low, high = widen(ratio, low, high, *hidden_reach(ratio, np.where(some, den, 0.0), hidden, joins))
     return Bands(np.where(some, ratio, np.nan), low, high, n)
 
 
@@ -275,7 +276,12 @@ def prediction_powered_bands(
     items = np.broadcast_to(n, num.shape)
     recall = np.zeros(num.shape, bool)
     recall[..., 1 : 1 + probs.shape[-1]] = True  # a class's members hide among every labeled item
-    return _ratio_bands(num, den, sampling / safe_n, items, df, behind, z, floor, recall)
+    # the labels' weights add up to the decided items, within sampling error, when every part of the stream
+    # could be labeled; what is missing beyond z standard errors is a part no label stands for yet
+    w_all = 1.0 / pi
+    missing = n[..., 0] - w_all.sum(axis=-1) - z * np.sqrt(((1.0 - pi) * w_all * w_all).sum(axis=-1))
+    unseen = np.broadcast_to((np.clip(missing, 0.0, None) / safe_n[..., 0])[..., None], num.shape)
+    return _ratio_bands(num, den, sampling / safe_n, items, df, behind, z, floor, recall, unseen)
 
 
 def _estimates(bands: Bands, classes: Sequence[str]) -> Estimates:
