@@ -29,9 +29,14 @@ residuals count, or calibration's variance ``Var(a - R b | x)`` if larger: a cla
 shown its rare errors yet is not read as certain. The bounds are the corrected Wilson interval at the
 effective size ``R (1 - R) / var`` (at most the items the denominator counts) with Kish's degrees of freedom
 of the labels' weights less one (:mod:`selector.quality.intervals`), widened by the pseudo-errors each weight
-class may hide beyond what it showed: what makes them honest after a drift the confidence cannot see (>= 97%
-coverage at every n from 1 to 500 in ``bench/estimates.py``). With no label (or one) nothing corrects the
-confidence: the point is the label-free one and the interval is the whole [0, 1]. The label-free interval is
+class may hide beyond what it showed, and by the decided items no label stands for yet: the labels' weights
+``sum 1 / pi`` add up to the decided items within their sampling error when every part of the stream could be
+labeled, and what falls short beyond ``z`` standard errors (the first labels, all queries, before any audit of
+the confident bulk) is of unknown outcome, bounding the interval as far as it could move it (Manski 2003,
+partial identification). This is what keeps them honest after a drift the confidence cannot see (>= 96%
+coverage at every n from 1 to 500 in ``bench/estimates.py``, drifts of 1% to 30% of the confident items).
+With no label (or one) nothing corrects the confidence: the point is the label-free one and the interval is
+the whole [0, 1]. The label-free interval is
 the outcome's spread alone, ``R (1 - R)`` per item at the effective size (the Poisson-binomial variance of the
 realized value plus the spread of the confidences): it holds only while the calibration does.
 """
