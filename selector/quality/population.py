@@ -90,6 +90,12 @@ class Tally:
                 f"need probs (n, C) and n predictions, got {probs.shape} and {len(predicted)}"
             )
         c = probs.shape[1]
+        if len(probs) and not (np.isfinite(probs).all() and (probs >= 0).all()):
+            raise SelectorError("probs must be finite and non-negative")
+        if len(probs) and np.abs(probs.sum(axis=1) - 1.0).max() > 1e-4:
+            raise SelectorError(
+                f"probs rows must sum to 1: {probs.sum(axis=1).min()}..{probs.sum(axis=1).max()}"
+            )
         if len(predicted) and not ((predicted >= 0) & (predicted < c)).all():
             raise SelectorError(
                 f"predicted classes must lie in [0, {c}): {predicted.min()}..{predicted.max()}"

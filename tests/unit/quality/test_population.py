@@ -59,6 +59,10 @@ class TestTally:
     def test_bad_input_is_refused(self) -> None:
         with pytest.raises(SelectorError, match="predicted classes"):
             Tally.of_batch(np.ones((2, 3)) / 3, np.array([0, 3]))
+        with pytest.raises(SelectorError, match="rows must sum to 1"):
+            Tally.of_batch(np.ones((2, 3)), np.array([0, 1]))
+        with pytest.raises(SelectorError, match="finite"):
+            Tally.of_batch(np.array([[np.nan, 0.5, 0.5]]), np.array([0]))
         with pytest.raises(SelectorError, match="need probs"):
             Tally.of_batch(np.ones((2, 3)) / 3, np.array([0]))
         with pytest.raises(SelectorError, match="cannot add"):
