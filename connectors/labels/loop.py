@@ -37,6 +37,7 @@ from connectors.kafka.outage import close_clients, watch_outages
 from connectors.kafka.topic_reader import TopicReader
 from connectors.labels.population import Counted, Population, bucket_width, count_new
 from connectors.labels.retraining import Retrainer
+from connectors.labels.revote import request_votes, revote_consensus
 from connectors.labels.status import LabelStatus, label_status
 from connectors.model.dataset import DatasetStore, Ingested
 from connectors.model.registry import ModelRegistry
@@ -57,9 +58,16 @@ LATENCY_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
 
 def audit_confidences(records: list[ConsumerRecord]) -> list[float]:
     """The confidence (largest probability) of every audited decision among to-label records, in order; a
-    record that is not a decision of ours is left out (ingestion logs it, drift ignores it)."""
+    record that is not a decision of ours is left out (ingestion logs it, drift ignores it), and so is a
+    decision sent again for another vote (its audit was counted the first time)."""
     read = (read_to_label(rec.value) for rec in records)
-    return [c for r in read if isinstance(r, ToLabelRecord) and (c := r.audit_confidence()) is not None]
+    return [
+        c
+        for r in read
+        if isinstance(r, ToLabelRecord)
+        and "revote" not in r.value
+        and (c := r.audit_confidence()) is not None
+    ]
 
 
 class LabelLoop:
@@ -101,6 +109,9 @@ class LabelLoop:
         """the store's counts and estimates, recomputed after rounds that stored something (and once a time
         bucket of the window as it slides), at most every ``status_interval_s`` and at most a tenth of the
         time (each recomputation reads the whole store: seconds for 100,000 decisions)"""
+        self.revotes = 0
+        """decisions sent again to the to-label topic for another vote"""
+        self._revote_due = False
         self.refresh_status()
         self._secrets = secrets_of(config)
         self.retrainer: Retrainer | None = None
@@ -180,6 +191,8 @@ class LabelLoop:
                     audit_confidences=audit_confidences(decisions),
                     audits=(st.audits, st.audit_errors),
                 )
+                if self._revote_due:
+                    self._request_votes(producer)
                 self.read_registry()
                 self.rounds += 1
                 self.last_round = time.time()
@@ -201,6 +214,19 @@ class LabelLoop:
         self._status_at = time.monotonic()
         self._status_cost = self._status_at - started
         self._stale = False
+        self._revote_due = self.config.dataset.max_revotes_per_round > 0 and self.status.weak_items > 0
+
+    def _request_votes(self, producer: KafkaProducer) -> None:
+        """Ask annotators again about the items whose consensus is weak (once per status refresh)."""
+        self._revote_due = False
+        now = time.time()
+        chosen = revote_consensus(self.store, self.config, self.store.book())
+        sent = request_votes(
+            self.store, producer, self.config, chosen, now, deadline_s=self.outage.remaining_s(now)
+        )
+        self.revotes += sent
+        if sent:
+            log.info("asked for another vote on %d items with a weak consensus", sent)
 
     def _dead_letter(self, producer: KafkaProducer, done: Ingested) -> None:
         if not done.unknown and not done.invalid:

@@ -184,6 +184,16 @@ class LabelLoopCollector:
             value=math.nan if st.agreement is None else st.agreement,
         )
         yield GaugeMetricFamily(
+            "selector_labels_weak_consensus_items",
+            "Labeled items whose consensus is weak (dataset.weak_below): another vote is asked for them.",
+            value=st.weak_items,
+        )
+        yield CounterMetricFamily(
+            "selector_revotes_requested",
+            "Decisions sent again to the to-label topic for another vote (weak consensus).",
+            value=loop.revotes,
+        )
+        yield GaugeMetricFamily(
             "selector_last_progress_timestamp_seconds",
             "Wall-clock time of the label loop's last completed round.",
             value=loop.last_round,

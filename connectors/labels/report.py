@@ -187,6 +187,7 @@ def render(status: LabelStatus) -> str:
         else f"{status.agreement:.1%} over {status.agreement_items} items with several votes"
     )
     lines += ["", f"annotator agreement          {agreement}"]
+    lines += _annotators(status)
     c = status.calibration
     lines.append(
         f"calibration (IPW)            too few labels yet (needs {MIN_CALIBRATION_LABELS})"
@@ -196,3 +197,16 @@ def render(status: LabelStatus) -> str:
         "(calibration.temperature)"
     )
     return "\n".join(lines)
+
+
+def _annotators(status: LabelStatus) -> list[str]:
+    """How votes became labels, the weak items, and each annotator as the consensus sees them."""
+    weak = f"; {status.weak_items} items with a weak consensus" if status.weak_items else ""
+    lines = [f"consensus                    {status.consensus}{weak}"]
+    if not status.annotators:
+        return lines
+    lines.append("  annotator            votes  agrees with consensus  estimated accuracy")
+    for name, a in sorted(status.annotators.items(), key=lambda kv: (-kv[1].items, kv[0])):
+        agrees = "-" if math.isnan(a.agreement_with_consensus) else f"{a.agreement_with_consensus:.1%}"
+        lines.append(f"  {name[:20]:<20} {a.items:>5}  {agrees:>21}  {a.estimated_accuracy:>18.1%}")
+    return lines

@@ -24,12 +24,13 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from connectors.labels.population import FOLDED, Population, predicted_counts, window_start
+from connectors.labels.revote import label_consensus
 from connectors.model.dataset import DatasetStore, Example
 from connectors.web.server import json_ready
 from selector.arrays import BoolArray
@@ -90,6 +91,16 @@ class Scoped:
 
 
 @dataclass(frozen=True)
+class Annotator:
+    """One annotator as the consensus sees them (:class:`selector.quality.consensus.AnnotatorReport`)."""
+
+    items: int
+    agreement_with_consensus: float
+    """share of their votes equal to the consensus label, over items with two votes or more (NaN: none)"""
+    estimated_accuracy: float
+
+
+@dataclass(frozen=True)
 class LabelStatus:
     """A snapshot of the dataset store's labels and the estimates they support."""
 
@@ -99,7 +110,7 @@ class LabelStatus:
     """label messages waiting for their decision (joined when it arrives, dead-lettered after
     ``dataset.unknown_label_ttl_s``)"""
     labeled: int
-    """items whose votes resolved (quorum met, a strict majority)"""
+    """items whose votes resolved (quorum met, and a consensus label: see ``consensus``)"""
     unresolved: int
     """items with votes that do not resolve yet"""
     audits: int
@@ -145,6 +156,14 @@ class LabelStatus:
     """stored decisions whose predicted class is not in ``classes``, per class"""
     other_classes: dict[int, int]
     """predictions counted under another number of classes than ``classes`` has, per number"""
+    consensus: str
+    """how votes became labels: ``dataset.consensus``, or ``majority`` when a vote names a class not
+    configured"""
+    annotators: dict[str, Annotator] = field(default_factory=dict)
+    """each annotator's votes, agreement with the consensus and estimated accuracy, by name"""
+    weak_items: int = 0
+    """items whose consensus is weak (another vote is asked while they have fewer than
+    ``dataset.max_votes``)"""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON: intervals as {estimate, low, high, n}, NaN as None."""
@@ -249,7 +268,13 @@ def label_status(store: DatasetStore, config: Config, now: float | None = None) 
     ending at ``now``, default the wall clock)."""
     now = time.time() if now is None else now
     book = store.book()
-    examples = [e for e in store.examples(config.dataset.quorum, book, seeds=False) if e.source == "human"]
+    agreed = label_consensus(config, book)
+    resolved = agreed.items if agreed is not None else None
+    examples = [
+        e
+        for e in store.examples(config.dataset.quorum, book, seeds=False, consensus=resolved)
+        if e.source == "human"
+    ]
     index = {c: k for k, c in enumerate(config.classes)}
     n_classes = len(index)
     known = [e for e in examples if e.label in index and e.predicted in index and len(e.probs) == n_classes]
@@ -326,6 +351,12 @@ def label_status(store: DatasetStore, config: Config, now: float | None = None) 
         divergence_limit_sigmas=config.quality.divergence_sigmas,
         rejected_predictions=population.rejected(),
         other_classes=population.other_classes(),
+        consensus=agreed.method if agreed is not None else "majority",
+        annotators={
+            name: Annotator(a.items, a.agreement_with_consensus, a.estimated_accuracy)
+            for name, a in (agreed.annotators.items() if agreed is not None else ())
+        },
+        weak_items=int(agreed.items.weak.sum()) if agreed is not None else 0,
         unknown_labels=dict(sorted(unknown_labels.items(), key=lambda kv: (-kv[1], kv[0]))),
         unknown_predicted=dict(
             sorted(

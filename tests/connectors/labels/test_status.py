@@ -123,9 +123,17 @@ class TestLabelStatus:
                 LabelEvent("i-2", "dent", "a", T0),
             ]
         )
-        st = label_status(store, parse_config({"classes": CLASSES, "dataset": {"quorum": 2}}))
+        majority = {"quorum": 2, "consensus": "majority"}
+        st = label_status(store, parse_config({"classes": CLASSES, "dataset": majority}))
         assert (st.labeled, st.unresolved) == (1, 2)
         assert st.agreement == 0.5 and st.agreement_items == 2
+        assert st.consensus == "majority" and st.weak_items == 1  # the 1:1 split; one vote is short of quorum
+        # Dawid-Skene weighs the split by the annotators' reliability and the class prior: it gives the
+        # 1:1 item a label, but a weak one (another vote is asked), and still needs the quorum's two votes
+        st = label_status(store, parse_config({"classes": CLASSES, "dataset": {"quorum": 2}}))
+        assert (st.consensus, st.labeled, st.unresolved, st.weak_items) == ("dawid_skene", 2, 1, 2)
+        assert st.annotators["b"].agreement_with_consensus == 1.0 and st.annotators["a"].items == 3
+        assert "consensus                    dawid_skene; 2 items with a weak consensus" in render(st)
 
     def test_an_empty_store_has_no_estimates_and_says_so(self) -> None:
         st = label_status(DatasetStore(":memory:"), parse_config({"classes": CLASSES}))
