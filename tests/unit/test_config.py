@@ -104,7 +104,7 @@ class TestValidationMessages:
         assert problems_of({"bugdet": {}}) == [
             "'bugdet' is not a known key: {} "
             "(valid keys: classes, topics, kafka, input, scoring, diversity, calibration, accept, budget, "
-            "pending, dataset, retrain, serve, label_studio, metrics)"
+            "pending, dataset, quality, retrain, serve, label_studio, metrics)"
         ]
 
     def test_wrong_type_names_key_constraint_and_value(self) -> None:
@@ -292,7 +292,7 @@ class TestValidationMessages:
             [
                 "'bogus' is not a known key: 1 "
                 "(valid keys: classes, topics, kafka, input, scoring, diversity, calibration, accept, "
-                "budget, pending, dataset, retrain, serve, label_studio, metrics)",
+                "budget, pending, dataset, quality, retrain, serve, label_studio, metrics)",
                 "'budget.rate' must be in (0, 1]: 2",
                 "'metrics.port' must be a TCP port in [0, 65535] (0 picks a free port): -1",
             ]
