@@ -1,4 +1,6 @@
-"""``selector retrain``: train a candidate on the dataset store; promote it if it beats the current model.
+"""``selector retrain``: train a candidate on the dataset store; the promotion gate decides whether it
+replaces the current model (paired on held-out human labels, with intervals:
+:mod:`selector.quality.evaluation`).
 
 Before any model is promoted, a store that holds seed examples and no human label has nothing to judge a
 candidate against: the first model is trained on the seeds and promoted as it is
@@ -9,14 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any
 
 from connectors.cli.base import EXIT_ERROR, EXIT_OK, existing_store
 from connectors.kafka.broker import EMBEDDED
 from connectors.settings.startup import Reserved
 from selector.config import Config
 
-HELP = "train a candidate on the dataset store; promote it if it beats the current model"
+HELP = "train a candidate on the dataset store; promote it only if it is surely better than the current one"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace, config: Config, reserved: Reserved) -> int:
     del reserved
-    from connectors.labels.retraining import retrain_and_announce  # noqa: PLC0415 (imports torch)
+    from connectors.labels.retraining import announce, retrain_and_announce  # noqa: PLC0415 (torch)
     from connectors.model.first_model import train_first_model  # noqa: PLC0415
 
     with existing_store(config) as store:
@@ -36,11 +37,10 @@ def handle(args: argparse.Namespace, config: Config, reserved: Reserved) -> int:
     first = train_first_model(config, time.time())
     if first is None:  # what it always did: a candidate, judged by the promotion gate
         event = retrain_and_announce(config, servers)
-        said = f"{event['version']} {event['type']} ({event['reason']})"
+        said = event["reason"]  # e.g. "rejected v4: macro-F1 +0.012 [-0.031, +0.055] vs v3 on ..."
     else:
         event, said = first.event, first.summary()
-        if servers is not None:
-            _announce(config, servers, event)
+        announce(config, servers, event)
     if args.json:
         print(json.dumps(event, indent=2))
         return EXIT_OK
@@ -50,15 +50,3 @@ def handle(args: argparse.Namespace, config: Config, reserved: Reserved) -> int:
     )
     print(json.dumps(event["metrics"], indent=2))
     return EXIT_OK
-
-
-def _announce(config: Config, servers: str, event: dict[str, Any]) -> None:
-    """The first model's event on the models topic, as the trainer announces a promotion."""
-    from connectors.kafka.clients import make_producer  # noqa: PLC0415
-    from connectors.labels.retraining import publish  # noqa: PLC0415
-
-    producer = make_producer(config, servers)
-    try:
-        publish(producer, config, config.topics.models, event["version"], event)
-    finally:
-        producer.close(timeout=5)

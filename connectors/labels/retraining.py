@@ -34,6 +34,7 @@ from kafka import KafkaProducer
 
 from connectors.kafka.clients import make_producer, redact, secrets_of
 from connectors.kafka.delivery import deliver
+from connectors.labels.revote import label_consensus
 from connectors.model.dataset import DatasetStore
 from selector.config import Config
 from selector.messages.timestamps import rfc3339
@@ -61,7 +62,10 @@ def retrain_once(config: Config, now: float) -> dict[str, Any]:
     try:
         d = config.dataset
         pseudo = d.pseudo_label_weight if d.pseudo_label_share > 0 else None
-        examples = list(store.examples(d.quorum, pseudo_weight=pseudo))
+        book = store.book()
+        agreed = label_consensus(config, book)
+        resolved = agreed.items if agreed is not None else None
+        examples = list(store.examples(d.quorum, book, pseudo_weight=pseudo, consensus=resolved))
     finally:
         store.close()
     registry = ModelRegistry(r.registry)
@@ -111,13 +115,19 @@ def publish(producer: KafkaProducer, config: Config, topic: str, key: str, event
 def retrain_and_announce(config: Config, servers: str | None) -> dict[str, Any]:
     """:func:`retrain_once`, then its event on the models topic (when ``servers`` names a cluster)."""
     event = retrain_once(config, time.time())
-    if servers is not None:
-        producer = make_producer(config, servers)
-        try:
-            publish(producer, config, config.topics.models, event["version"], event)
-        finally:
-            producer.close(timeout=5)
+    announce(config, servers, event)
     return event
+
+
+def announce(config: Config, servers: str | None, event: dict[str, Any]) -> None:
+    """A trainer's event on the models topic, keyed by its version (nothing when ``servers`` is None)."""
+    if servers is None:
+        return
+    producer = make_producer(config, servers)
+    try:
+        publish(producer, config, config.topics.models, event["version"], event)
+    finally:
+        producer.close(timeout=5)
 
 
 class Retrainer:

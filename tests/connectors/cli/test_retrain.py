@@ -93,6 +93,7 @@ class TestFirstModel:
         capsys.readouterr()
         assert main(["retrain", "-c", str(config)]) == 0
         out = capsys.readouterr().out
-        assert out.startswith("selector retrain: v2 ") and "first model" not in out
+        assert out.startswith(("selector retrain: promoted v2: ", "selector retrain: rejected v2: "))
+        assert "first model" not in out
         manifest = ModelRegistry(tmp_path / "models").manifest("v2")
         assert manifest["parent"] == "v1" and manifest["status"] in ("promoted", "rejected")
