@@ -25,7 +25,9 @@ def test_features_to_a_promoted_model_and_back_without_losing_an_item(
     base = config_for(
         servers,
         unique,
-        retrain={"every_labels": 60, "min_interval_s": 5.0},
+        # the loop's wiring is under test here, not the gate (tests/connectors/model/test_trainer_gate.py):
+        # a smaller effective holdout lets the first sure improvement through within the test's minutes
+        retrain={"every_labels": 60, "min_interval_s": 5.0, "min_holdout_effective": 10},
         dataset={"pseudo_label_share": 0.05},
     )
     cfg = demo_config(base, tmp_path)
