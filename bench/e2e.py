@@ -77,10 +77,16 @@ class Progress:
 
     def after(self, polled: Polled, handled: int) -> bool:
         """Record a handled batch; True once ``expected`` records were handled."""
+        sent = None
         if self.track_latency:
-            done_ms = time.time() * 1000.0
             sent = np.fromiter((r.timestamp for recs in polled.values() for r in recs), dtype=np.float64)
-            self.done.append((done_ms, sent))
+        return self.after_sent(sent, handled)
+
+    def after_sent(self, sent: np.ndarray | None, handled: int) -> bool:
+        """Record a handled batch whose records were sent at ``sent`` (epoch ms; None when latency is not
+        tracked); True once ``expected`` records were handled."""
+        if self.track_latency and sent is not None:
+            self.done.append((time.time() * 1000.0, sent))
         if self.expected is not None and self.last is None and handled >= self.expected:
             self.last = time.perf_counter()
             self.cpu.stop()
