@@ -34,7 +34,12 @@ from bench.markdown import table
 from selector.arrays import FloatArray, IntArray
 from selector.quality.estimates import model_bands
 from selector.quality.intervals import Z_95, Bands
-from selector.quality.population import divergence_arrays, label_free_bands, prediction_powered_bands
+from selector.quality.population import (
+    divergence_arrays,
+    label_free_bands,
+    labels_only_bands,
+    prediction_powered_bands,
+)
 
 CLASSES = ("ok", "scratch", "dent")
 DEFECTS = np.array([False, True, True])
@@ -190,6 +195,13 @@ def ppi(line: Line, w: Walk, g: int) -> Bands:
     )
 
 
+def ipw_counted(line: Line, w: Walk, g: int) -> Bands:
+    """The labels' own estimates when the decided items are counted (as the label loop's status has them)."""
+    n = w.grid[g]
+    label, predicted, pi = w.label[:, :n], line.predicted[w.types[:, :n]], w.pi[:, :n]
+    return labels_only_bands(w.items[:, g].astype(np.float64), label, predicted, pi, len(CLASSES), DEFECTS)
+
+
 def label_free(line: Line, w: Walk, g: int) -> Bands:
     return label_free_bands(w.items[:, g].astype(np.float64), tally_arrays(line, w.counts[:, g]), DEFECTS)
 
@@ -236,7 +248,13 @@ def _old_weighted_mean(y: FloatArray, pi: FloatArray, z: float = Z_95) -> tuple[
     return mean, low, high
 
 
-ESTIMATORS: dict[str, Estimator] = {"IPW before": old_ipw, "IPW": ipw, "PPI": ppi, "label-free": label_free}
+ESTIMATORS: dict[str, Estimator] = {
+    "IPW before": old_ipw,
+    "IPW": ipw,
+    "IPW, items counted": ipw_counted,
+    "PPI": ppi,
+    "label-free": label_free,
+}
 
 
 @dataclass(frozen=True)

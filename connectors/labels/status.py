@@ -46,6 +46,7 @@ from selector.quality.population import (
     Tally,
     divergence,
     label_free,
+    labels_only,
     prediction_powered,
 )
 
@@ -249,14 +250,14 @@ class _Estimator:
 
     def scoped(self, rows: BoolArray, tally: Tally) -> Scoped:
         lab = self.labels.take(rows)
-        ipw = model_estimates(lab.label, lab.predicted, lab.pi, self.classes, self.defects)
-        ipw_estimates = Estimates(ipw.accuracy, ipw.recall, ipw.precision, ipw.defect_rate)
         if not self.counted:
+            ipw = model_estimates(lab.label, lab.predicted, lab.pi, self.classes, self.defects)
+            ipw_estimates = Estimates(ipw.accuracy, ipw.recall, ipw.precision, ipw.defect_rate)
             return Scoped(0, len(lab.label), ipw_estimates, None, None, None)
         return Scoped(
             tally.n,
             len(lab.label),
-            ipw_estimates,
+            labels_only(tally, lab, self.classes, self.defects),
             prediction_powered(tally, lab, self.classes, self.defects),
             label_free(tally, self.classes, self.defects),
             divergence(tally, lab),

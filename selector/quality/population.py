@@ -52,7 +52,7 @@ import numpy as np
 
 from selector.arrays import BoolArray, FloatArray, IntArray
 from selector.errors import SelectorError
-from selector.quality.estimates import Interval, check_decisions
+from selector.quality.estimates import Interval, check_decisions, model_bands
 from selector.quality.intervals import (
     Z_95,
     Bands,
@@ -287,12 +287,61 @@ def prediction_powered_bands(
     items = np.broadcast_to(n, num.shape)
     recall = np.zeros(num.shape, bool)
     recall[..., 1 : 1 + probs.shape[-1]] = True  # a class's members hide among every labeled item
-    # the labels' weights add up to the decided items, within sampling error, when every part of the stream
-    # could be labeled; what is missing beyond z standard errors is a part no label stands for yet
-    w_all = 1.0 / pi
-    missing = n[..., 0] - w_all.sum(axis=-1) - z * np.sqrt(((1.0 - pi) * w_all * w_all).sum(axis=-1))
-    unseen = np.broadcast_to((np.clip(missing, 0.0, None) / safe_n[..., 0])[..., None], num.shape)
+    unseen = np.broadcast_to(unrepresented(n[..., 0], pi, z)[..., None], num.shape)
     return _ratio_bands(num, den, sampling / safe_n, items, df, behind, z, floor, recall, unseen)
+
+
+def unrepresented(n_items: FloatArray, pi: FloatArray, z: float = Z_95) -> FloatArray:
+    """The share of the decided items no label stands for yet. The labels' weights ``1 / pi`` add up to the
+    decided items, within sampling error, when every part of the stream could be labeled; what is missing
+    beyond ``z`` standard errors (the first labels, all queries, before any audit of the confident bulk) is a
+    part of the stream of unknown outcome. Labeled items along the last axis of ``pi``."""
+    w = 1.0 / pi
+    n = np.asarray(n_items, dtype=np.float64)
+    missing = n - w.sum(axis=-1) - z * np.sqrt(((1.0 - pi) * w * w).sum(axis=-1))
+    out: FloatArray = np.clip(missing, 0.0, None) / np.where(n > 0, n, 1.0)
+    return out
+
+
+def labels_only_bands(
+    n_items: FloatArray,
+    label: IntArray,
+    predicted: IntArray,
+    pi: FloatArray,
+    n_classes: int,
+    defects: BoolArray,
+    z: float = Z_95,
+) -> Bands:
+    """:func:`selector.quality.estimates.model_bands` (the labels alone, weighted by ``1 / pi``) when the
+    decided items are counted too: each interval also spans what the part of the stream no label stands for
+    yet (:func:`unrepresented`) could make of it (Manski's bounds), as :func:`prediction_powered_bands` does.
+    A class's items may hide in that part, so a recall or a precision widens as a ratio whose denominator
+    may grow."""
+    bands = model_bands(label, predicted, pi, n_classes, defects, z)
+    u = unrepresented(n_items, pi, z)
+    n = np.asarray(n_items, dtype=np.float64)
+    onehot = np.eye(n_classes, dtype=np.float64)
+    w = 1.0 / pi
+    per_class = [np.einsum("...m,...mc->...c", w, onehot[x]) for x in (label, predicted)]
+    ones = np.ones((*u.shape, 1))
+    den = np.concatenate([ones, *(c / np.where(n > 0, n, 1.0)[..., None] for c in per_class), ones], axis=-1)
+    member = np.zeros(den.shape, bool)
+    member[..., 1 : 1 + 2 * n_classes] = True
+    p = np.nan_to_num(bands.estimate, nan=0.5)
+    low, high = widen(p, bands.low, bands.high, *hidden_reach(p, den, u[..., None] * ones, member))
+    return Bands(bands.estimate, low, high, bands.n)
+
+
+def labels_only(
+    tally: Tally, labeled: Labeled, classes: Sequence[str], defects: BoolArray, z: float = Z_95
+) -> Estimates:
+    """The labels' own (IPW) estimates, their intervals spanning the decided items no label stands for yet
+    (:func:`labels_only_bands`; ``Interval.n`` is the number of labels behind each)."""
+    _check(tally, labeled, classes, defects)
+    bands = labels_only_bands(
+        np.array(float(tally.n)), labeled.label, labeled.predicted, labeled.pi, len(classes), defects, z
+    )
+    return _estimates(bands, classes)
 
 
 def _estimates(bands: Bands, classes: Sequence[str]) -> Estimates:
