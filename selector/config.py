@@ -160,6 +160,10 @@ class KafkaConfig(_Section):
     max_request_size: Annotated[int, Field(ge=2 * DEAD_LETTER_HEADROOM_BYTES)] = 1_048_576
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     batch_size: Annotated[int, Field(ge=0)] = 262_144
+    client: Literal["kafka-python", "confluent-kafka"] = "kafka-python"
+    fetch_min_bytes: PositiveInt = 1
+    fetch_max_bytes: PositiveInt = 52_428_800
+    max_partition_fetch_bytes: PositiveInt = 1_048_576
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaConfig:
@@ -172,6 +176,11 @@ class KafkaConfig(_Section):
         ):
             raise ValueError(
                 "'kafka.sasl_plain_username' and 'kafka.sasl_plain_password' are required with SASL"
+            )
+        if self.max_partition_fetch_bytes > self.fetch_max_bytes:
+            raise ValueError(
+                f"'kafka.max_partition_fetch_bytes' must not exceed 'kafka.fetch_max_bytes': "
+                f"{self.max_partition_fetch_bytes} > {self.fetch_max_bytes}"
             )
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError(
@@ -486,6 +495,13 @@ class Config(_Section):
                 f"'input.max_record_bytes' to at most {most}, or raise 'kafka.max_request_size' to at least "
                 f"{self.input.max_record_bytes + DEAD_LETTER_HEADROOM_BYTES} (and the broker's "
                 "message.max.bytes with it)"
+            )
+        if self.input.max_record_bytes > self.kafka.max_partition_fetch_bytes:
+            raise ValueError(
+                f"'kafka.max_partition_fetch_bytes' ({self.kafka.max_partition_fetch_bytes}) must hold "
+                f"'input.max_record_bytes' ({self.input.max_record_bytes}), or a record the decoder accepts "
+                "could stall its partition's fetches: raise 'kafka.max_partition_fetch_bytes' to at least "
+                f"{self.input.max_record_bytes} or lower 'input.max_record_bytes'"
             )
         return self
 

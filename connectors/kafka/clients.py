@@ -1,4 +1,11 @@
-"""kafka-python clients built from the configuration: connection with backoff, topic creation, delivery."""
+"""Kafka clients built from the configuration: connection with backoff, topic creation, delivery.
+
+``kafka.client`` picks the library: kafka-python (the default, pure Python) or confluent-kafka (librdkafka,
+wrapped by :mod:`connectors.kafka.confluent` in the kafka-python calls the rest of the project makes). Every
+``kafka.*`` key maps to both: :func:`security_kwargs`, :func:`consumer_kwargs` and :func:`producer_kwargs`
+with kafka-python's names, :func:`confluent_security`, :func:`confluent_consumer_conf` and
+:func:`confluent_producer_conf` with librdkafka's.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from connectors.settings.startup import compression_library
+from connectors.settings.startup import client_library, compression_library
 from selector.config import Config
 from selector.errors import BrokerUnavailableError
 
@@ -35,6 +42,35 @@ def security_kwargs(config: Config) -> dict[str, Any]:
             out[name] = getattr(k, name)
     if k.ssl_password is not None:
         out["ssl_password"] = k.ssl_password.get_secret_value()
+    return out
+
+
+SSL_FILES = {
+    "ssl_cafile": "ssl.ca.location",
+    "ssl_certfile": "ssl.certificate.location",
+    "ssl_keyfile": "ssl.key.location",
+}
+"""kafka-python's TLS file arguments and librdkafka's names for them."""
+
+
+def confluent_security(config: Config, servers: str) -> dict[str, Any]:
+    """Connection settings shared by every client, with librdkafka's names (the same ``kafka.*`` keys as
+    :func:`security_kwargs`)."""
+    k = config.kafka
+    out: dict[str, Any] = {
+        "bootstrap.servers": servers,
+        "client.id": k.client_id,
+        "security.protocol": k.security_protocol.lower(),
+    }
+    if k.sasl_mechanism is not None:
+        out["sasl.mechanism"] = k.sasl_mechanism
+        out["sasl.username"] = k.sasl_plain_username
+        out["sasl.password"] = k.sasl_plain_password.get_secret_value() if k.sasl_plain_password else None
+    for name, rd_name in SSL_FILES.items():
+        if getattr(k, name) is not None:
+            out[rd_name] = getattr(k, name)
+    if k.ssl_password is not None:
+        out["ssl.key.password"] = k.ssl_password.get_secret_value()
     return out
 
 
@@ -75,6 +111,8 @@ def connect_admin(
         attempt += 1
         left_ms = int(max(0.5, deadline_s - (monotonic() - start)) * 1000)
         try:
+            if config.kafka.client == "confluent-kafka":
+                return _confluent_admin(config, servers, min(2000, left_ms), min(30000, max(1000, left_ms)))
             return KafkaAdminClient(
                 bootstrap_servers=servers,
                 bootstrap_timeout_ms=min(2000, left_ms),
@@ -129,21 +167,98 @@ def prepare_topics(config: Config, servers: str) -> list[str]:
         admin.close()
 
 
-def make_consumer(config: Config, servers: str, group_id: str | None = None) -> KafkaConsumer:
-    """The consumer of the predictions topic (subscribed later, with a rebalance listener), or of another
-    topic under ``group_id``."""
+def _confluent_admin(config: Config, servers: str, connect_ms: int, request_ms: int) -> Any:
+    """A librdkafka admin client that has answered one metadata request (as kafka-python's constructor
+    bootstraps), wrapped in the kafka-python calls this project makes."""
+    from connectors.kafka.confluent import ConfluentAdmin  # noqa: PLC0415 (an optional dependency)
+
+    client_library(config)
+    admin = ConfluentAdmin(confluent_security(config, servers), timeout_s=request_ms / 1000)
+    admin.list_topics_within(connect_ms / 1000)
+    return admin
+
+
+def consumer_kwargs(config: Config) -> dict[str, Any]:
+    """The ``kafka.*`` consumer settings as kafka-python arguments (no group, no servers)."""
     k = config.kafka
+    return {
+        "enable_auto_commit": False,
+        "auto_offset_reset": k.auto_offset_reset,
+        "fetch_max_wait_ms": k.fetch_max_wait_ms,
+        "fetch_min_bytes": k.fetch_min_bytes,
+        "fetch_max_bytes": k.fetch_max_bytes,
+        "max_partition_fetch_bytes": k.max_partition_fetch_bytes,
+        "max_poll_records": k.max_poll_records,
+    }
+
+
+CONFLUENT_DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+"""librdkafka's default ``message.max.bytes``, which its ``fetch.max.bytes`` may not be below."""
+
+
+def confluent_consumer_conf(config: Config, servers: str, group_id: str) -> dict[str, Any]:
+    """The ``kafka.*`` consumer settings with librdkafka's names: offsets stored and committed only
+    explicitly (``enable.auto.commit`` and ``enable.auto.offset.store`` off)."""
+    k = config.kafka
+    return {
+        **confluent_security(config, servers),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": False,
+        "auto.offset.reset": k.auto_offset_reset,
+        "session.timeout.ms": k.session_timeout_ms,
+        "heartbeat.interval.ms": k.heartbeat_interval_ms,
+        "max.poll.interval.ms": k.max_poll_interval_ms,
+        "fetch.wait.max.ms": k.fetch_max_wait_ms,
+        "fetch.min.bytes": k.fetch_min_bytes,
+        "fetch.max.bytes": k.fetch_max_bytes,
+        "max.partition.fetch.bytes": k.max_partition_fetch_bytes,
+        # librdkafka refuses a fetch.max.bytes below message.max.bytes, and a response above receive.message.*
+        "message.max.bytes": min(k.fetch_max_bytes, CONFLUENT_DEFAULT_MESSAGE_MAX_BYTES),
+        "receive.message.max.bytes": max(100_000_000, k.fetch_max_bytes + 512),
+    }
+
+
+def make_consumer(config: Config, servers: str, group_id: str | None = None) -> Any:
+    """The consumer of the predictions topic (subscribed later, with a rebalance listener), or of another
+    topic under ``group_id``: a kafka-python ``KafkaConsumer``, or its confluent-kafka stand-in."""
+    k = config.kafka
+    if k.client == "confluent-kafka":
+        client_library(config)
+        from connectors.kafka.confluent import ConfluentConsumer  # noqa: PLC0415 (an optional dependency)
+
+        return ConfluentConsumer(
+            confluent_consumer_conf(config, servers, group_id or k.group_id),
+            max_poll_records=k.max_poll_records,
+        )
     return KafkaConsumer(
         bootstrap_servers=servers,
         group_id=group_id or k.group_id,
-        enable_auto_commit=False,
-        auto_offset_reset=k.auto_offset_reset,
         session_timeout_ms=k.session_timeout_ms,
         heartbeat_interval_ms=k.heartbeat_interval_ms,
         max_poll_interval_ms=k.max_poll_interval_ms,
-        max_poll_records=k.max_poll_records,
-        fetch_max_wait_ms=k.fetch_max_wait_ms,
+        **consumer_kwargs(config),
         **security_kwargs(config),
+    )
+
+
+READER_GROUP = "selector-reader"
+"""librdkafka wants a group id even for a consumer that only assigns itself partitions; it never joins it."""
+
+
+def make_reader(config: Config, servers: str) -> Any:
+    """A group-less consumer (partitions assigned by hand, nothing committed) of the configured client."""
+    if config.kafka.client == "confluent-kafka":
+        client_library(config)
+        from connectors.kafka.confluent import ConfluentConsumer  # noqa: PLC0415 (an optional dependency)
+
+        return ConfluentConsumer(
+            confluent_consumer_conf(config, servers, READER_GROUP),
+            max_poll_records=config.kafka.max_poll_records,
+        )
+    return KafkaConsumer(
+        bootstrap_servers=servers, group_id=None, **consumer_kwargs(config), **security_kwargs(config)
     )
 
 
@@ -164,8 +279,33 @@ def producer_kwargs(config: Config) -> dict[str, Any]:
     }
 
 
-def make_producer(config: Config, servers: str) -> KafkaProducer:
-    """The producer of every output topic: acks from all in-sync replicas, the configured size limits."""
+def confluent_producer_conf(config: Config, servers: str) -> dict[str, Any]:
+    """The ``kafka.*`` producer settings with librdkafka's names: idempotent, acks from all in-sync replicas,
+    ``kafka.max_request_size`` as ``message.max.bytes`` (a larger record is refused by ``produce``), and
+    ``kafka.batch_size`` 0 (no batching, as in kafka-python) as one record per batch."""
+    k = config.kafka
+    out: dict[str, Any] = {
+        **confluent_security(config, servers),
+        "acks": "all",
+        "enable.idempotence": True,
+        "compression.type": k.compression_type,
+        "linger.ms": k.linger_ms,
+        "message.max.bytes": k.max_request_size,
+        "batch.size": max(1, min(k.batch_size, k.max_request_size)),
+    }
+    if k.batch_size == 0:
+        out["batch.num.messages"] = 1
+    return out
+
+
+def make_producer(config: Config, servers: str) -> Any:
+    """The producer of every output topic: acks from all in-sync replicas, the configured size limits; a
+    kafka-python ``KafkaProducer``, or its confluent-kafka stand-in."""
+    if config.kafka.client == "confluent-kafka":
+        client_library(config)
+        from connectors.kafka.confluent import ConfluentProducer  # noqa: PLC0415 (an optional dependency)
+
+        return ConfluentProducer(confluent_producer_conf(config, servers))
     return KafkaProducer(
         bootstrap_servers=servers,
         acks="all",
@@ -183,6 +323,10 @@ async def commit_in_rebalance(
     kafka-python 3 runs listeners on that thread and forbids blocking consumer calls there, so the public
     ``commit()`` cannot be used; its coordinator's async commit is the one call that works. It is private
     API (``_coordinator._commit_offsets_sync_async``, kafka-python 3.0.x): this is the only place the
-    project touches it, so an upgrade that moves it breaks here alone.
+    project touches it, so an upgrade that moves it breaks here alone. confluent-kafka runs listeners on the
+    polling thread, where its public synchronous ``commit`` is allowed.
     """
+    if getattr(consumer, "LISTENERS_ON_POLLING_THREAD", False):  # confluent-kafka: blocking calls allowed
+        consumer.commit(offsets)
+        return
     await consumer._coordinator._commit_offsets_sync_async(offsets)  # noqa: SLF001 (see the docstring)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import time
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from connectors.kafka.clients import security_kwargs
+from connectors.kafka.clients import make_reader
 from selector.config import Config
 
 
@@ -25,9 +25,7 @@ class TopicReader:
         """``start``: the offset to begin at per partition (the beginning for a partition not in it)."""
         self.topic = topic
         self._start = start or {}
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=servers, group_id=None, enable_auto_commit=False, **security_kwargs(config)
-        )
+        self._consumer = make_reader(config, servers)
         self._tps: list[TopicPartition] = []
 
     def _assign(self) -> list[TopicPartition]:

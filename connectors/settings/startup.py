@@ -156,14 +156,35 @@ CODEC_LIBRARIES = {
 """Per compression type: whether kafka-python can use it here, and what to install when it cannot."""
 
 
-def compression_library(config: Config) -> None:
-    """Check kafka-python can compress with ``kafka.compression_type`` here (its library is importable).
+def client_library(config: Config) -> None:
+    """Check the library ``kafka.client`` names is installed (kafka-python always is).
 
     Raises:
         StartupError: naming the key and what to install.
     """
+    if config.kafka.client != "confluent-kafka":
+        return
+    try:
+        import confluent_kafka  # noqa: PLC0415, F401 (an optional dependency, tried only when chosen)
+    except ImportError as exc:
+        raise StartupError(
+            "kafka.client",
+            "confluent-kafka",
+            f"its Python library is not installed ({exc})",
+            "pip install 'selector[confluent]', or set 'kafka.client' to kafka-python",
+        ) from exc
+
+
+def compression_library(config: Config) -> None:
+    """Check the chosen client is installed and can compress with ``kafka.compression_type`` here:
+    confluent-kafka (librdkafka) has every codec built in; kafka-python needs the codec's library.
+
+    Raises:
+        StartupError: naming the key and what to install.
+    """
+    client_library(config)
     codec = config.kafka.compression_type
-    if codec == "none":
+    if codec == "none" or config.kafka.client == "confluent-kafka":
         return
     available, install = CODEC_LIBRARIES[codec]
     if not available():

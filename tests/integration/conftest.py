@@ -8,6 +8,30 @@ from collections.abc import Iterator
 import pytest
 
 from connectors.monitor.loop import Monitor
+from tests.integration import streams
+
+CLIENTS = ("kafka-python", "confluent-kafka")
+"""The Kafka client libraries (``kafka.client``) a test asking for ``kafka_client`` runs on, in turn."""
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "kafka_client" in metafunc.fixturenames:
+        metafunc.parametrize("kafka_client", CLIENTS, indirect=True)
+
+
+@pytest.fixture
+def kafka_client(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The ``kafka.client`` of every config built by :func:`tests.integration.streams.config_for` in this
+    test (a module opts in with ``pytestmark = pytest.mark.usefixtures("kafka_client")``)."""
+    name = request.param
+    if name == "confluent-kafka":
+        pytest.importorskip(
+            "confluent_kafka", reason="kafka.client confluent-kafka: pip install 'selector[confluent]'"
+        )
+    before = streams.KAFKA_CLIENT["name"]
+    streams.KAFKA_CLIENT["name"] = name
+    yield name
+    streams.KAFKA_CLIENT["name"] = before
 
 
 class RunningMonitors:

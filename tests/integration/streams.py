@@ -24,6 +24,10 @@ class Message:
     headers: dict[str, bytes]
 
 
+KAFKA_CLIENT = {"name": "kafka-python"}
+"""The ``kafka.client`` of every config :func:`config_for` builds (the ``kafka_client`` fixture sets it)."""
+
+
 def config_for(servers: str, unique: str, **sections: Any) -> Config:
     """A config on the test broker with its own topics and group, fast group timeouts, no metrics server."""
     data: dict[str, Any] = {
@@ -40,6 +44,7 @@ def config_for(servers: str, unique: str, **sections: Any) -> Config:
         },
         "kafka": {
             "bootstrap_servers": servers,
+            "client": KAFKA_CLIENT["name"],
             "group_id": f"selector-{unique}",
             "commit_interval_s": 0.2,
             **FAST_GROUP,

@@ -1,0 +1,525 @@
+"""confluent-kafka (librdkafka) clients behind the part of kafka-python's API this project uses.
+
+``kafka.client: confluent-kafka`` swaps the pure-Python kafka-python clients for librdkafka's (an order of
+magnitude more records per second) without changing the code that uses them: :class:`ConfluentConsumer`,
+:class:`ConfluentProducer` and :class:`ConfluentAdmin` take and return kafka-python's types
+(``TopicPartition``, ``OffsetAndMetadata``, ``ConsumerRecord``, ``NewTopic``, ``RecordMetadata``) and raise
+kafka-python's errors (:func:`kafka_error`), so the monitor's at-least-once order, its rebalance listener,
+dead letters and outage handling are the same code on either client.
+
+What differs, and how it is bridged:
+
+- librdkafka serves the rebalance callbacks from inside ``consume()``, on the polling thread, where blocking
+  consumer calls are allowed: a kafka-python (async) rebalance listener is run to completion there, and
+  :func:`connectors.kafka.clients.commit_in_rebalance` commits with the public, synchronous ``commit``.
+- Offsets are committed only explicitly (``enable.auto.commit`` and ``enable.auto.offset.store`` off); a
+  ``commit()`` without offsets commits the position after the last record each partition returned.
+- A record over ``message.max.bytes`` is refused by ``produce()`` at once, as kafka-python refuses one over
+  ``max_request_size``: both raise :class:`kafka.errors.MessageSizeTooLargeError`.
+- The producer is idempotent with ``acks=all`` (librdkafka retries, in order, until ``message.timeout.ms``).
+"""
+
+# ruff: noqa: SLF001 -- librdkafka's local error codes are public API spelled with a leading underscore
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import confluent_kafka as ck
+from confluent_kafka import admin as _admin
+from kafka import TopicPartition
+from kafka import errors as kerrors
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.producer.future import RecordMetadata
+from kafka.structs import OffsetAndMetadata
+
+ck_admin: Any = _admin  # partly typed: its calls are checked by the broker tests
+log = logging.getLogger("kafka.librdkafka")
+"""librdkafka's own log lines and errors (a ``kafka.*`` logger: rate-limited like kafka-python's)."""
+
+_RETRIABLE_LOCAL = {
+    ck.KafkaError._TRANSPORT: kerrors.KafkaConnectionError,
+    ck.KafkaError._ALL_BROKERS_DOWN: kerrors.KafkaConnectionError,
+    ck.KafkaError._RESOLVE: kerrors.KafkaConnectionError,
+    ck.KafkaError._TIMED_OUT: kerrors.KafkaTimeoutError,
+    ck.KafkaError._TIMED_OUT_QUEUE: kerrors.KafkaTimeoutError,
+    ck.KafkaError._MSG_TIMED_OUT: kerrors.KafkaTimeoutError,
+    ck.KafkaError._WAIT_COORD: kerrors.KafkaTimeoutError,
+    ck.KafkaError._QUEUE_FULL: kerrors.KafkaTimeoutError,
+}
+"""librdkafka's local error codes that mean "not now": kafka-python's retriable errors of the same sense."""
+
+_GROUP_MOVED_ON_LOCAL = (
+    ck.KafkaError._ASSIGNMENT_LOST,
+    ck.KafkaError._STATE,
+    ck.KafkaError._MAX_POLL_EXCEEDED,
+)
+"""librdkafka's local codes for a commit this member may no longer make (its generation is over)."""
+
+
+def kafka_error(err: ck.KafkaError) -> kerrors.KafkaError:
+    """The kafka-python error for a librdkafka one: the broker's codes by number, the local codes by sense."""
+    code, text = err.code(), err.str()
+    if code > 0:
+        return kerrors.for_code(code)(text)
+    if code in _GROUP_MOVED_ON_LOCAL:
+        return kerrors.CommitFailedError(text)
+    cls = _RETRIABLE_LOCAL.get(code)
+    if cls is not None:
+        return cls(text)
+    return kerrors.KafkaError(text)
+
+
+def _raise_from(exc: ck.KafkaException) -> kerrors.KafkaError:
+    err = exc.args[0] if exc.args else None
+    if isinstance(err, ck.KafkaError):
+        return kafka_error(err)
+    return kerrors.KafkaError(str(exc))
+
+
+def _log_error(err: ck.KafkaError) -> None:
+    log.warning("librdkafka: %s", err.str())
+
+
+def with_logging(conf: dict[str, Any]) -> dict[str, Any]:
+    """``conf`` with librdkafka's log lines and errors sent to the ``kafka.librdkafka`` logger."""
+    return {**conf, "logger": log, "error_cb": _log_error}
+
+
+def _ctp(tp: TopicPartition, offset: int | None = None) -> ck.TopicPartition:
+    if offset is None:
+        return ck.TopicPartition(tp.topic, tp.partition)
+    return ck.TopicPartition(tp.topic, tp.partition, offset)
+
+
+def _tp(ctp: ck.TopicPartition) -> TopicPartition:
+    return TopicPartition(ctp.topic, ctp.partition)
+
+
+def run_listener_call(result: object) -> None:
+    """Run what a rebalance listener method returned to completion (a coroutine of an async listener)."""
+    if inspect.iscoroutine(result):
+        asyncio.run(result)
+
+
+class ConfluentConsumer:
+    """A librdkafka consumer with the kafka-python ``KafkaConsumer`` calls this project makes."""
+
+    LISTENERS_ON_POLLING_THREAD = True
+    """Rebalance listeners run inside :meth:`poll`, where blocking calls (a synchronous commit) are fine."""
+
+    def __init__(self, conf: dict[str, Any], *, max_poll_records: int, timeout_s: float = 30.0) -> None:
+        self._c = ck.Consumer(with_logging(conf))
+        self._max_poll_records = max_poll_records
+        self._timeout_s = timeout_s
+        self._next: dict[TopicPartition, int] = {}
+        """the offset after the last record each partition returned (or where a seek put it)"""
+        self._manual: dict[TopicPartition, int] | None = None
+        """a manual assignment (no group) with the offset each partition starts at; applied at the next use"""
+        self._manual_dirty = False
+        self._closed = False
+
+    # -- the group ------------------------------------------------------------------------------------------
+    def subscribe(self, topics: list[str], listener: Any = None) -> None:
+        """Join the group for ``topics``; ``listener`` is a kafka-python (async) rebalance listener."""
+        if listener is None:
+            self._c.subscribe(topics)
+            return
+
+        def assigned(_: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
+            tps = [_tp(p) for p in parts]
+            for tp in tps:
+                self._next.pop(tp, None)
+            run_listener_call(listener.on_partitions_assigned(tps))
+
+        def revoked(_: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
+            tps = [_tp(p) for p in parts]
+            run_listener_call(listener.on_partitions_revoked(tps))
+            for tp in tps:
+                self._next.pop(tp, None)
+
+        def lost(_: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
+            tps = [_tp(p) for p in parts]
+            handler = getattr(listener, "on_partitions_lost", listener.on_partitions_revoked)
+            run_listener_call(handler(tps))
+            for tp in tps:
+                self._next.pop(tp, None)
+
+        self._c.subscribe(topics, on_assign=assigned, on_revoke=revoked, on_lost=lost)
+
+    def assignment(self) -> set[TopicPartition]:
+        if self._manual is not None:
+            return set(self._manual)
+        return {_tp(p) for p in self._c.assignment()}
+
+    # -- reading --------------------------------------------------------------------------------------------
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+        """Records by partition, as kafka-python's ``poll`` returns them (kafka-python ``ConsumerRecord``)."""
+        self._apply_manual()
+        try:
+            messages = self._c.consume(
+                num_messages=max_records or self._max_poll_records, timeout=timeout_ms / 1000
+            )
+        except ck.KafkaException as exc:
+            raise _raise_from(exc) from exc
+        out: dict[TopicPartition, list[Any]] = {}
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                if err.code() != ck.KafkaError._PARTITION_EOF:
+                    if err.fatal():
+                        raise kafka_error(err)
+                    _log_error(err)
+                continue
+            tp = TopicPartition(m.topic(), m.partition())
+            key, value = m.key(), m.value()
+            ts_type, ts = m.timestamp()
+            out.setdefault(tp, []).append(
+                ConsumerRecord(
+                    tp.topic,
+                    tp.partition,
+                    m.leader_epoch(),
+                    m.offset(),
+                    ts,
+                    max(0, ts_type - 1),  # librdkafka: 1 create time, 2 log append; kafka-python: 0, 1
+                    key,
+                    value,
+                    m.headers() or [],
+                    None,
+                    -1 if key is None else len(key),
+                    -1 if value is None else len(value),
+                    -1,
+                )
+            )
+        for tp, records in out.items():
+            self._next[tp] = records[-1].offset + 1
+        return out
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        try:
+            meta = self._c.list_topics(topic, timeout=min(5.0, self._timeout_s))
+        except ck.KafkaException as exc:
+            log.debug("metadata of %r: %s", topic, exc)
+            return None
+        t = meta.topics.get(topic)
+        if t is None or t.error is not None or not t.partitions:
+            return None
+        return set(t.partitions)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        """The high watermark of the last fetch response of ``tp`` (None before the first)."""
+        try:
+            _, high = self._c.get_watermark_offsets(_ctp(tp), cached=True)
+        except ck.KafkaException:
+            return None
+        return high if high is not None and high >= 0 else None
+
+    def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        out = {}
+        for tp in tps:
+            try:
+                _, high = self._c.get_watermark_offsets(_ctp(tp), timeout=self._timeout_s, cached=False)
+            except ck.KafkaException as exc:
+                raise _raise_from(exc) from exc
+            out[tp] = high
+        return out
+
+    def beginning_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        out = {}
+        for tp in tps:
+            try:
+                low, _ = self._c.get_watermark_offsets(_ctp(tp), timeout=self._timeout_s, cached=False)
+            except ck.KafkaException as exc:
+                raise _raise_from(exc) from exc
+            out[tp] = low
+        return out
+
+    def position(self, tp: TopicPartition) -> int:
+        """The offset of the next record of ``tp`` this consumer returns."""
+        self._apply_manual()
+        known = self._next.get(tp)
+        if known is not None and known >= 0:
+            return known
+        if known == ck.OFFSET_BEGINNING:
+            low = self.beginning_offsets([tp])[tp]
+            self._next[tp] = low
+            return low
+        pos = self._c.position([_ctp(tp)])[0].offset
+        if pos >= 0:
+            return int(pos)
+        committed = self.committed(tp)
+        if committed is not None:
+            return committed
+        return self.beginning_offsets([tp])[tp]
+
+    # -- manual assignment (no group) -----------------------------------------------------------------------
+    def assign(self, tps: list[TopicPartition]) -> None:
+        old = self._manual or {}
+        self._manual = {tp: old.get(tp, ck.OFFSET_STORED) for tp in tps}
+        self._manual_dirty = True
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._next[tp] = offset
+        if self._manual is not None:
+            self._manual[tp] = offset
+            self._manual_dirty = True
+            return
+        try:
+            self._c.seek(_ctp(tp, offset))
+        except ck.KafkaException as exc:
+            raise _raise_from(exc) from exc
+
+    def seek_to_beginning(self, *tps: TopicPartition) -> None:
+        for tp in tps or tuple(self.assignment()):
+            self.seek(tp, ck.OFFSET_BEGINNING)
+
+    def _apply_manual(self) -> None:
+        if self._manual is None or not self._manual_dirty:
+            return
+        self._c.assign([_ctp(tp, off) for tp, off in self._manual.items()])
+        self._manual_dirty = False
+
+    # -- offsets --------------------------------------------------------------------------------------------
+    def commit(
+        self, offsets: dict[TopicPartition, OffsetAndMetadata] | None = None, timeout_ms: int | None = None
+    ) -> None:
+        """Commit ``offsets`` (None: the position after the last record each partition returned), waiting for
+        the answer. librdkafka's synchronous commit takes no timeout (it is bounded by its request timeout):
+        ``timeout_ms`` is accepted for kafka-python's signature."""
+        del timeout_ms
+        if offsets is None:
+            owned = self.assignment()
+            offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._next.items() if tp in owned}
+        if not offsets:
+            return
+        parts = [_ctp(tp, om.offset) for tp, om in offsets.items()]
+        try:
+            answered = self._c.commit(offsets=parts, asynchronous=False)
+        except ck.KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, ck.KafkaError) and err.code() == ck.KafkaError._NO_OFFSET:
+                return
+            raise _raise_from(exc) from exc
+        for p in answered or []:
+            if p.error is not None:
+                raise kafka_error(p.error)
+
+    def committed(self, tp: TopicPartition, timeout_ms: int | None = None) -> int | None:
+        timeout = self._timeout_s if timeout_ms is None else timeout_ms / 1000
+        try:
+            got = self._c.committed([_ctp(tp)], timeout=timeout)
+        except ck.KafkaException as exc:
+            raise _raise_from(exc) from exc
+        if got[0].error is not None:
+            raise kafka_error(got[0].error)
+        offset = got[0].offset
+        return int(offset) if offset >= 0 else None
+
+    def close(self, autocommit: bool = False, timeout_ms: int | None = None) -> None:
+        """Leave the group and close; ``timeout_ms`` bounds the wait (a closing consumer of an unreachable
+        cluster is left to finish on its own thread)."""
+        del autocommit  # never: offsets are committed only explicitly
+        if self._closed:
+            return
+        self._closed = True
+        if timeout_ms is None:
+            self._c.close()
+            return
+        closer = threading.Thread(target=self._c.close, name="confluent-consumer-close", daemon=True)
+        closer.start()
+        closer.join(timeout_ms / 1000)
+
+
+class Delivery:
+    """The delivery report of one produced record, as kafka-python's ``FutureRecordMetadata`` offers it."""
+
+    __slots__ = ("_callbacks", "_errbacks", "_producer", "exception", "is_done", "value")
+
+    def __init__(self, producer: ck.Producer) -> None:
+        self._producer = producer
+        self.is_done = False
+        self.exception: kerrors.KafkaError | None = None
+        self.value: Any = None
+        self._callbacks: list[Callable[[Any], object]] = []
+        self._errbacks: list[Callable[[Exception], object]] = []
+
+    def report(self, err: ck.KafkaError | None, msg: ck.Message) -> None:
+        """librdkafka's delivery callback (served by the producer's ``poll``/``flush``)."""
+        if err is not None:
+            self.exception = kafka_error(err)
+            for eb in self._errbacks:
+                eb(self.exception)
+        else:
+            self.value = RecordMetadata(
+                msg.topic(),
+                msg.partition(),
+                TopicPartition(msg.topic(), msg.partition()),
+                msg.offset(),
+                msg.timestamp()[1],
+                None,
+                -1,
+                -1,
+                -1,
+            )
+            for cb in self._callbacks:
+                cb(self.value)
+        self.is_done = True
+
+    def succeeded(self) -> bool:
+        return self.is_done and self.exception is None
+
+    def failed(self) -> bool:
+        return self.is_done and self.exception is not None
+
+    def add_callback(self, fn: Callable[[Any], object]) -> Delivery:
+        if self.succeeded():
+            fn(self.value)
+        else:
+            self._callbacks.append(fn)
+        return self
+
+    def add_errback(self, fn: Callable[[Exception], object]) -> Delivery:
+        if self.failed() and self.exception is not None:
+            fn(self.exception)
+        else:
+            self._errbacks.append(fn)
+        return self
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The record's metadata once delivered.
+
+        Raises:
+            KafkaTimeoutError: no report within ``timeout``.
+            KafkaError: the record was not delivered.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_done:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise kerrors.KafkaTimeoutError(f"no delivery report within {timeout} s")
+            self._producer.poll(0.05)
+        if self.exception is not None:
+            raise self.exception
+        return self.value
+
+
+class ConfluentProducer:
+    """A librdkafka producer with the kafka-python ``KafkaProducer`` calls this project makes."""
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        self._p = ck.Producer(with_logging(conf))
+        self._since_poll = 0
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> Delivery:
+        """Queue one record; its :class:`Delivery` completes on :meth:`flush` (or a later send).
+
+        Raises:
+            MessageSizeTooLargeError: the record is over ``message.max.bytes`` (``kafka.max_request_size``).
+        """
+        fut = Delivery(self._p)
+        kwargs: dict[str, Any] = {"on_delivery": fut.report}
+        if headers:
+            kwargs["headers"] = headers
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._p.produce(topic, value, key, **kwargs)
+                break
+            except BufferError:  # the local queue is full: serve delivery reports until there is room
+                self._p.poll(0.1)
+            except ck.KafkaException as exc:
+                raise _raise_from(exc) from exc
+        self._since_poll += 1
+        if self._since_poll >= 1000:  # serve delivery reports as they come, not all at the flush
+            self._since_poll = 0
+            self._p.poll(0)
+        return fut
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for every queued record's delivery report.
+
+        Raises:
+            KafkaTimeoutError: some were still undelivered after ``timeout`` seconds.
+        """
+        left = self._p.flush(-1 if timeout is None else timeout)
+        if left:
+            raise kerrors.KafkaTimeoutError(f"{left} records still undelivered after {timeout} s")
+
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver what is queued within ``timeout`` seconds; drop the rest (their futures fail)."""
+        left = self._p.flush(-1 if timeout is None else timeout)
+        if left:
+            self._p.purge()
+            self._p.poll(0)
+
+
+class ConfluentAdmin:
+    """A librdkafka admin client with the kafka-python ``KafkaAdminClient`` calls this project makes."""
+
+    def __init__(self, conf: dict[str, Any], *, timeout_s: float) -> None:
+        self._a: Any = ck_admin.AdminClient(with_logging(conf))
+        self._timeout_s = timeout_s
+
+    def list_topics_within(self, timeout_s: float) -> list[str]:
+        """The topics, asked with a timeout of its own (the connection check of :func:`connect_admin`)."""
+        try:
+            meta = self._a.list_topics(timeout=timeout_s)
+        except ck.KafkaException as exc:
+            raise _raise_from(exc) from exc
+        return list(meta.topics)
+
+    def list_topics(self) -> list[str]:
+        try:
+            meta = self._a.list_topics(timeout=self._timeout_s)
+        except ck.KafkaException as exc:
+            raise _raise_from(exc) from exc
+        return list(meta.topics)
+
+    def describe_cluster(self) -> dict[str, Any]:
+        try:
+            meta = self._a.describe_cluster(request_timeout=self._timeout_s).result(
+                timeout=self._timeout_s + 1
+            )
+        except ck.KafkaException as exc:
+            raise _raise_from(exc) from exc
+        return {"cluster_id": meta.cluster_id, "brokers": [n.id for n in meta.nodes]}
+
+    def create_topics(self, new_topics: list[Any]) -> None:
+        """Create kafka-python ``NewTopic`` s; raises TopicAlreadyExistsError (after creating the others) when
+        one existed."""
+        specs = [
+            ck_admin.NewTopic(
+                t.name,
+                num_partitions=t.num_partitions,
+                replication_factor=t.replication_factor,
+                config=dict(t.topic_configs or {}),
+            )
+            for t in new_topics
+        ]
+        existed: kerrors.KafkaError | None = None
+        for fut in self._a.create_topics(specs, request_timeout=self._timeout_s).values():
+            try:
+                fut.result(timeout=self._timeout_s + 1)
+            except ck.KafkaException as exc:
+                err = _raise_from(exc)
+                if not isinstance(err, kerrors.TopicAlreadyExistsError):
+                    raise err from exc
+                existed = err
+        if existed is not None:
+            raise existed
+
+    def close(self) -> None:
+        """Nothing to release: librdkafka's handle goes with the object."""
