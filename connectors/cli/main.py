@@ -1,8 +1,9 @@
 """The ``selector`` command line: one entry point, a literal map of commands, the exit codes.
 
 Commands: ``run`` (the monitor), ``demo``, ``check-config``, ``replay``, ``calibrate``, ``labels`` (the label
-loop), ``serve-model``, ``retrain``, ``label-studio``, ``status``, ``dataset export``, ``schema``. Each lives
-in its own module of this package with its options and handler (see :mod:`connectors.cli.base`).
+loop), ``serve-model``, ``retrain``, ``label-studio``, ``status``, ``dataset export``, ``dead-letters list``
+and ``redrive``, ``schema``. Each lives in its own module of this package with its options and handler
+(see :mod:`connectors.cli.base`).
 
 Exit codes: 0 success (including a drained stop on SIGTERM/SIGINT), 2 invalid configuration or usage,
 3 Kafka unreachable past ``kafka.connect_deadline_s`` at start-up, 4 Kafka unreachable (or outputs
@@ -23,6 +24,7 @@ from connectors.cli import (
     calibrate,
     check_config,
     dataset,
+    dead_letters,
     demo,
     label_studio,
     labels,
@@ -66,6 +68,7 @@ COMMANDS: dict[str, ModuleType] = {
     "label-studio": label_studio,
     "status": status,
     "dataset": dataset,
+    "dead-letters": dead_letters,
     "schema": schema,
 }
 
