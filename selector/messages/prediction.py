@@ -36,7 +36,7 @@ import numpy as np
 import orjson
 
 from selector.arrays import FloatArray, IntArray, UIntArray
-from selector.messages import fields
+from selector.messages import fields, screen
 from selector.messages.timestamps import parse_ts
 
 
@@ -107,6 +107,12 @@ _MAX_ENCODABLE_DEPTH = 254
 """orjson refuses to encode deeper nesting; a record nested deeper could not be passed through to outputs."""
 
 
+def _may_be_too_deep(raw: bytes) -> bool:
+    """Whether a record has brackets enough to nest deeper than orjson encodes (the cheap length test spares
+    typical records)."""
+    return len(raw) > 2 * _MAX_ENCODABLE_DEPTH and raw.count(b"[") + raw.count(b"{") > _MAX_ENCODABLE_DEPTH
+
+
 def _loads(raw: bytes) -> Any:
     try:
         obj = orjson.loads(raw)
@@ -117,8 +123,7 @@ def _loads(raw: bytes) -> Any:
         obj = json.loads(raw.decode("utf-8"), parse_int=_parse_int)
         _check_encodable(obj)
         return obj
-    # too deep needs that many brackets opened and closed; the cheap length test spares typical records
-    if len(raw) > 2 * _MAX_ENCODABLE_DEPTH and raw.count(b"[") + raw.count(b"{") > _MAX_ENCODABLE_DEPTH:
+    if _may_be_too_deep(raw):  # too deep needs that many brackets opened and closed
         _check_encodable(obj)
     return obj
 
@@ -148,6 +153,11 @@ def decode_batch(
 ) -> Batch:
     """Decode and validate raw JSON prediction records.
 
+    Three passes: parse every record; check each rule over the whole batch at once
+    (:mod:`selector.messages.screen`), running the per-record chain (:func:`check_record`) only on the records
+    the bulk tests cannot vouch for; then check the numbers of every row over the batch (finite, in range,
+    normalized) and softmax the logits.
+
     Args:
         values: raw record values, in poll order.
         kafka_ts_ms: the broker timestamp of each record, used when the record has no ``ts``.
@@ -161,152 +171,203 @@ def decode_batch(
     Returns:
         The valid rows as columns plus one :class:`Reject` per invalid record.
     """
-    rejects: list[Reject] = []
-    pos: list[int] = []
-    ids: list[str] = []
-    rows: list[Any] = []
-    is_logit: list[bool] = []
-    ts: list[float] = []
-    model: list[str | None] = []
-    segment: list[str | None] = []
-    payload: list[Any] = []
-    meta: list[Any] = []
-    embedding: list[list[float] | None] = []
-    hashes: list[int] = []
-    # optional columns, sparse by row (most records carry none of them): row -> value
-    nested: dict[str, dict[int, list[list[float]]]] = {k: {} for k in fields.NESTED}
-    loss: dict[int, float] = {}
-    cost: dict[int, float] = {}
     # 'probs'/'logits' keep their own rule (exactly one of them), reported as missing_probs
     needed = tuple((f, who) for f, who in (required or {}).items() if f not in ("probs", "logits"))
+    at, objs, rejects = _parse(values, max_record_bytes)
+    ids = [o.get("id") for o in objs]
+    probs = [o.get("probs") for o in objs]
+    logits = [o.get("logits") for o in objs]
+    model = [o.get("model") for o in objs]
+    segment = [o.get("segment") for o in objs]
+    suspect = screen.suspects(objs, ids, probs, logits, model, segment, n_classes, [f for f, _ in needed])
+    with_optional = [k for k, o in enumerate(objs) if not _OPTIONAL_COLUMNS.isdisjoint(o)]
+    found, more = screen.optional_columns(objs, with_optional, n_classes, embedding_dim)
+    suspect |= more
+    dropped: set[int] = set()
+    checked: dict[int, fields.Columns] = {}
+    for k in sorted(suspect):
+        verdict = check_record(objs[k], n_classes, embedding_dim, needed)
+        if isinstance(verdict, tuple):
+            rejects.append(Reject(at[k], *verdict))
+            dropped.add(k)
+        elif verdict is not None:
+            checked[k] = verdict
+    ts = np.asarray(kafka_ts_ms, dtype=np.float64)[at] / 1000.0 if at else np.zeros(0)
+    for k, o in enumerate(objs):
+        if o.get("ts") is not None and k not in dropped:
+            try:
+                ts[k] = parse_ts(o["ts"])
+            except ValueError as exc:
+                rejects.append(Reject(at[k], "bad_ts", str(exc)))
+                dropped.add(k)
+    kept = [k for k in range(len(objs)) if k not in dropped] if dropped else list(range(len(objs)))
+    cols = _optional_of_rows(kept, found, checked, suspect, embedding_dim)
 
-    for i, raw in enumerate(values):
-        if raw is None:
-            rejects.append(Reject(i, "empty", "record value is empty (tombstone)"))
-            continue
-        if len(raw) > max_record_bytes:
-            rejects.append(
-                Reject(
-                    i,
-                    "oversize",
-                    f"record is {len(raw)} bytes, limit 'input.max_record_bytes' is {max_record_bytes}",
-                )
-            )
-            continue
-        try:
-            obj = _loads(raw)
-        except (ValueError, RecursionError) as exc:
-            rejects.append(Reject(i, "malformed_json", f"not valid JSON: {exc}"))
-            continue
-        if not isinstance(obj, dict):
-            rejects.append(
-                Reject(i, "not_an_object", f"a prediction must be a JSON object, got {type(obj).__name__}")
-            )
-            continue
-        rid = obj.get("id")
-        if rid is None:
-            rejects.append(Reject(i, "missing_id", "required field 'id' is missing"))
-            continue
-        if not isinstance(rid, str) or not rid:
-            rejects.append(Reject(i, "bad_id", f"'id' must be a non-empty string: {rid!r}"))
-            continue
-        probs = obj.get("probs")
-        logits = obj.get("logits")
-        if (probs is None) == (logits is None):
-            what = "both" if probs is not None else "neither"
-            rejects.append(
-                Reject(i, "missing_probs", f"exactly one of 'probs' or 'logits' is required, got {what}")
-            )
-            continue
-        row = probs if probs is not None else logits
-        name = "probs" if probs is not None else "logits"
-        if not isinstance(row, list) or len(row) != n_classes:
-            got = len(row) if isinstance(row, list) else type(row).__name__
-            rejects.append(
-                Reject(
-                    i,
-                    "wrong_class_count",
-                    f"'{name}' must be a list of {n_classes} numbers (one per class), got {got}",
-                )
-            )
-            continue
-        if needed:
-            missing = next(((f, who) for f, who in needed if obj.get(f) is None), None)
-            if missing is not None:
-                rejects.append(Reject(i, "missing_field", f"'{missing[0]}' is required by {missing[1]}"))
-                continue
-        bad = _check_optional(obj)
-        if bad is not None:
-            rejects.append(Reject(i, "bad_field", bad))
-            continue
-        # the one test a typical record pays for the optional columns (a required field is present by now)
-        extra: fields.Columns | None = None
-        if not _OPTIONAL_COLUMNS.isdisjoint(obj):
-            read = fields.read_columns(obj, n_classes, embedding_dim)
-            if isinstance(read, tuple):
-                rejects.append(Reject(i, *read))
-                continue
-            extra = read
-        try:
-            t = parse_ts(obj["ts"]) if obj.get("ts") is not None else kafka_ts_ms[i] / 1000.0
-        except ValueError as exc:
-            rejects.append(Reject(i, "bad_ts", str(exc)))
-            continue
-        pos.append(i)
-        ids.append(rid)
-        rows.append(row)
-        is_logit.append(logits is not None)
-        ts.append(float(t))
-        model.append(obj.get("model"))
-        segment.append(obj.get("segment"))
-        payload.append(obj.get("payload"))
-        meta.append(obj.get("meta"))
-        hashes.append(crc32(rid.encode()))
-        if extra is None:
-            embedding.append(None)
-            continue
-        row_no = len(embedding)
-        embedding.append(extra.embedding)
-        for key, nested_rows in extra.nested.items():
-            nested[key][row_no] = nested_rows
-        if extra.predicted_loss is not None:
-            loss[row_no] = extra.predicted_loss
-        if extra.cost is not None:
-            cost[row_no] = extra.cost
-
+    rows = [probs[k] if logits[k] is None else logits[k] for k in kept]
     matrix, row_rejects = _to_matrix(rows, n_classes)
     arrays: dict[str, dict[int, FloatArray]] = {}
     for key in fields.NESTED:
-        arrays[key], errors = fields.stack_nested(nested[key], key, n_classes, prob_tolerance)
+        arrays[key], errors = fields.stack_nested(cols.nested[key], key, n_classes, prob_tolerance)
         for r, message in errors.items():
             row_rejects.setdefault(r, (f"bad_{key}", message))
-    logit_mask = np.asarray(is_logit, dtype=bool)
+    logit_mask = np.fromiter((logits[k] is not None for k in kept), dtype=bool, count=len(kept))
     ok = np.ones(len(rows), dtype=bool)
     ok[list(row_rejects)] = False
     probs_arr = _normalize(matrix, logit_mask, ok, row_rejects, prob_tolerance)
+    pos = np.asarray(at, dtype=np.int64)[kept] if at else np.zeros(0, dtype=np.int64)
     for r, (reason, message) in sorted(row_rejects.items()):
-        rejects.append(Reject(pos[r], reason, message))
+        rejects.append(Reject(int(pos[r]), reason, message))
     keep = np.flatnonzero(ok)
+    rows_kept = np.asarray(kept, dtype=np.int64)[keep]
+    ids_kept = _take(ids, rows_kept)
     rejects.sort(key=lambda rj: rj.position)
     return Batch(
-        position=np.asarray(pos, dtype=np.int64)[keep],
-        ids=[ids[k] for k in keep] if len(keep) != len(ids) else ids,
+        position=pos[keep],
+        ids=ids_kept,
         probs=probs_arr[keep],
-        ts_s=np.asarray(ts, dtype=np.float64)[keep],
-        model=_take(model, keep),
-        segment=_take(segment, keep),
-        payload=_take(payload, keep),
-        meta=_take(meta, keep),
-        embedding=_take(embedding, keep),
-        hashes=np.asarray(hashes, dtype=np.uint64)[keep],
+        ts_s=ts[rows_kept],
+        model=_take(model, rows_kept),
+        segment=_take(segment, rows_kept),
+        payload=_take([o.get("payload") for o in objs], rows_kept),
+        meta=_take([o.get("meta") for o in objs], rows_kept),
+        embedding=_take(cols.embedding, keep),
+        hashes=np.fromiter((crc32(r.encode()) for r in ids_kept), dtype=np.uint64, count=len(ids_kept)),
         rejects=rejects,
         samples=fields.sparse(arrays["samples"], keep),
         committee=fields.sparse(arrays["committee"], keep),
         detections=fields.sparse(arrays["detections"], keep),
-        predicted_loss=fields.filled(loss, keep, math.nan),
-        cost=fields.filled(cost, keep, 1.0),
-        vectors=None if embedding_dim is None else fields.vectors(_take(embedding, keep), embedding_dim),
+        predicted_loss=fields.filled(cols.loss, keep, math.nan),
+        cost=fields.filled(cols.cost, keep, 1.0),
+        vectors=None if cols.vectors is None else cols.vectors[keep],
     )
+
+
+def check_record(
+    obj: dict[str, Any], n_classes: int, embedding_dim: int | None, needed: Sequence[tuple[str, str]]
+) -> tuple[str, str] | fields.Columns | None:
+    """The per-record chain of rules, from ``id`` to the optional columns (not ``ts``): the (reason,
+    message) of the first broken, else the record's optional columns (None when it carries none)."""
+    rid = obj.get("id")
+    if rid is None:
+        return "missing_id", "required field 'id' is missing"
+    if not isinstance(rid, str) or not rid:
+        return "bad_id", f"'id' must be a non-empty string: {rid!r}"
+    probs = obj.get("probs")
+    logits = obj.get("logits")
+    if (probs is None) == (logits is None):
+        what = "both" if probs is not None else "neither"
+        return "missing_probs", f"exactly one of 'probs' or 'logits' is required, got {what}"
+    row = probs if probs is not None else logits
+    name = "probs" if probs is not None else "logits"
+    if not isinstance(row, list) or len(row) != n_classes:
+        got = len(row) if isinstance(row, list) else type(row).__name__
+        return (
+            "wrong_class_count",
+            f"'{name}' must be a list of {n_classes} numbers (one per class), got {got}",
+        )
+    missing = next(((f, who) for f, who in needed if obj.get(f) is None), None)
+    if missing is not None:
+        return "missing_field", f"'{missing[0]}' is required by {missing[1]}"
+    bad = _check_optional(obj)
+    if bad is not None:
+        return "bad_field", bad
+    if _OPTIONAL_COLUMNS.isdisjoint(obj):
+        return None
+    return fields.read_columns(obj, n_classes, embedding_dim)
+
+
+def _parse(
+    values: Sequence[bytes | None], max_record_bytes: int
+) -> tuple[list[int], list[dict[str, Any]], list[Reject]]:
+    """The positions and parsed objects of the records that are JSON objects, and a reject for each other.
+
+    The whole batch is parsed in one pass when nothing in it is empty, oversize, malformed or too deep;
+    otherwise record by record."""
+    if values and None not in values and max(map(len, values)) <= max_record_bytes:  # type: ignore[arg-type]
+        raws: Sequence[bytes] = values  # type: ignore[assignment]
+        try:
+            objs = list(map(orjson.loads, raws))
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if set(map(type, objs)) == {dict} and not any(map(_may_be_too_deep, raws)):
+                return list(range(len(objs))), objs, []
+    at: list[int] = []
+    objs = []
+    rejects: list[Reject] = []
+    for i, raw in enumerate(values):
+        parsed = _parse_one(raw, max_record_bytes)
+        if isinstance(parsed, tuple):
+            rejects.append(Reject(i, *parsed))
+        else:
+            at.append(i)
+            objs.append(parsed)
+    return at, objs, rejects
+
+
+def _parse_one(raw: bytes | None, max_record_bytes: int) -> dict[str, Any] | tuple[str, str]:
+    """One record's parsed object, or the (reason, message) it is rejected with."""
+    if raw is None:
+        return "empty", "record value is empty (tombstone)"
+    if len(raw) > max_record_bytes:
+        return "oversize", f"record is {len(raw)} bytes, limit 'input.max_record_bytes' is {max_record_bytes}"
+    try:
+        obj = _loads(raw)
+    except (ValueError, RecursionError) as exc:
+        return "malformed_json", f"not valid JSON: {exc}"
+    if not isinstance(obj, dict):
+        return "not_an_object", f"a prediction must be a JSON object, got {type(obj).__name__}"
+    return obj
+
+
+@dataclass(frozen=True)
+class _RowColumns:
+    """The optional columns of the kept records, by row."""
+
+    embedding: list[list[float] | None]
+    nested: dict[str, dict[int, list[list[float]]]]
+    loss: dict[int, float]
+    cost: dict[int, float]
+    vectors: FloatArray | None
+
+
+def _optional_of_rows(
+    kept: list[int],
+    found: screen.Optional,
+    checked: dict[int, fields.Columns],
+    suspect: set[int],
+    embedding_dim: int | None,
+) -> _RowColumns:
+    """The optional columns of the kept records, row by row: those the bulk tests vouched for, and those
+    :func:`check_record` read from the suspects."""
+    row_of = {k: r for r, k in enumerate(kept)}
+    embedding: list[list[float] | None] = [None] * len(kept)
+    nested: dict[str, dict[int, list[list[float]]]] = {key: {} for key in fields.NESTED}
+    for k, emb in found.embedding.items():
+        if k in row_of and k not in suspect:
+            embedding[row_of[k]] = emb
+    for key, values in found.nested.items():
+        nested[key] = {row_of[k]: v for k, v in values.items() if k in row_of and k not in suspect}
+    loss: dict[int, float] = {}
+    cost: dict[int, float] = {}
+    for k, c in checked.items():
+        if k not in row_of:
+            continue  # rejected for its 'ts'
+        r = row_of[k]
+        embedding[r] = c.embedding
+        for key, v in c.nested.items():
+            nested[key][r] = v
+        if c.predicted_loss is not None:
+            loss[r] = c.predicted_loss
+        if c.cost is not None:
+            cost[r] = c.cost
+    vectors = None
+    if embedding_dim is not None:
+        if found.vectors is not None and not checked and found.vectors[0] == kept:
+            vectors = found.vectors[1]  # every record carries a vouched embedding: the array is the column
+        else:
+            vectors = fields.vectors(embedding, embedding_dim)
+    return _RowColumns(embedding, nested, loss, cost, vectors)
 
 
 def _take(col: list[Any], keep: IntArray) -> list[Any]:
