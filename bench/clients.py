@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bench import workload
+from bench import latency, workload
 from bench.confluent_relay import RAW_CONFLUENT, ConfluentRelay
 from bench.cpu import CpuMeter, broker_pids
 from bench.e2e import RAW, BenchMonitor, RawRelay, Throughput, timed
@@ -134,3 +134,25 @@ def compare(n: int, rounds: int, names: Sequence[str] = CONSUMERS) -> list[Compa
         for m in names:
             runs[m].append(throughput(m, records))
     return [Compared(m, runs[m]) for m in names]
+
+
+def curve(
+    rates: Sequence[float], duration_s: float, names: Sequence[str] = CONSUMERS
+) -> dict[str, list[latency.Trial]]:
+    """A latency trial at each offered rate against every available consumer, each on a fresh broker."""
+    out = {}
+    for m in names:
+        if not available(m):
+            continue
+        trials, _, _ = latency.measure(
+            m,
+            rates,
+            duration_s,
+            fallback=False,
+            factory=make,
+            config_for=config_for,
+            lean=True,
+            routed_of_all=True,
+        )
+        out[m] = trials
+    return out

@@ -1,8 +1,9 @@
 """The raw consume-and-produce relay of confluent-kafka: the floor the monitor on confluent-kafka is held to.
 
 The same loop as :class:`bench.e2e.RawRelay`, with librdkafka's clients and the monitor's settings in
-librdkafka's names: per batch of up to ``kafka.max_poll_records`` records (``Consumer.consume``), produce one
-output record per input (the input bytes, same key, ``acks=all``), flush, and commit synchronously.
+librdkafka's names: per batch of up to ``kafka.max_poll_records`` records (what has arrived, as
+kafka-python's ``poll`` returns it), produce one output record per input (the input bytes, same key,
+``acks=all``), flush, and commit synchronously.
 """
 
 from __future__ import annotations
@@ -91,7 +92,12 @@ class ConfluentRelay:
 
         try:
             while not self._stop.is_set() and (end is None or time.monotonic() < end):
-                messages = [m for m in consumer.consume(batch, timeout_s) if m.error() is None]
+                # consume(n, timeout) waits for n records or the timeout; kafka-python's poll returns what
+                # has arrived: wait for one record, then take what is already fetched.
+                messages = consumer.consume(1, timeout_s)
+                if messages:
+                    messages += consumer.consume(batch - 1, 0)
+                messages = [m for m in messages if m.error() is None]
                 if not messages:
                     continue
                 self.progress.before()

@@ -2,15 +2,16 @@
 
 A separate process (so it does not share the consumer's interpreter lock) plays the production model: it
 sends predictions at a steady rate, each carrying its send time (``ts`` and ``meta.sent_ms``, epoch
-milliseconds; its Kafka timestamp is the same moment), with ``linger_ms=0``. The consumer under test runs in
-this process: the unchanged :class:`~connectors.monitor.loop.Monitor`, or for comparison the plain
-kafka-python
-consume-and-produce loop of :mod:`bench.e2e`. Latencies, from the send time:
+milliseconds; its Kafka timestamp is the same moment), with confluent-kafka's producer, ``linger.ms=0`` and at
+most 5 requests in flight (as kafka-python). The consumer under test runs in this process: the unchanged
+:class:`~connectors.monitor.loop.Monitor`, or for comparison the plain kafka-python consume-and-produce loop
+of :mod:`bench.e2e` (:mod:`bench.clients` adds the others). Latencies, from the send time:
 
 - **delivered**: when the consumer finished the polled batch holding the item — its output records
   acknowledged by the broker (and, for the monitor, its decision committed to the budget state); every item;
-- **produced** (monitor only): the Kafka timestamp of the item's accepted or to-label record, set when the
-  monitor handed it to its producer, read back from the output topics after the run; skips have none.
+- **produced** (or *routed*): the Kafka timestamp of the item's output record, set when the consumer handed
+  it to its producer (a Quix app's ``routed_ms``), read back from the output topics after the run; skips
+  have none.
 
 The first second of every trial is left out (warm-up). If a consumer cannot keep up with the offered rate
 (its backlog takes more than a second to drain once the load stops), the next trial offers 80% of the rate it
@@ -22,14 +23,15 @@ from __future__ import annotations
 import multiprocessing as mp
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Protocol
 
 import numpy as np
 import orjson
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from confluent_kafka import Producer
+from kafka import KafkaConsumer, TopicPartition
 
 from bench import workload
 from bench.cpu import CpuMeter
@@ -41,21 +43,35 @@ from selector.config import Config
 WARMUP_S = 1.0
 LOAD_LINGER_MS = 0
 """The load generator sends without batching delay, so a record's send time is when it left for the broker."""
+LOAD_IN_FLIGHT = 5
+"""kafka-python's default. librdkafka's (a million) floods the embedded broker with one tiny request per
+record at this linger, and every record then waits seconds (measured: p50 1.8 s at 10,000 items/s)."""
 MAX_DRAIN_S = 1.0
 """A trial is sustained when the backlog left at the end of the load drains within this time."""
 
 
 def offer_load(
-    servers: str, topic: str, rate: float, duration_s: float, trial: int, conn: Connection
+    servers: str, topic: str, rate: float, duration_s: float, trial: int, conn: Connection, lean: bool = False
 ) -> None:
     """Child process: send ``rate * duration_s`` predictions at ``rate`` per second, then report back
-    (sent, first and last send time in epoch ms, CPU seconds used)."""
+    (sent, first and last send time in epoch ms, CPU seconds used).
+
+    The producer is confluent-kafka's (librdkafka sends from its own threads, so the generator keeps up with
+    30,000 items/s on a small machine). ``lean``: records of ~170 bytes (``id``, ``probs`` to 4 decimals,
+    ``model``, ``meta``) instead of ~400 (with ``ts``, ``segment``, ``payload`` and the true class).
+    """
     total = int(rate * duration_s)
     truth, probs = simulate_probs(np.random.default_rng(trial), total, len(workload.CLASSES))
-    rows = probs.tolist()
+    rows = np.round(probs, 4).tolist() if lean else probs.tolist()
     labels = [workload.CLASSES[c] for c in truth.tolist()]
-    producer = KafkaProducer(
-        bootstrap_servers=servers, acks="all", linger_ms=LOAD_LINGER_MS, batch_size=256 * 1024
+    producer = Producer(
+        {
+            "bootstrap.servers": servers,
+            "acks": "all",
+            "linger.ms": LOAD_LINGER_MS,
+            "batch.size": 256 * 1024,
+            "max.in.flight.requests.per.connection": LOAD_IN_FLIGHT,
+        }
     )
     conn.send("ready")
     cpu0 = time.process_time()
@@ -67,23 +83,28 @@ def offer_load(
         while sent < due:
             rid = f"lat-{trial}-{sent:09d}"
             now_ms = time.time() * 1000.0
-            value = {
-                "id": rid,
-                "probs": rows[sent],
-                "ts": now_ms,
-                "model": "line-model-v1",
-                "segment": f"camera-{sent % 3}",
-                "payload": {"image": f"s3://line-images/{rid}.png"},
-                "meta": {"true_class": labels[sent], "sent_ms": now_ms, "trial": trial},
-            }
-            producer.send(topic, key=rid.encode(), value=orjson.dumps(value))
+            value: dict[str, object]
+            if lean:
+                meta = {"sent_ms": now_ms, "trial": trial}
+                value = {"id": rid, "probs": rows[sent], "model": "line-model-v1", "meta": meta}
+            else:
+                value = {
+                    "id": rid,
+                    "probs": rows[sent],
+                    "ts": now_ms,
+                    "model": "line-model-v1",
+                    "segment": f"camera-{sent % 3}",
+                    "payload": {"image": f"s3://line-images/{rid}.png"},
+                    "meta": {"true_class": labels[sent], "sent_ms": now_ms, "trial": trial},
+                }
+            producer.produce(topic, orjson.dumps(value), rid.encode(), timestamp=int(now_ms))
             first_ms = first_ms or now_ms
             last_ms = now_ms
             sent += 1
+        producer.poll(0)
         time.sleep(max(0.0005, start + sent / rate - time.monotonic()))  # sends in bursts of ~0.5 ms
-    producer.flush(timeout=60)
+    producer.flush(60)
     cpu = time.process_time() - cpu0
-    producer.close(timeout=5)
     conn.send((sent, first_ms, last_ms, cpu))
     conn.close()
 
@@ -137,11 +158,13 @@ class Trial:
         return self.drain_s <= MAX_DRAIN_S and self.achieved >= 0.95 * self.offered
 
 
-def _trial(name: str, relay: Relay, config: Config, rate: float, duration_s: float, trial: int) -> Trial:
+def _trial(
+    name: str, relay: Relay, config: Config, rate: float, duration_s: float, trial: int, lean: bool = False
+) -> Trial:
     before = relay.handled
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    args = (config.kafka.bootstrap_servers, config.topics.predictions, rate, duration_s, trial, child)
+    args = (config.kafka.bootstrap_servers, config.topics.predictions, rate, duration_s, trial, child, lean)
     proc = ctx.Process(target=offer_load, args=args, name="load-generator")
     proc.start()
     child.close()
@@ -176,27 +199,49 @@ def _trial(name: str, relay: Relay, config: Config, rate: float, duration_s: flo
 
 
 def measure(
-    name: str, rates: Sequence[float], duration_s: float, fallback: bool = True
+    name: str,
+    rates: Sequence[float],
+    duration_s: float,
+    fallback: bool = True,
+    *,
+    factory: Callable[..., Relay] = make,
+    config_for: Callable[[str, str, str], Config] | None = None,
+    lean: bool = False,
+    routed_of_all: bool = False,
 ) -> tuple[list[Trial], int, int]:
     """Trials against the consumer called ``name`` on a fresh broker (see :func:`run`).
 
-    Returns the trials; for the monitor also the routed records expected and read back (else 0, 0).
+    ``factory(name, config, track_latency=True)`` builds the consumer, ``config_for(name, servers, unique)``
+    its config (default: :func:`bench.workload.bench_config`); ``lean`` records (see :func:`offer_load`).
+    Returns the trials; for the monitor (for every consumer if ``routed_of_all``) also the routed records
+    expected and read back (else 0, 0).
     """
+    unique = "lat-" + "".join(c if c.isalnum() else "-" for c in name)
     with EmbeddedBroker() as broker:
-        config = workload.bench_config(
-            servers=broker.bootstrap_servers, unique="lat-" + name.replace(" ", "-")
-        )
-        relay = make(name, config, track_latency=True)
-        trials = run(name, relay, config, rates, duration_s, fallback)
-        if not isinstance(relay, BenchMonitor):
+        if config_for is None:
+            config = workload.bench_config(servers=broker.bootstrap_servers, unique=unique)
+        else:
+            config = config_for(name, broker.bootstrap_servers, unique)
+        relay = factory(name, config, track_latency=True)
+        trials = run(name, relay, config, rates, duration_s, fallback, lean)
+        if isinstance(relay, BenchMonitor):
+            expected = relay.outputs - relay.router.stats.dead_letters["decode"]
+        elif routed_of_all:
+            expected = relay.handled
+        else:
             return trials, 0, 0
-        expected = relay.outputs - relay.router.stats.dead_letters["decode"]
         trials, read = with_produced(config, trials, expected)
         return trials, expected, read
 
 
 def run(
-    name: str, relay: Relay, config: Config, rates: Sequence[float], duration_s: float, fallback: bool = True
+    name: str,
+    relay: Relay,
+    config: Config,
+    rates: Sequence[float],
+    duration_s: float,
+    fallback: bool = True,
+    lean: bool = False,
 ) -> list[Trial]:
     """A trial at each of ``rates`` against one running consumer; after an unsustained trial (if
     ``fallback``), one more at 80% of the rate it managed when that is above the next rate to try."""
@@ -214,7 +259,7 @@ def run(
     todo = list(rates)
     try:
         while todo:
-            trial = _trial(name, relay, config, todo.pop(0), duration_s, len(trials))
+            trial = _trial(name, relay, config, todo.pop(0), duration_s, len(trials), lean)
             trials.append(trial)
             lower = 500.0 * int(0.8 * trial.handled_rate / 500.0)
             if fallback and not trial.sustained and lower > max(todo, default=0.0):
@@ -252,8 +297,10 @@ def with_produced(
         while len(rows) < expected and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
                 for r in records:
-                    meta = orjson.loads(r.value)["meta"]
-                    rows.append((meta["trial"], meta["sent_ms"], r.timestamp - meta["sent_ms"]))
+                    value = orjson.loads(r.value)
+                    meta = value["meta"]
+                    routed = value.get("routed_ms", r.timestamp)  # Quix keeps the input's timestamp
+                    rows.append((meta["trial"], meta["sent_ms"], routed - meta["sent_ms"]))
     finally:
         consumer.close()
     table = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
