@@ -3,6 +3,9 @@
 A record the producer or the broker refuses for good (too large, invalid) is not resent: it is replaced by a
 dead letter of itself, so one bad record never stalls or crashes the process. A dead letter too large to
 carry its original bytes carries them truncated, with the original size and SHA-256 in headers.
+
+Every record an input produces (a routed record, a prediction, a dead letter) carries the input's Kafka
+headers (:func:`carried_headers`): all but its ``x-dlq-*``, which belong to the dead letter that set them.
 """
 
 from __future__ import annotations
@@ -57,10 +60,35 @@ MAX_MESSAGE_HEADER_BYTES = 2000
 """Bound on the ``x-dlq-exception-message`` header, in UTF-8 bytes."""
 LAST_RESORT_VALUE_BYTES = 1024
 """What a dead letter the broker itself refused keeps of its value on its last try."""
+CUT_HEADERS_BOUND = 512
+"""More than the headers a cut adds (original size and SHA-256 of the value and the key)."""
 VARINT_GROWTH_BYTES = 16
 """Bound on how much the record's length varints grow from an empty value to a large one."""
 REFUSED_FOR_GOOD = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError)
 """Per-record errors that resending cannot cure."""
+
+
+DLQ_PREFIX = "x-dlq-"
+"""The headers a dead letter sets; an input's own are not carried (a replayed dead letter gets fresh ones)."""
+HEADER_OVERHEAD_BOUND = 10
+"""More than the varints of one header's key and value lengths."""
+
+
+def carried_headers(rec: ConsumerRecord) -> Headers | None:
+    """The headers of input ``rec`` its outputs carry: every one but ``x-dlq-*`` (None when none is left).
+
+    Trace context (W3C ``traceparent``, ``tracestate``, ``baggage``) and any application header thus follow an
+    item from its input to every record it produces."""
+    headers = getattr(rec, "headers", None)
+    if not headers:
+        return None
+    kept = [(k, v) for k, v in headers if not k.lower().startswith(DLQ_PREFIX)]
+    return kept or None
+
+
+def headers_size(headers: Headers | None) -> int:
+    """An upper bound on the bytes ``headers`` add to a record."""
+    return sum(len(k.encode()) + len(v or b"") + HEADER_OVERHEAD_BOUND for k, v in headers or ())
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Headers | None) -> int:
@@ -87,6 +115,12 @@ def truncated(
     if record_size(key, value, headers) <= max_request_size:
         return (topic, key, value, headers)
     original = value or b""
+    carried = [h for h in headers if not h[0].lower().startswith(DLQ_PREFIX)]
+    kept_key = key[:MAX_KEPT_KEY_BYTES] if key else key
+    if carried and record_size(kept_key, b"", headers) + CUT_HEADERS_BOUND > max_request_size:
+        # the input's own headers leave no room for its bytes: they go, and the dead letter says how many
+        headers = [h for h in headers if h[0].lower().startswith(DLQ_PREFIX)]
+        headers.append(("x-dlq-dropped-headers", str(len(carried)).encode()))
     if not any(name == "x-dlq-original-size" for name, _ in headers):  # cut once before: keep the first
         headers = [
             *headers,
@@ -115,7 +149,8 @@ def dead_letter(
     max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
 ) -> Outgoing:
     """A dead letter: the record's original key and value (truncated only if they cannot fit
-    ``max_request_size``, see :func:`truncated`), and the ``x-dlq-*`` headers."""
+    ``max_request_size``, see :func:`truncated`), the ``x-dlq-*`` headers, then the record's own headers
+    (:func:`carried_headers`)."""
     headers: Headers = [
         ("x-dlq-original-topic", rec.topic.encode()),
         ("x-dlq-original-partition", str(rec.partition).encode()),
@@ -125,6 +160,7 @@ def dead_letter(
         ("x-dlq-exception-message", _utf8_prefix(redact(message, secrets), MAX_MESSAGE_HEADER_BYTES)),
         ("x-dlq-failed-at", failed_at.encode()),
         ("x-dlq-app-version", selector.__version__.encode()),
+        *(carried_headers(rec) or ()),
     ]
     return truncated(topic, rec.key, rec.value, headers, max_request_size)
 
@@ -150,7 +186,8 @@ def refused_to_dead_letter(
     dead_letter_topic: str, failed_at: str, max_request_size: int = DEFAULT_MAX_REQUEST_SIZE
 ) -> Refused:
     """The usual answer to a refused record: a dead letter of it (stage ``produce``, reason ``refused``; the
-    original topic is the one it was meant for, partition and offset ``-1``). A refused dead letter is
+    original topic is the one it was meant for, partition and offset ``-1``; the headers it carried are kept
+    after the ``x-dlq-*`` ones). A refused dead letter is
     retried once with its value cut to :data:`LAST_RESORT_VALUE_BYTES`, then given up (logged)."""
 
     def refused(rec: Outgoing, exc: Exception) -> Outgoing | None:
@@ -166,6 +203,7 @@ def refused_to_dead_letter(
                 ("x-dlq-exception-message", _utf8_prefix(message, MAX_MESSAGE_HEADER_BYTES)),
                 ("x-dlq-failed-at", failed_at.encode()),
                 ("x-dlq-app-version", selector.__version__.encode()),
+                *(h for h in headers or () if not h[0].lower().startswith(DLQ_PREFIX)),
             ]
             return truncated(dead_letter_topic, key, value, dlq_headers, max_request_size)
         small = min(LAST_RESORT_VALUE_BYTES, max_request_size // 2)

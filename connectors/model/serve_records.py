@@ -11,7 +11,9 @@ A record that fails at any stage is dead-lettered with that stage and the batch 
 
 Each dead letter carries the original feature record (:func:`connectors.kafka.delivery.dead_letter`). Scoring
 is
-row-wise, so the predictions of the other rows are those the whole batch would have had.
+row-wise, so the predictions of the other rows are those the whole batch would have had. Each prediction
+carries its feature record's Kafka headers but ``x-dlq-*``
+(:func:`connectors.kafka.delivery.carried_headers`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ import numpy as np
 import orjson
 from kafka.consumer.fetcher import ConsumerRecord
 
-from connectors.kafka.delivery import SIZE_OVERHEAD_BOUND, Failure, Outgoing, dead_letter, record_size
+from connectors.kafka.delivery import (
+    SIZE_OVERHEAD_BOUND,
+    Failure,
+    Outgoing,
+    carried_headers,
+    dead_letter,
+    headers_size,
+    record_size,
+)
 from selector.config import Config
 from selector.messages.features import FeatureBatch, decode_features
 
@@ -129,15 +139,16 @@ def score_records(
             except (orjson.JSONEncodeError, UnicodeEncodeError) as exc:
                 failures.append(Failure(position, "encode", "encode_error", f"cannot encode: {exc}"))
                 continue
-            if len(key) + len(encoded) + SIZE_OVERHEAD_BOUND > limit:
-                size = record_size(key, encoded, None)
+            headers = carried_headers(records[position])
+            if len(key) + len(encoded) + headers_size(headers) + SIZE_OVERHEAD_BOUND > limit:
+                size = record_size(key, encoded, headers)
                 if size > limit:
                     message = (
                         f"its {topic!r} record would be {size} bytes, over 'kafka.max_request_size' {limit}"
                     )
                     failures.append(Failure(position, "produce", "output_too_large", message))
                     continue
-            predictions.append((topic, key, encoded, None))
+            predictions.append((topic, key, encoded, headers))
     failures.sort(key=lambda f: f.position)
     outgoing = [
         dead_letter(

@@ -12,6 +12,9 @@ raises is run
 
 Rows dropped after deciding are decided again without them (deciding mutates nothing), so the decisions
 committed are exactly those whose records are produced: the budget never pays for a dead letter.
+
+Every record produced carries its input's Kafka headers but ``x-dlq-*``
+(:func:`connectors.kafka.delivery.carried_headers`), so a ``traceparent`` follows the item.
 """
 
 from __future__ import annotations
@@ -23,7 +26,16 @@ from dataclasses import dataclass
 import numpy as np
 from kafka.consumer.fetcher import ConsumerRecord
 
-from connectors.kafka.delivery import SIZE_OVERHEAD_BOUND, Failure, Outgoing, dead_letter, record_size
+from connectors.kafka.delivery import (
+    SIZE_OVERHEAD_BOUND,
+    Failure,
+    Headers,
+    Outgoing,
+    carried_headers,
+    dead_letter,
+    headers_size,
+    record_size,
+)
 from selector.config import Config
 from selector.messages.outputs import encode_outputs
 from selector.messages.prediction import Batch, Reject, decode_batch
@@ -123,6 +135,10 @@ def route_records(
     kafka_ts = np.fromiter((r.timestamp for r in records), dtype=np.int64, count=len(records))
     batch, failures = decode_isolated([r.value for r in records], kafka_ts, config)
     topics, limit = config.topics, config.kafka.max_request_size
+
+    def headers_of(row: int) -> Headers | None:
+        return carried_headers(records[int(batch.position[row])])
+
     while True:
         decisions, bad = decide_isolated(router, partition, batch, now)
         if decisions is not None:
@@ -140,9 +156,10 @@ def route_records(
                 (topics.accepted, out.accepted, out.accepted_rows),
             ):
                 for (key, value), row in zip(recs, rows, strict=True):
-                    if len(key) + len(value) + SIZE_OVERHEAD_BOUND <= limit:
+                    headers = headers_of(row)
+                    if len(key) + len(value) + headers_size(headers) + SIZE_OVERHEAD_BOUND <= limit:
                         continue  # the exact estimate costs a few microseconds: only near the limit
-                    size = record_size(key, value, None)
+                    size = record_size(key, value, headers)
                     if size > limit:
                         dropped[row] = (
                             "produce",
@@ -163,8 +180,14 @@ def route_records(
         )
         for f in failures
     ]
-    outgoing += [(topics.to_label, k, v, None) for k, v in out.to_label]
-    outgoing += [(topics.accepted, k, v, None) for k, v in out.accepted]
+    outgoing += [
+        (topics.to_label, k, v, headers_of(row))
+        for (k, v), row in zip(out.to_label, out.to_label_rows, strict=True)
+    ]
+    outgoing += [
+        (topics.accepted, k, v, headers_of(row))
+        for (k, v), row in zip(out.accepted, out.accepted_rows, strict=True)
+    ]
     by_stage: dict[str, list[str]] = {}
     for f in failures:
         by_stage.setdefault(f.stage, []).append(f.reason)

@@ -90,6 +90,18 @@ class TestScoreRecords:
         assert np.allclose(preds[2]["probs"], alone[0], atol=1e-6)
         assert scored.dead_letters == {"score": ["score_error"]}
 
+    def test_a_prediction_carries_its_feature_records_headers_but_x_dlq(self) -> None:
+        """A feature record's headers but x-dlq-* (a traceparent) reach its prediction and its dead letter."""
+        recs = records([feature("a"), feature("boom", BOOM)])
+        for rec in recs:
+            rec.headers.extend([("traceparent", b"00-" + rec.value[7:8] * 32), ("x-dlq-reason", b"old")])
+        scored = score_records(FragileModel(), recs, config(), "now", [])
+        (pred,) = [o for o in scored.outgoing if o[0] == "predictions"]
+        (dead,) = [o for o in scored.outgoing if o[0] == "dead-letter"]
+        assert pred[3] == [("traceparent", b"00-" + b"a" * 32)]
+        assert dead[3] is not None and dead[3][-1] == ("traceparent", b"00-" + b"b" * 32)
+        assert headers(dead)["x-dlq-reason"] == b"score_error"
+
     def test_non_finite_probabilities_are_dead_lettered_not_published(self) -> None:
         values = [feature("a"), feature("nan", NAN), feature("b")]
         scored = score_records(FragileModel(), records(values), config(), "now", [])
