@@ -25,7 +25,7 @@ from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
 
-from connectors.kafka.clients import connect_admin, make_producer, security_kwargs
+from connectors.kafka.clients import connect_admin, make_producer, make_reader
 from connectors.kafka.delivery import Headers, Outgoing, deliver
 from selector.config import Config
 from selector.errors import SelectorError
@@ -369,13 +369,7 @@ def cluster(config: Config, servers: str) -> Iterator[tuple[KafkaAdminClient, Ka
     admin = connect_admin(config, servers)
     try:
         topics = set(admin.list_topics())
-        consumer = KafkaConsumer(
-            bootstrap_servers=servers,
-            group_id=None,
-            enable_auto_commit=False,
-            allow_auto_create_topics=False,
-            **security_kwargs(config),
-        )
+        consumer = make_reader(config, servers)
         try:
             yield admin, consumer, topics
         finally:

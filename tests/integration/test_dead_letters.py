@@ -79,7 +79,7 @@ def cfg(broker: EmbeddedBroker, unique: str) -> Config:
 def config_file(cfg: Config, tmp_path: Path) -> str:
     path = tmp_path / "config.yaml"
     data = {
-        "kafka": {"bootstrap_servers": cfg.kafka.bootstrap_servers},
+        "kafka": {"bootstrap_servers": cfg.kafka.bootstrap_servers, "client": cfg.kafka.client},
         "topics": cfg.topics.model_dump(),
         "metrics": {"enabled": False},
     }
@@ -162,10 +162,11 @@ class TestRedrive:
             consumer.close()
 
     def test_re_sends_exactly_the_chosen_records_once_and_again_after_they_fail_again(
-        self, cfg: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+        self, kafka_client: str, cfg: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """The two chosen records go back to their original topic with their key and bytes and where they
-        came from; a second run sends nothing; a re-driven record dead-lettered again can be re-driven."""
+        came from; a second run sends nothing; a re-driven record dead-lettered again can be re-driven
+        (with either client library)."""
         path, t = config_file(cfg, tmp_path), cfg.topics
         argv = ("redrive", "-c", path, "--reason", "wrong_class_count", "--json")
         code, out = run(capsys, *argv)
