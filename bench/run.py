@@ -2,7 +2,8 @@
 
 Sections, in order: the machine, the decision core in process, memory over a long stream, budget control on
 synthetic score streams (our controllers beside scikit-activeml's budget managers), end-to-end throughput
-through the embedded broker (selector against raw kafka-python), decision latency at a fixed offered load, and
+through the embedded broker (selector against raw kafka-python), decision latency at a fixed offered load,
+side by side with the raw clients and Quix Streams (``bench/clients.py``: throughput and a latency curve), and
 the coverage of the estimates' intervals (``bench/estimates.py``).
 Everything prints as Markdown; the full run takes about eight minutes, ``--quick`` about two (smaller sizes,
 fewer repetitions).
@@ -28,11 +29,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bench import budget, core, e2e, estimates, latency, machine, measures, memory, model, workload
+from bench import budget, clients, core, e2e, estimates, latency, machine, measures, memory, model, workload
 from bench.markdown import count, mib, percent, signed_percent, table
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("core", "measures", "memory", "budget", "e2e", "latency", "model", "estimates")
+SECTIONS = ("core", "measures", "memory", "budget", "e2e", "latency", "clients", "model", "estimates")
 OFFERED_RATE = 10_000.0
 """Items per second offered in the latency section (the design's figure: p99 <= 100 ms at this rate)."""
 
@@ -52,6 +53,11 @@ class Plan:
     budget_items: int
     measure_items: int
     serve_items: int
+    clients_items: int = 100_000
+    """side by side (bench/clients.py): records per throughput run"""
+    clients_rounds: int = 3
+    clients_rates: tuple[float, ...] = (1_000.0, 3_000.0, OFFERED_RATE, 30_000.0)
+    clients_s: float = 5.0
 
     @classmethod
     def full(cls) -> Plan:
@@ -83,6 +89,9 @@ class Plan:
             20_000,
             4_000,
             10_000,
+            clients_items=20_000,
+            clients_rounds=1,
+            clients_s=3.0,
         )
 
 
@@ -466,6 +475,7 @@ def section_summary(
     through: tuple[e2e.Throughput, e2e.Throughput] | None,
     trials: list[latency.Trial] | None,
     budgets: tuple[list[budget.RateResult], list[budget.CapResult]] | None = None,
+    side: clients.Report | None = None,
 ) -> None:
     print("\n### Against the design's figures\n")
     rows = []
@@ -534,6 +544,8 @@ def section_summary(
                 "yes" if ok else "**no**",
             ]
         )
+    if side:
+        rows += clients.summary_rows(side, OFFERED_RATE)
     print(table(["Figure", "Target", "Measured", "Met"], rows))
 
 
@@ -602,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = set(args.only or SECTIONS)
     started = time.perf_counter()
     section_machine()
-    results = mem = through = trials = budgets = None
+    results = mem = through = trials = budgets = side = None
     with one_core() as pinned:
         if "core" in chosen:
             with timed_section("core"):
@@ -622,13 +634,16 @@ def main(argv: list[str] | None = None) -> int:
     if "latency" in chosen:
         with timed_section("latency"):
             trials = section_latency(plan)
+    if "clients" in chosen:
+        with timed_section("clients"):
+            side = clients.report(plan.clients_items, plan.clients_rounds, plan.clients_rates, plan.clients_s)
     if "model" in chosen:
         with timed_section("model"):
             section_model(plan)
     if "estimates" in chosen:
         with timed_section("estimates"):
             estimates.main(["--quick"] if args.quick else [])
-    section_summary(results, mem, through, trials, budgets)
+    section_summary(results, mem, through, trials, budgets, side)
     mode = "--quick" if args.quick else "full"
     print(f"\n_Benchmark ({mode}) took {time.perf_counter() - started:.0f} s._")
     return 0
