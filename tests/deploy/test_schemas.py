@@ -7,14 +7,12 @@ Every schema comes from a package installed by ``make test``; nothing is fetched
 - Every core object in ``deploy/k8s`` against the Kubernetes API's JSON Schemas of each version in
   ``KUBERNETES_VERSIONS``, as the ``kubernetes-validate`` package ships them, in their strict form: a field
   Kubernetes does not know (a typo) is an error, not silently dropped.
-- The Prometheus Operator's custom resources (ServiceMonitor, PrometheusRule) have no schema in either
-  package, and no pip package we found ships their CRDs' schemas: their ``apiVersion``, ``kind`` and top-level
-  shape are checked against ``SHAPES`` below, their ``metadata`` against Kubernetes' ObjectMeta and the
-  ServiceMonitor's ``selector`` against LabelSelector.
-  The PrometheusRule's groups are promtool's business (``test_k8s.py`` checks they equal
-  ``deploy/prometheus/alerts.yml``, which ``test_prometheus.py`` runs through ``promtool check rules``).
-- ``kustomization.yaml`` (read by kustomize, not by the API server) against the shape written below: the
-  fields this project uses, no others.
+- The Prometheus Operator's custom resources (ServiceMonitor, PrometheusRule) against its CRDs' schemas as
+  the ``cloudcoil-models-prometheus-operator`` package carries them (pydantic models generated from the CRDs
+  of the operator release its version names), made as strict as the CRDs by ``as_crd``. promtool checks the
+  rules' PromQL (``test_k8s.py`` checks the groups equal ``deploy/prometheus/alerts.yml``).
+- ``kustomization.yaml`` (read by kustomize, not by the API server; no package ships its schema) against
+  ``KUSTOMIZATION`` below: the fields this project uses, no others.
 
 A failure names the file, the object, the path in the document and the validator's message.
 """
@@ -32,7 +30,6 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from referencing import Registry, Resource
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILES = sorted((REPO_ROOT / "deploy" / "compose").glob("docker-compose*.yml"))
@@ -43,103 +40,50 @@ KUBERNETES_VERSIONS = ("1.30", "1.37")
 
 Doc = dict[str, Any]
 
-K8S_DEFINITIONS = "https://kubernetes.io/api/_definitions.json"
-"""The ``$id`` of the shared definitions file of kubernetes-validate's schemas."""
+CUSTOM_RESOURCES = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
+"""The Prometheus Operator's kinds used here, checked against the models generated from its CRDs."""
 
-
-def meta(name: str) -> Doc:
-    """A reference to the definition ``io.k8s.apimachinery.pkg.apis.meta.v1.<name>``."""
-    return {"$ref": f"{K8S_DEFINITIONS}#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.{name}"}
-
-
-def custom_resource(kind: str, spec: Doc) -> Doc:
-    return {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "additionalProperties": False,
-        "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"},
-            "kind": {"const": kind},
-            "metadata": meta("ObjectMeta"),
-            "spec": {"type": "object", **spec},
-        },
-    }
-
-
-SHAPES: dict[tuple[str, str], Doc] = {
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): custom_resource(
-        "ServiceMonitor",
-        {
-            "required": ["selector", "endpoints"],
-            "properties": {
-                "selector": meta("LabelSelector"),
-                "namespaceSelector": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "any": {"type": "boolean"},
-                        "matchNames": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
-                "endpoints": {"type": "array", "minItems": 1, "items": {"type": "object"}},
-            },
-        },
-    ),
-    ("monitoring.coreos.com/v1", "PrometheusRule"): custom_resource(
-        "PrometheusRule",
-        {
-            "required": ["groups"],
-            "properties": {
-                "groups": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "rules"],
-                        "properties": {"name": {"type": "string"}, "rules": {"type": "array"}},
-                    },
-                }
-            },
-        },
-    ),
-    ("kustomize.config.k8s.io/v1beta1", "Kustomization"): {
-        "type": "object",
-        "required": ["apiVersion", "kind", "resources"],
-        "additionalProperties": False,
-        "properties": {
-            "apiVersion": {"const": "kustomize.config.k8s.io/v1beta1"},
-            "kind": {"const": "Kustomization"},
-            "namespace": {"type": "string"},
-            "labels": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "pairs": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "includeSelectors": {"type": "boolean"},
-                        "includeTemplates": {"type": "boolean"},
-                    },
+KUSTOMIZATION: Doc = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "resources"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "kustomize.config.k8s.io/v1beta1"},
+        "kind": {"const": "Kustomization"},
+        "namespace": {"type": "string"},
+        "labels": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "pairs": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "includeSelectors": {"type": "boolean"},
+                    "includeTemplates": {"type": "boolean"},
                 },
             },
-            "resources": {"type": "array", "items": {"type": "string"}},
-            "images": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["name"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "name": {"type": "string"},
-                        "newName": {"type": "string"},
-                        "newTag": {"type": "string"},
-                        "digest": {"type": "string"},
-                    },
+        },
+        "resources": {"type": "array", "items": {"type": "string"}},
+        "images": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string"},
+                    "newName": {"type": "string"},
+                    "newTag": {"type": "string"},
+                    "digest": {"type": "string"},
                 },
             },
         },
     },
 }
-"""Schemas written here for what no installed package has a schema for, keyed by (apiVersion, kind)."""
+"""The fields of a kustomize Kustomization this project uses, written here: no package has its schema."""
 
 
 @functools.cache
@@ -150,19 +94,47 @@ def compose_validator() -> jsonschema.protocols.Validator:
     return cls(schema)
 
 
+def as_crd(schema: Any) -> Any:
+    """A model's JSON Schema made as strict as the CRD it was generated from.
+
+    Two differences undone: pydantic writes an optional field as ``anyOf: [<schema>, {type: null}]`` where the
+    CRD has ``<schema>`` alone (and the branches blur the error message); and it lets unknown fields through,
+    where the API server prunes the fields a CRD's structural schema does not know, silently, so a misspelt
+    field would vanish. Objects that list their properties get ``additionalProperties: false``, as
+    kubernetes-validate's strict schemas do for the core kinds.
+    """
+    if isinstance(schema, list):
+        return [as_crd(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: as_crd(value) for key, value in schema.items()}
+    branches = out.get("anyOf")
+    if isinstance(branches, list) and {"type": "null"} in branches:
+        rest = [b for b in branches if b != {"type": "null"}]
+        del out["anyOf"]
+        if len(rest) == 1:
+            out.update(rest[0])
+        else:
+            out["anyOf"] = rest
+    if out.get("properties") and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
 @functools.cache
-def shape_validator(key: tuple[str, str], version: str) -> jsonschema.protocols.Validator:
-    """A validator of ``SHAPES[key]`` that resolves Kubernetes definitions in those of ``version``."""
-    folder = importlib.resources.files("kubernetes_validate").joinpath("kubernetes-json-schema")
-    definitions = json.loads(
-        folder.joinpath(f"v{version}.0-local-strict", "_definitions.json").read_text(encoding="utf-8")
-    )
-    registry: Registry = Resource.from_contents(definitions) @ Registry()
-    return jsonschema.Draft202012Validator(SHAPES[key], registry=registry)
+def custom_resource_validator(kind: str) -> jsonschema.protocols.Validator:
+    """A validator of the Prometheus Operator's ``kind``: its CRD's schema, as generated models carry it."""
+    # a 2 MB generated module, seconds to import: only when a custom resource is checked
+    from cloudcoil.models.prometheus_operator import v1  # noqa: PLC0415
+
+    schema = as_crd(getattr(v1, kind).model_json_schema(by_alias=True))
+    return jsonschema.Draft202012Validator(schema)
 
 
 def located(error: jsonschema.ValidationError) -> str:
-    return f"{error.json_path}: {error.message}"
+    """``<path>: <message>`` of the most specific error (in an ``anyOf``, the branch that came closest)."""
+    best = jsonschema.exceptions.best_match([error])
+    return f"{best.json_path}: {best.message}"
 
 
 def compose_problems(doc: Doc) -> list[str]:
@@ -172,19 +144,21 @@ def compose_problems(doc: Doc) -> list[str]:
 
 
 def manifest_problems(doc: Doc, version: str) -> list[str]:
-    """The violations of ``doc``'s schema in Kubernetes ``version``, or of its shape in ``SHAPES``.
+    """The violations of ``doc``'s schema in Kubernetes ``version`` (or in the CRD, or in ``KUSTOMIZATION``).
 
-    Each is ``<path>: <message>``. A kind with neither a schema nor a shape is a problem: nobody checks it.
+    Each is ``<path>: <message>``. A kind with no schema is a problem: nobody would check it.
     """
     key = (str(doc.get("apiVersion")), str(doc.get("kind")))
-    if key in SHAPES:
-        return [located(e) for e in shape_validator(key, version).iter_errors(doc)]
+    if key in CUSTOM_RESOURCES:
+        return [located(e) for e in custom_resource_validator(key[1]).iter_errors(doc)]
+    if key == ("kustomize.config.k8s.io/v1beta1", "Kustomization"):
+        return [located(e) for e in jsonschema.Draft202012Validator(KUSTOMIZATION).iter_errors(doc)]
     try:
         kubernetes_validate.validate(doc, version, strict=True)
     except kubernetes_validate.ValidationError as exc:
         return [located(exc)]
     except kubernetes_validate.SchemaNotFoundError as exc:
-        return [f"$: {exc.message}; add a shape for it to tests/deploy/test_schemas.py"]
+        return [f"$: {exc.message}; give it a schema in tests/deploy/test_schemas.py"]
     return []
 
 
@@ -267,14 +241,33 @@ class TestKubernetesSchemas:
     def test_custom_resource_metadata_is_checked_against_object_meta(self) -> None:
         monitor = first_of_kind("ServiceMonitor")
         monitor["metadata"]["labels"] = ["app.kubernetes.io/name=selector"]
-        (problem,) = manifest_problems(monitor, KUBERNETES_VERSIONS[0])
-        assert problem.startswith("$.metadata.labels: ['app.kubernetes.io/name=selector'] is not of type")
+        assert manifest_problems(monitor, KUBERNETES_VERSIONS[0]) == [
+            "$.metadata.labels: ['app.kubernetes.io/name=selector'] is not of type 'object'"
+        ]
+
+    def test_a_service_monitor_is_checked_against_its_crd(self) -> None:
+        """A duration that does not parse is refused, and so is a misspelt field the API server would drop."""
+        monitor = first_of_kind("ServiceMonitor")
+        monitor["spec"]["endpoints"][0]["interval"] = "fifteen"
+        monitor["spec"]["endpoints"][0]["portt"] = "metrics"
+        interval, field = manifest_problems(monitor, KUBERNETES_VERSIONS[0])
+        assert interval.startswith("$.spec.endpoints[0].interval: 'fifteen' does not match")
+        assert field == "$.spec.endpoints[0]: Additional properties are not allowed ('portt' was unexpected)"
 
     def test_a_service_monitor_selector_is_checked_against_label_selector(self) -> None:
         monitor = first_of_kind("ServiceMonitor")
         monitor["spec"]["selector"] = {"matchLabel": {"app.kubernetes.io/name": "selector"}}
-        (problem,) = manifest_problems(monitor, KUBERNETES_VERSIONS[0])
-        assert problem.startswith("$.spec.selector: Additional properties are not allowed ('matchLabel'")
+        assert manifest_problems(monitor, KUBERNETES_VERSIONS[0]) == [
+            "$.spec.selector: Additional properties are not allowed ('matchLabel' was unexpected)"
+        ]
+
+    def test_a_prometheus_rule_is_checked_against_its_crd(self) -> None:
+        rule = first_of_kind("PrometheusRule")
+        rule["spec"]["groups"][0]["rules"][0]["for"] = "two minutes"
+        del rule["spec"]["groups"][0]["rules"][1]["expr"]
+        duration, missing = manifest_problems(rule, KUBERNETES_VERSIONS[0])
+        assert duration.startswith("$.spec.groups[0].rules[0].for: 'two minutes' does not match")
+        assert missing == "$.spec.groups[0].rules[1]: 'expr' is a required property"
 
     def test_a_misspelt_kustomization_field_is_refused(self) -> None:
         kustomization = load(REPO_ROOT / "deploy" / "k8s" / "kustomization.yaml")
