@@ -228,8 +228,9 @@ def verdict(dl: DeadLetter, dead_letter_topic: str, topics: set[str], redriven: 
 
 
 def redriven_record(dl: DeadLetter, dead_letter_topic: str, at: str) -> Outgoing:
-    """The record to send: key, value and non-``x-dlq-*`` headers of the dead letter, where it came from."""
-    kept = [(k, v) for k, v in dl.headers if not k.startswith(("x-dlq-", "x-redriven-"))]
+    """The record to send: the dead letter's key, value and headers but the ``x-dlq-*`` ones (the original
+    record's, which the dead letter carries after its own), and where it came from."""
+    kept = [(k, v) for k, v in dl.headers if not k.lower().startswith(("x-dlq-", "x-redriven-"))]
     return (
         dl.original_topic or "",
         dl.key,
