@@ -206,6 +206,12 @@ class ToLabel(BaseModel):
     payload: Any
     meta: Any
     model: str | None
+    ts: str | None = Field(
+        None,
+        description="the prediction's time, RFC 3339 UTC: its 'ts', else the Kafka timestamp it was read "
+        "with "
+        "(absent from records written before the field existed)",
+    )
     decided_at: str = Field(description="RFC 3339, UTC")
     selector: SelectorInfo
 

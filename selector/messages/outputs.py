@@ -15,6 +15,7 @@ import orjson
 
 from selector.draws import id_hashes, uniforms
 from selector.messages.prediction import Batch
+from selector.messages.timestamps import rfc3339
 from selector.routing import ACCEPT, AUDIT, QUERY, Decisions
 
 Record = tuple[bytes, bytes]
@@ -51,38 +52,35 @@ def encode_outputs(
     """Build the to-label and accepted records of a decided batch. ``pseudo_labels`` is (share, seed): that
     share of accepted items, drawn by id, carry their embedding for the label loop to train on."""
     route = decisions.route
-    to_label: list[Record] = []
-    to_label_rows: list[int] = []
     failed: list[tuple[int, str]] = []
-    for i in np.flatnonzero((route == QUERY) | (route == AUDIT)).tolist():
-        rid = batch.ids[i]
+    labeled = np.flatnonzero((route == QUERY) | (route == AUDIT)).tolist()
+    values = []
+    for i in labeled:
         score = float(decisions.score[i])
-        value = {
-            "id": rid,
-            "route": "query" if route[i] == QUERY else "audit",
-            "score": score,
-            "scores": {k: float(v[i]) for k, v in decisions.scores.items()},
-            "threshold": _finite(float(decisions.threshold[i])),
-            "selected_by": decisions.selected_by[i],
-            "query_probability": float(decisions.inclusion[i]),
-            "priority": score,
-            "predicted": classes[decisions.predicted[i]],
-            "accept_eligible": bool(decisions.eligible[i]),
-            "probs": batch.probs[i].tolist(),
-            "embedding": batch.embedding[i] if batch.embedding else None,
-            "segment": batch.segment[i],
-            "payload": batch.payload[i],
-            "meta": batch.meta[i],
-            "model": batch.model[i],
-            "decided_at": decided_at,
-            "selector": selector_info,
-        }
-        encoded = _encode(value, i, failed)
-        if encoded is not None:
-            to_label.append((rid.encode(), encoded))
-            to_label_rows.append(i)
-    accepted: list[Record] = []
-    accepted_rows: list[int] = []
+        values.append(
+            {
+                "id": batch.ids[i],
+                "route": "query" if route[i] == QUERY else "audit",
+                "score": score,
+                "scores": {k: float(v[i]) for k, v in decisions.scores.items()},
+                "threshold": _finite(float(decisions.threshold[i])),
+                "selected_by": decisions.selected_by[i],
+                "query_probability": float(decisions.inclusion[i]),
+                "priority": score,
+                "predicted": classes[decisions.predicted[i]],
+                "accept_eligible": bool(decisions.eligible[i]),
+                "probs": batch.probs[i].tolist(),
+                "embedding": batch.embedding[i] if batch.embedding else None,
+                "segment": batch.segment[i],
+                "payload": batch.payload[i],
+                "meta": batch.meta[i],
+                "model": batch.model[i],
+                "ts": rfc3339(float(batch.ts_s[i])),
+                "decided_at": decided_at,
+                "selector": selector_info,
+            }
+        )
+    to_label, to_label_rows = _encode_all(values, labeled, failed)
     acc = np.flatnonzero(route == ACCEPT)
     labels = [classes[k] for k in decisions.predicted[acc].tolist()]
     conf = decisions.confidence[acc].tolist()
@@ -93,10 +91,9 @@ def encode_outputs(
             batch.hashes[acc] if len(batch.hashes) == len(batch) else id_hashes([batch.ids[j] for j in acc])
         )
         sampled = uniforms(hashes, seed, PSEUDO_LABEL_STREAM) < share
-    for j, label, c, keep in zip(acc.tolist(), labels, conf, sampled.tolist(), strict=True):
-        rid = batch.ids[j]
-        value = {
-            "id": rid,
+    values = [
+        {
+            "id": batch.ids[j],
             "label": label,
             "confidence": c,
             "model": batch.model[j],
@@ -104,13 +101,29 @@ def encode_outputs(
             "meta": batch.meta[j],
             "decided_at": decided_at,
         }
-        if keep and batch.embedding[j] is not None:
-            value["embedding"] = batch.embedding[j]
-        encoded = _encode(value, j, failed)
-        if encoded is not None:
-            accepted.append((rid.encode(), encoded))
-            accepted_rows.append(j)
+        for j, label, c in zip(acc.tolist(), labels, conf, strict=True)
+    ]
+    if sampled.any():
+        for value, j, keep in zip(values, acc.tolist(), sampled.tolist(), strict=True):
+            if keep and batch.embedding[j] is not None:
+                value["embedding"] = batch.embedding[j]
+    accepted, accepted_rows = _encode_all(values, acc.tolist(), failed)
     return Outputs(to_label, accepted, to_label_rows, accepted_rows, failed)
+
+
+def _encode_all(
+    values: list[dict[str, Any]], rows: list[int], failed: list[tuple[int, str]]
+) -> tuple[list[Record], list[int]]:
+    """The records of ``values`` (from batch ``rows``) keyed by id, in one pass; if any cannot be encoded,
+    record by record so only those fail."""
+    try:
+        encoded: list[bytes | None] = list(map(orjson.dumps, values))
+    except orjson.JSONEncodeError:
+        encoded = [_encode(value, row, failed) for value, row in zip(values, rows, strict=True)]
+    done = [
+        (value["id"], row, v) for value, row, v in zip(values, rows, encoded, strict=True) if v is not None
+    ]
+    return [(rid.encode(), v) for rid, _, v in done], [row for _, row, _ in done]
 
 
 def _encode(value: dict[str, Any], row: int, failed: list[tuple[int, str]]) -> bytes | None:

@@ -74,12 +74,13 @@ class TestJsonSchemas:
         )
 
     def test_to_label_lists_every_field_of_the_design(self) -> None:
-        """to-label has every field DESIGN.md promises, plus selected_by (the mechanism that chose it)."""
+        """to-label has every field DESIGN.md promises, plus selected_by (the mechanism that chose it) and ts
+        (the prediction's time)."""
         props = set(json_schemas()["to-label"]["properties"])
         assert props == {
             "id", "route", "score", "scores", "threshold", "selected_by", "query_probability", "priority",
             "predicted", "accept_eligible", "probs", "embedding", "segment", "payload", "meta", "model",
-            "decided_at", "selector",
+            "ts", "decided_at", "selector",
         }  # fmt: skip
 
     def test_accepted_lists_every_field_of_the_design(self) -> None:

@@ -127,6 +127,14 @@ class TestEncodeOutputs:
         assert rec.selector.config_hash == config.config_hash()
         assert out.accepted == []
 
+    def test_to_label_carries_the_prediction_time(self) -> None:
+        """'ts' is the prediction's own time when it has one, else the Kafka timestamp, as RFC 3339."""
+        own = orjson.dumps({"id": "t1", "probs": [0.3, 0.3, 0.2, 0.2], "ts": "2024-05-01T10:00:00.250+02:00"})
+        kafka = orjson.dumps({"id": "t2", "probs": [0.3, 0.3, 0.2, 0.2]})
+        _, _, out = decided([own, kafka], cfg(audit_rate=0.0, controller="threshold"))
+        times = {k: ToLabel.model_validate_json(v).ts for k, v in out.to_label}
+        assert times == {b"t1": "2024-05-01T08:00:00.250Z", b"t2": "2023-11-14T22:13:20.000Z"}
+
     def test_cold_quantile_threshold_is_null_and_the_probability_is_the_pool_rate(self) -> None:
         """On a fresh partition the quantile pool has no threshold yet (null) and selects with its share.
 
