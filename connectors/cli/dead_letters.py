@@ -8,17 +8,8 @@ import argparse
 import json
 
 from connectors.cli.base import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, log, needs_cluster
-from connectors.kafka.redrive import (
-    SKIPS,
-    Listing,
-    Redrive,
-    Selection,
-    list_dead_letters,
-    parse_offsets,
-    parse_time,
-    redrive,
-    redriven_topic,
-)
+from connectors.kafka.dead_letter_records import SKIPS, Selection, parse_offsets, parse_time
+from connectors.kafka.redrive import Listing, Redrive, list_dead_letters, redrive, redriven_topic
 from connectors.settings.startup import Reserved
 from selector.config import Config
 
@@ -144,8 +135,7 @@ def render_redrive(done: Redrive, chosen: Selection, config: Config) -> str:
     ]
     if done.ids:
         lines.append("  ids: " + ", ".join(done.ids) + (", ..." if sent > len(done.ids) else ""))
-    reasons = {**SKIPS, "refused": "refused for good by the producer or broker (too large?); not marked"}
-    lines += [f"  skipped {n:,} {reasons[code]}" for code, n in sorted(done.skipped.items()) if n]
+    lines += [f"  skipped {n:,}: {SKIPS[code]}" for code, n in sorted(done.skipped.items()) if n]
     if sent and not done.dry_run:
         lines.append(f"  marked as re-driven in {redriven_topic(config)!r}")
     return "\n".join(lines)

@@ -151,8 +151,8 @@ class TestRedrive:
         assert lines[:1] + lines[2:] == [
             "selector dead-letters redrive --dry-run: 4 of 8 dead letters match (reason wrong_class_count); "
             f"would re-send 2 (2 to {cfg.topics.predictions!r})",
-            "  skipped 1 copies of a record re-driven in this run",
-            "  skipped 1 truncated (only part of the original bytes were kept)",
+            "  skipped 1: a copy of a record re-driven in this run",
+            "  skipped 1: truncated: only part of the original bytes were kept",
         ]
         assert redriven(cfg, cfg.topics.predictions) == []
         consumer = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers)

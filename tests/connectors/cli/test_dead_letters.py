@@ -15,8 +15,7 @@ import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 
 from connectors.cli.main import EXIT_BROKER, EXIT_CONFIG, main
-from connectors.kafka.delivery import Headers, dead_letter
-from connectors.kafka.redrive import (
+from connectors.kafka.dead_letter_records import (
     DeadLetter,
     OffsetRange,
     Selection,
@@ -28,6 +27,7 @@ from connectors.kafka.redrive import (
     tally,
     verdict,
 )
+from connectors.kafka.delivery import Headers, dead_letter
 
 AT = "2026-12-06T01:00:00.000Z"
 DLQ = "dead-letter"
