@@ -341,6 +341,9 @@ class DatasetConfig(_Section):
     """An item with this many votes is not asked again"""
     max_revotes_per_round: Annotated[int, Field(ge=0)] = 100
     """At most this many items asked for another vote per label-loop round (0: never ask)"""
+    revote_share: Probability = 0.05
+    """Another vote costs a label like a query: at most this share of the items with votes is ever asked again
+    (0: never ask)"""
 
 
 class QualityConfig(_Section):

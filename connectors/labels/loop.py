@@ -225,8 +225,6 @@ class LabelLoop:
             self.store, producer, self.config, chosen, now, deadline_s=self.outage.remaining_s(now)
         )
         self.revotes += sent
-        if sent:
-            log.info("asked for another vote on %d items with a weak consensus", sent)
 
     def _dead_letter(self, producer: KafkaProducer, done: Ingested) -> None:
         if not done.unknown and not done.invalid:

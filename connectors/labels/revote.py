@@ -9,8 +9,10 @@ keyed by its id, with one added field::
 
 so an annotation tool that reads the to-label topic sees the item again and knows why. An item is asked at
 most once per number of votes it has (a new vote that leaves it weak asks again, until ``max_votes``), the
-least confident first, at most ``dataset.max_revotes_per_round`` per call. What was asked is remembered in
-the store's meta (key :data:`META_KEY`, ``{id: votes when asked}``), so a restart asks nothing twice.
+least confident first, at most ``dataset.max_revotes_per_round`` per call and, since another vote costs a
+label like a query, no more than ``dataset.revote_share`` of the items with votes in all. What was asked is
+remembered in the store's meta (key :data:`META_KEY`, ``{id: votes when asked}``; the count in all under
+:data:`SPENT_KEY`), so a restart asks nothing twice.
 
 Which items are weak is best judged with the model's probabilities as the prior (:func:`revote_consensus`):
 with one vote per item they find the lone wrong votes, which the votes alone cannot (``bench/annotators.py``).
@@ -25,6 +27,7 @@ Example (the label loop, after a round)::
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -43,6 +46,8 @@ log = logging.getLogger(__name__)
 
 META_KEY = "revotes"
 """The store's meta key of the items asked for another vote: ``{id: votes the item had when asked}``."""
+SPENT_KEY = "revotes_sent"
+"""The store's meta key of how many requests for another vote were sent in all (``dataset.revote_share``)."""
 
 
 def label_consensus(config: Config, book: LabelBook, quorum: int | None = None) -> Consensus | None:
@@ -86,11 +91,16 @@ def revote_consensus(store: DatasetStore, config: Config, book: LabelBook) -> Co
     )
 
 
-def revote_candidates(config: Config, consensus: Consensus, asked: dict[str, int]) -> list[str]:
+def revote_candidates(
+    config: Config, consensus: Consensus, asked: dict[str, int], spent: int = 0
+) -> list[str]:
     """The weak items to ask now, least confident first: fewer than ``dataset.max_votes`` votes, not asked
-    before at their current number of votes, at most ``dataset.max_revotes_per_round``."""
-    limit, most = config.dataset.max_revotes_per_round, config.dataset.max_votes
+    before at their current number of votes, at most ``dataset.max_revotes_per_round``, and no more than
+    ``dataset.revote_share`` of the items with votes allows beyond the ``spent`` requests made before."""
+    d = config.dataset
     items = consensus.items
+    limit = min(d.max_revotes_per_round, max(0, math.floor(d.revote_share * len(items)) - spent))
+    most = d.max_votes
     out: list[str] = []
     for rid in consensus.weak_items():
         if len(out) >= limit:
@@ -124,10 +134,11 @@ def request_votes(
         DeliveryError: the records could not be delivered within the deadline (nothing is remembered, so the
             next call asks again).
     """
-    if config.dataset.max_revotes_per_round == 0:
+    if config.dataset.max_revotes_per_round == 0 or config.dataset.revote_share == 0:
         return 0
     asked: dict[str, int] = dict(store.get_meta(META_KEY) or {})
-    wanted = revote_candidates(config, consensus, asked)
+    spent = int(store.get_meta(SPENT_KEY) or 0)
+    wanted = revote_candidates(config, consensus, asked, spent)
     decisions = store.decisions_of(wanted)
     at = rfc3339(now)
     outgoing: list[Outgoing] = []
@@ -155,5 +166,6 @@ def request_votes(
     items = consensus.items
     kept = {r: n for r, n in asked.items() if r not in items or items[r].votes < config.dataset.max_votes}
     store.put_meta(META_KEY, kept | sent)
-    log.info("asked for another vote on %d weak items", len(sent))
+    store.put_meta(SPENT_KEY, spent + len(sent))
+    log.info("asked for another vote on %d weak items (%d in all)", len(sent), spent + len(sent))
     return len(sent)

@@ -17,7 +17,7 @@ from selector.quality.consensus import consensus
 from selector.quality.labels import LabelEvent
 from tests.integration.streams import config_for, create_topics, read_topic
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("kafka_client")]
 
 NOW = 1_765_000_000.0
 
@@ -31,7 +31,9 @@ def test_a_weak_item_is_sent_again_once_with_its_revote_field(
     sends nothing (remembered in the store)."""
     servers = broker.bootstrap_servers
     cfg = config_for(
-        servers, unique, dataset={"path": str(tmp_path / "d.sqlite"), "consensus": "dawid_skene"}
+        servers,
+        unique,
+        dataset={"path": str(tmp_path / "d.sqlite"), "consensus": "dawid_skene", "revote_share": 1.0},
     )
     create_topics(cfg)
     store = DatasetStore(cfg.dataset.path)

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.labels.revote import META_KEY, label_consensus, request_votes, revote_consensus
+from connectors.labels.revote import META_KEY, SPENT_KEY, label_consensus, request_votes, revote_consensus
 from connectors.model.dataset import DatasetStore
 from selector.config import Config, parse_config
 from selector.errors import DeliveryError
@@ -28,6 +28,8 @@ def decision(rid: str) -> dict[str, Any]:
 
 
 def config(**dataset: Any) -> Config:
+    """The tests' stores are small: every labeled item may be asked again unless a test says otherwise."""
+    dataset = {"revote_share": 1.0, **dataset}
     return parse_config({"classes": CLASSES, "dataset": dataset, "topics": {"to_label": "to-label"}})
 
 
@@ -79,12 +81,23 @@ class TestRequestVotes:
 
     def test_a_new_vote_that_leaves_the_item_weak_asks_again(self) -> None:
         cfg = config(consensus="majority", max_votes=4)
-        store = store_with({"split": SPLIT})
+        agreed = {f"a{k}": {"ann": "ok", "bob": "ok"} for k in range(3)}
+        store = store_with({"split": SPLIT} | agreed)
         producer = FakeProducer(refuse_over=10**6)
         assert request_votes(store, producer, cfg, resolve(store, cfg), NOW) == 1  # type: ignore[arg-type]
         store.add_labels([LabelEvent("split", "crack", "cy", 2.0)])  # a three-way split
         assert request_votes(store, producer, cfg, resolve(store, cfg), NOW) == 1  # type: ignore[arg-type]
         assert [orjson.loads(v or b"")["revote"]["votes"] for _, _, v, _ in producer.delivered] == [2, 3]
+
+    def test_revote_share_bounds_the_requests_in_all(self) -> None:
+        """Another vote costs a label: with 20 items voted on and a share of 0.1, two requests in all, across
+        calls and however many items are weak."""
+        votes = {f"s{k:02d}": SPLIT for k in range(20)}
+        store = store_with(votes)
+        cfg = config(consensus="majority", revote_share=0.1, max_revotes_per_round=1)
+        producer = FakeProducer(refuse_over=10**6)
+        sent = [request_votes(store, producer, cfg, resolve(store, cfg), NOW) for _ in range(4)]  # type: ignore[arg-type]
+        assert sent == [1, 1, 0, 0] and store.get_meta(SPENT_KEY) == 2
 
     def test_at_most_max_revotes_per_round_least_confident_first(self) -> None:
         """Five weak items, a cap of 2: the two least confident go (ties by id), the rest in later calls;
