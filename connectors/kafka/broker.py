@@ -2,6 +2,12 @@
 
 Used when ``kafka.bootstrap_servers`` is ``embedded``: it listens on a free loopback port, keeps everything in
 memory, and stops with the process that started it.
+
+The bundled Tansu (0.6.0) cannot secure its own listener: its ``--cert`` and ``--key`` flags are mutually
+exclusive and either alone leaves the listener in plain text; with ``--authentication`` it offers SCRAM only,
+whose credentials its storage engines do not keep (``tansu user create`` answers success, yet every login
+then fails with ``unknown-user``). A test that needs TLS puts a TLS-terminating proxy in front and has the
+broker advertise the proxy's address (``advertised_port``); ``authentication`` makes it refuse every client.
 """
 
 from __future__ import annotations
@@ -29,11 +35,27 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class EmbeddedBroker:
-    """A Tansu broker process on ``127.0.0.1``. Use as a context manager or call start()/stop()."""
+    """A Tansu broker process on ``127.0.0.1``. Use as a context manager or call start()/stop().
 
-    def __init__(self, port: int | None = None, startup_timeout_s: float = 20.0) -> None:
+    Args:
+        port: the port it listens on (a free one if None).
+        startup_timeout_s: how long start() waits for it to listen.
+        advertised_port: the port it tells clients to connect to (``port`` if None), e.g. a proxy's.
+        authentication: require SASL authentication of every client (``--authentication``).
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        startup_timeout_s: float = 20.0,
+        *,
+        advertised_port: int | None = None,
+        authentication: bool = False,
+    ) -> None:
         self.port = port
         self.startup_timeout_s = startup_timeout_s
+        self.advertised_port = advertised_port
+        self.authentication = authentication
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -55,8 +77,10 @@ class EmbeddedBroker:
             ) from exc
         self.port = self.port or free_port()
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
+        args = [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised]
         self._proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+            args + (["--authentication"] if self.authentication else []),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
