@@ -83,7 +83,7 @@ KUSTOMIZATION: Doc = {
         },
     },
 }
-"""The fields of a kustomize Kustomization this project uses, written here: no package has its schema."""
+"""The fields of a kustomize Kustomization used here, written by hand: no package we use ships its schema."""
 
 
 @functools.cache
