@@ -204,7 +204,7 @@ PORTS: dict[str, tuple[str, ...]] = {
 }
 """The ``metrics.*`` ports each command serves."""
 
-KAFKA_COMMANDS = {"run", "demo", "labels", "serve-model", "retrain", "label-studio", "replay"}
+KAFKA_COMMANDS = {"run", "demo", "labels", "serve-model", "retrain", "label-studio", "replay", "dead-letters"}
 """Commands that may talk to Kafka (and so read its TLS files)."""
 
 

@@ -275,3 +275,12 @@ class TestCommand:
         assert main(["dead-letters", *command, "-c", path]) == EXIT_BROKER
         assert f"cannot reach Kafka at '{servers}'" in caplog.text
         assert time.monotonic() - began < 15
+
+    def test_a_missing_tls_file_exits_2_before_connecting(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Like every command that talks to Kafka, its TLS files are checked at start-up."""
+        missing = tmp_path / "absent-ca.pem"
+        path = config_file(tmp_path, "127.0.0.1:1", security_protocol="SSL", ssl_cafile=str(missing))
+        assert main(["dead-letters", "list", "-c", path]) == EXIT_CONFIG
+        assert "'kafka.ssl_cafile'" in capsys.readouterr().err
