@@ -262,18 +262,18 @@ class Demo:
 
 def summary_line(sent: int, monitor: Monitor, server: ModelServer, loop: LabelLoop, now: float) -> str:
     """The demo's summary: routes, label rate against the budget, labels, the served model's estimated
-    accuracy, retrains; and, when a hard cap holds labeling back, which and until when."""
+    accuracy (prediction-powered: its items' confidence corrected by their labels), retrains; and, when a
+    hard cap holds labeling back, which and until when."""
     s = monitor.router.stats
     total = s.total
     labeled = s.items["query"] + s.items["audit"]
     served = server.model.version if server.model else "none"
     st = loop.status
-    acc = st.by_model.get(served)
-    estimate = (
-        f"{acc.estimate:5.1%} [{acc.low:5.1%}, {acc.high:5.1%}] n={acc.n}"
-        if acc is not None and acc.n
-        else "awaiting labels"
-    )
+    scope = st.models["since_start"].get(served)
+    estimate = "awaiting labels"
+    if scope is not None and scope.labels:
+        acc = scope.accuracy("prediction_powered")
+        estimate = f"{acc.estimate:5.1%} [{acc.low:5.1%}, {acc.high:5.1%}] ({scope.labels} labels)"
     retrains = loop.retrainer.outcomes if loop.retrainer else {}
     caps = "".join(f" | {describe(p)}" for p in cap_pauses(ledgers_of(monitor.router), now))
     return (
