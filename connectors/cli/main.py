@@ -117,6 +117,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(command.handle(args, config, reserved))
     except BrokerUnavailableError as exc:
         log.error("%s", exc)
+        protocol = config.kafka.security_protocol
+        if protocol != "PLAINTEXT":  # the clients report a refused login or certificate as no connection
+            sasl, tls = protocol.startswith("SASL"), protocol.endswith("SSL")
+            causes = ["a refused login"] * sasl + ["an untrusted broker certificate"] * tls
+            keys = [
+                "'kafka.sasl_mechanism'",
+                "'kafka.sasl_plain_username'",
+                "'kafka.sasl_plain_password'",
+            ] * sasl
+            log.error(
+                "with 'kafka.security_protocol' %s, %s also looks like this: check %s",
+                protocol,
+                " or ".join(causes),
+                ", ".join(keys + ["'kafka.ssl_cafile'"] * tls),
+            )
         return EXIT_BROKER
     except (DeliveryError, KafkaOutageError) as exc:
         log.error("%s", exc)

@@ -196,8 +196,8 @@ class TestAuthentication:
         self, certs: Certificates, unique: str, tmp_path: Path
     ) -> None:
         """`selector run` with SASL_SSL / SCRAM-SHA-512 and a password from the environment, against a broker
-        that refuses it: exit 3 within the deadline, a one-line error naming the servers and the keys to
-        check, and the password nowhere in the output."""
+        that refuses it: exit 3 within the deadline, an error naming the servers and the keys to check (the
+        clients report a refused login as no connection), and the password nowhere in the output."""
         with tls_broker(certs, authentication=True) as servers:
             cfg = config_for(servers, unique, kafka={"connect_deadline_s": 3}).model_dump(mode="json")
             cfg["kafka"].update(
@@ -225,4 +225,9 @@ class TestAuthentication:
         assert elapsed < 30
         assert f"cannot reach Kafka at '{servers}'" in out
         assert "'kafka.bootstrap_servers'" in out and "'kafka.connect_deadline_s'" in out
+        assert (
+            "with 'kafka.security_protocol' SASL_SSL, a refused login or an untrusted broker certificate "
+            "also looks like this: check 'kafka.sasl_mechanism', 'kafka.sasl_plain_username', "
+            "'kafka.sasl_plain_password', 'kafka.ssl_cafile'"
+        ) in out
         assert SECRET not in out
