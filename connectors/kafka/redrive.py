@@ -10,6 +10,7 @@ its identity; see :mod:`connectors.kafka.dead_letter_records` for which dead let
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -36,6 +37,8 @@ from connectors.kafka.delivery import Outgoing, deliver
 from selector.config import Config
 from selector.errors import SelectorError
 from selector.messages.timestamps import rfc3339
+
+log = logging.getLogger(__name__)
 
 REDRIVEN_SUFFIX = "-redriven"
 CHUNK_RECORDS = 500
@@ -167,7 +170,7 @@ class Redrive:
     sent: Counter[str] = field(default_factory=Counter)
     """by original topic"""
     skipped: Counter[str] = field(default_factory=Counter)
-    """by :data:`SKIPS` code, and ``refused`` (the broker or producer refused it for good)"""
+    """by :data:`SKIPS` code"""
     ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
@@ -267,7 +270,8 @@ class _Sender:
         records = [redriven_record(dl, dlq, at) for dl in chunk]
         refused: list[Outgoing] = []
 
-        def give_up(rec: Outgoing, _exc: Exception) -> None:
+        def give_up(rec: Outgoing, exc: Exception) -> None:
+            log.error("a record for %r was refused for good (%s): not re-driven, not marked", rec[0], exc)
             refused.append(rec)
 
         deliver(

@@ -222,3 +222,21 @@ class TestRedrive:
             f"{cfg.topics.dead_letter!r}"
         )
         assert redriven(cfg, cfg.topics.predictions) == []
+
+
+class TestNothingThere:
+    def test_an_empty_or_absent_dead_letter_topic_is_said_and_exits_0(
+        self, broker: EmbeddedBroker, unique: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """No topic yet: both commands say so; an empty one (4 empty partitions) lists no dead letters."""
+        cfg = config_for(broker.bootstrap_servers, unique)
+        path = config_file(cfg, tmp_path)
+        dlq = cfg.topics.dead_letter
+        assert run(capsys, "list", "-c", path) == (0, f"no dead-letter topic {dlq!r} (topics.dead_letter): "
+                                                       "nothing was dead-lettered yet\n")  # fmt: skip
+        code, out = run(capsys, "redrive", "-c", path, "--all")
+        assert (code, out) == (0, f"no dead-letter topic {dlq!r} (topics.dead_letter): nothing to re-drive\n")
+        create_topics(cfg)
+        assert run(capsys, "list", "-c", path) == (0, f"no dead letters in {dlq!r}\n")
+        code, out = run(capsys, "list", "-c", path, "--json")
+        assert json.loads(out) == {"topic": dlq, "exists": True, "total": 0, "groups": []}
