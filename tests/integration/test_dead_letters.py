@@ -76,13 +76,15 @@ def cfg(broker: EmbeddedBroker, unique: str) -> Config:
     return cfg
 
 
-def config_file(cfg: Config, tmp_path: Path) -> str:
+def config_file(cfg: Config, tmp_path: Path, **sections: dict[str, object]) -> str:
     path = tmp_path / "config.yaml"
     data = {
         "kafka": {"bootstrap_servers": cfg.kafka.bootstrap_servers, "client": cfg.kafka.client},
         "topics": cfg.topics.model_dump(),
         "metrics": {"enabled": False},
     }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
     path.write_text(json.dumps(data))
     return str(path)
 
@@ -222,6 +224,35 @@ class TestRedrive:
             f"{cfg.topics.dead_letter!r}"
         )
         assert redriven(cfg, cfg.topics.predictions) == []
+
+    def test_a_record_the_producer_refuses_is_counted_not_marked_and_exits_1(
+        self, broker: EmbeddedBroker, unique: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A 40 kB record with kafka.max_request_size at 32 KiB: refused, exit 1, nothing marked; once the
+        limit is raised it goes back."""
+        cfg = config_for(broker.bootstrap_servers, unique)
+        create_topics(cfg)
+        big = b'{"id": "big", "payload": "%s"}' % (b"x" * 40_000)
+        produce(cfg.kafka.bootstrap_servers, cfg.topics.predictions, [(b"big", big)])
+        (rec,) = records_of(cfg, cfg.topics.predictions)
+        dead_letter_them(
+            cfg, [dead_letter(cfg.topics.dead_letter, rec, "produce", "output_too_large", "", AT, [])]
+        )
+        small = config_file(
+            cfg, tmp_path, kafka={"max_request_size": 32_768}, input={"max_record_bytes": 16_384}
+        )
+        code, out = run(capsys, "redrive", "-c", small, "--reason", "output_too_large")
+        assert code == 1
+        assert out.splitlines()[1:] == [
+            "  ids: big",
+            "  skipped 1: refused for good by the producer or the broker (too large?); not marked",
+        ]
+        assert redriven(cfg, cfg.topics.predictions) == []
+        code, out = run(
+            capsys, "redrive", "-c", config_file(cfg, tmp_path), "--reason", "output_too_large", "--json"
+        )
+        assert (code, json.loads(out)["sent"]) == (0, 1)
+        assert [m.value for m in redriven(cfg, cfg.topics.predictions)] == [big]
 
 
 class TestNothingThere:
