@@ -135,9 +135,11 @@ def route_records(
     kafka_ts = np.fromiter((r.timestamp for r in records), dtype=np.int64, count=len(records))
     batch, failures = decode_isolated([r.value for r in records], kafka_ts, config)
     topics, limit = config.topics, config.kafka.max_request_size
+    # by record position; None in the common case of no headers at all, which then costs nothing per record
+    carried = [carried_headers(r) for r in records] if any(r.headers for r in records) else None
 
     def headers_of(row: int) -> Headers | None:
-        return carried_headers(records[int(batch.position[row])])
+        return carried[int(batch.position[row])] if carried else None
 
     while True:
         decisions, bad = decide_isolated(router, partition, batch, now)
@@ -156,7 +158,7 @@ def route_records(
                 (topics.accepted, out.accepted, out.accepted_rows),
             ):
                 for (key, value), row in zip(recs, rows, strict=True):
-                    headers = headers_of(row)
+                    headers = headers_of(row) if carried else None
                     if len(key) + len(value) + headers_size(headers) + SIZE_OVERHEAD_BOUND <= limit:
                         continue  # the exact estimate costs a few microseconds: only near the limit
                     size = record_size(key, value, headers)
@@ -180,14 +182,18 @@ def route_records(
         )
         for f in failures
     ]
-    outgoing += [
-        (topics.to_label, k, v, headers_of(row))
-        for (k, v), row in zip(out.to_label, out.to_label_rows, strict=True)
-    ]
-    outgoing += [
-        (topics.accepted, k, v, headers_of(row))
-        for (k, v), row in zip(out.accepted, out.accepted_rows, strict=True)
-    ]
+    if carried:
+        outgoing += [
+            (topics.to_label, k, v, headers_of(row))
+            for (k, v), row in zip(out.to_label, out.to_label_rows, strict=True)
+        ]
+        outgoing += [
+            (topics.accepted, k, v, headers_of(row))
+            for (k, v), row in zip(out.accepted, out.accepted_rows, strict=True)
+        ]
+    else:
+        outgoing += [(topics.to_label, k, v, None) for k, v in out.to_label]
+        outgoing += [(topics.accepted, k, v, None) for k, v in out.accepted]
     by_stage: dict[str, list[str]] = {}
     for f in failures:
         by_stage.setdefault(f.stage, []).append(f.reason)
