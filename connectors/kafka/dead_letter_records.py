@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -42,7 +43,7 @@ class DeadLetter:
     @classmethod
     def of(cls, rec: ConsumerRecord) -> DeadLetter:
         headers = [(k, v) for k, v in rec.headers or []]
-        dlq = {k: (v or b"").decode("utf-8", "replace") for k, v in headers if k.startswith("x-dlq-")}
+        dlq = {k: (v or b"").decode("utf-8", "replace") for k, v in headers if k.lower().startswith("x-dlq-")}
         return cls(rec.partition, rec.offset, rec.timestamp, rec.key, rec.value, headers, dlq)
 
     @property
@@ -104,6 +105,9 @@ class OffsetRange:
         return dl.partition == self.partition and self.first <= dl.offset <= self.last
 
 
+_OFFSETS = re.compile(r"([0-9]+):([0-9]+)(?:-([0-9]+))?", re.ASCII)
+
+
 def parse_offsets(text: str) -> OffsetRange:
     """``PARTITION:FROM-TO`` (inclusive) or ``PARTITION:OFFSET``.
 
@@ -111,12 +115,11 @@ def parse_offsets(text: str) -> OffsetRange:
         ValueError: anything else, or FROM after TO.
     """
     usage = f"--offsets must be PARTITION:FROM-TO (inclusive, e.g. 0:120-180) or PARTITION:OFFSET: {text!r}"
-    partition, sep, span = text.strip().partition(":")
-    first, _, last = span.partition("-")
-    last = last or first
-    if not sep or not all(part.strip().isdigit() for part in (partition, first, last)):
+    match = _OFFSETS.fullmatch(text.strip())
+    if match is None:
         raise ValueError(usage)
-    out = OffsetRange(int(partition), int(first), int(last))
+    partition, first, last = match.groups()
+    out = OffsetRange(int(partition), int(first), int(last or first))
     if out.first > out.last:
         raise ValueError(f"{usage} ({out.first} is after {out.last})")
     return out

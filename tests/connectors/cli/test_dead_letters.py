@@ -69,7 +69,9 @@ class TestParsing:
     def test_offsets(self, text: str, expected: OffsetRange) -> None:
         assert parse_offsets(text) == expected
 
-    @pytest.mark.parametrize("text", ["", "0", "0:", "a:1-2", "0:1-b", "-1:1-2", "0:1-2-3", "0:-5", "0:1:2"])
+    @pytest.mark.parametrize(
+        "text", ["", "0", "0:", "a:1-2", "0:1-b", "-1:1-2", "0:1-2-3", "0:-5", "0:1:2", "0:²", "0: 1-2"]
+    )
     def test_bad_offsets_say_the_form(self, text: str) -> None:
         with pytest.raises(
             ValueError, match=r"--offsets must be PARTITION:FROM-TO \(inclusive, e.g. 0:120-180\)"
