@@ -205,10 +205,13 @@ def verdict(dl: DeadLetter, dead_letter_topic: str, topics: set[str], redriven: 
         return "to_dead_letter_topic"
     if dl.original_topic not in topics:
         return "topic_missing"
-    covers = redriven.get(dl.identity)
-    if covers is not None and dl.offset < covers.get(dl.partition, 0):
-        return "redriven"
-    return "send"
+    return "redriven" if covered(dl, redriven) else "send"
+
+
+def covered(dl: DeadLetter, redriven: dict[str, Covers]) -> bool:
+    """Whether a marker of ``dl``'s identity was written after ``dl`` (it or a copy of it was re-driven)."""
+    covers = redriven.get(dl.identity) if redriven else None
+    return covers is not None and dl.offset < covers.get(dl.partition, 0)
 
 
 def redriven_record(dl: DeadLetter, dead_letter_topic: str, at: str) -> Outgoing:
@@ -281,12 +284,12 @@ def tally(letters: Iterable[DeadLetter], redriven: dict[str, Covers]) -> list[Gr
     groups: dict[tuple[str, str, str], Group] = {}
     for dl in letters:
         key = (dl.original_topic or "", dl.stage or "", dl.reason or "")
-        g = groups.get(key) or groups.setdefault(key, Group(dl.original_topic, dl.stage, dl.reason))
+        if key not in groups:
+            groups[key] = Group(dl.original_topic, dl.stage, dl.reason)
+        g = groups[key]
         g.count += 1
         g.truncated += dl.truncated
-        if redriven:
-            covers = redriven.get(dl.identity)
-            g.redriven += covers is not None and dl.offset < covers.get(dl.partition, 0)
+        g.redriven += covered(dl, redriven)
         at = dl.failed_at_s
         g.first_s, g.last_s = min(g.first_s, at), max(g.last_s, at)
     return [groups[k] for k in sorted(groups)]
