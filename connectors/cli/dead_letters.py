@@ -65,12 +65,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> list[argparse.ArgumentPars
 
 def selection(args: argparse.Namespace) -> Selection:
     """The filters of ``redrive``; raises ValueError naming a bad value."""
+    since = parse_time(args.since, "--since") if args.since else None
+    until = parse_time(args.until, "--until") if args.until else None
+    if since is not None and until is not None and since >= until:
+        raise ValueError(f"--since must be before --until: {args.since!r} is not before {args.until!r}")
     return Selection(
         reasons=frozenset(args.reason),
         stages=frozenset(args.stage),
         topics=frozenset(args.topic),
-        since_s=parse_time(args.since, "--since") if args.since else None,
-        until_s=parse_time(args.until, "--until") if args.until else None,
+        since_s=since,
+        until_s=until,
         offsets=tuple(parse_offsets(text) for text in args.offsets),
         everything=args.all,
     )

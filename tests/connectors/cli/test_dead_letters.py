@@ -250,6 +250,11 @@ class TestCommand:
             (["--offsets", "0:x"], "--offsets must be PARTITION:FROM-TO"),
             (["--reason", "empty", "--since", "today"], "--since must be an RFC 3339 date-time"),
             (
+                ["--since", "2026-12-06T02:00:00Z", "--until", "2026-12-06T02:00:00+00:00"],
+                "--since must be before --until: '2026-12-06T02:00:00Z' is not before "
+                "'2026-12-06T02:00:00+00:00'",
+            ),
+            (
                 [],
                 "say what to re-send with --reason, --stage, --topic, --since, --until or --offsets, or "
                 "--all",
