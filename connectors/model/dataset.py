@@ -421,26 +421,29 @@ class DatasetStore:
         ``probs``, ``embedding``, ``query_probability``, ``model``, ``decided_at``, ``accept_eligible``,
         ``segment``, ``payload``, ``meta``), e.g. to ask annotators for another vote; unknown ids are left
         out."""
-        wanted = list(dict.fromkeys(ids))
         out: dict[str, dict[str, Any]] = {}
+        rows = self._rows_of(
+            ids,
+            "SELECT id, route, predicted, probs, embedding, inclusion, model, decided_at, accept_eligible, "
+            "segment, payload, meta FROM decisions",
+        )
+        for rid, route, predicted, probs, emb, pi, model, at, eligible, segment, payload, meta in rows:
+            out[rid] = {
+                "id": rid, "route": route, "predicted": predicted, "probs": orjson.loads(probs),
+                "embedding": orjson.loads(emb) if emb is not None else None, "query_probability": pi,
+                "model": model, "decided_at": at,
+                "accept_eligible": None if eligible is None else bool(eligible), "segment": segment,
+                "payload": orjson.loads(payload) if payload is not None else None,
+                "meta": orjson.loads(meta) if meta is not None else None,
+            }  # fmt: skip
+        return out
+
+    def _rows_of(self, ids: Iterable[str], select: str) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``select`` (``SELECT ... FROM table``) whose ``id`` is among ``ids``, each id once."""
+        wanted = list(dict.fromkeys(ids))
         for start in range(0, len(wanted), 500):  # SQLite bounds the number of parameters
             chunk = wanted[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            rows = self._db.execute(
-                "SELECT id, route, predicted, probs, embedding, inclusion, model, decided_at, "
-                f"accept_eligible, segment, payload, meta FROM decisions WHERE id IN ({marks})",
-                chunk,
-            )
-            for rid, route, predicted, probs, emb, pi, model, at, eligible, segment, payload, meta in rows:
-                out[rid] = {
-                    "id": rid, "route": route, "predicted": predicted, "probs": orjson.loads(probs),
-                    "embedding": orjson.loads(emb) if emb is not None else None, "query_probability": pi,
-                    "model": model, "decided_at": at,
-                    "accept_eligible": None if eligible is None else bool(eligible), "segment": segment,
-                    "payload": orjson.loads(payload) if payload is not None else None,
-                    "meta": orjson.loads(meta) if meta is not None else None,
-                }  # fmt: skip
-        return out
+            yield from self._db.execute(f"{select} WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
 
     def get_meta(self, key: str) -> Any:
         """A JSON value the label loop keeps between runs (trigger and drift state), or None."""
@@ -480,19 +483,11 @@ class DatasetStore:
 
     def seeds_of(self, ids: Iterable[str]) -> dict[str, Seed]:
         """The stored seed examples among ``ids``."""
-        wanted = list(dict.fromkeys(ids))
-        out: dict[str, Seed] = {}
-        for start in range(0, len(wanted), 500):  # SQLite bounds the number of parameters
-            chunk = wanted[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            rows = self._db.execute(
-                "SELECT id, label, embedding, annotator, ts, weight FROM seed_examples "
-                f"WHERE id IN ({marks})",
-                chunk,
-            )
-            for rid, label, embedding, annotator, ts, weight in rows:
-                out[rid] = Seed(rid, label, orjson.loads(embedding), annotator, ts, weight)
-        return out
+        rows = self._rows_of(ids, "SELECT id, label, embedding, annotator, ts, weight FROM seed_examples")
+        return {
+            rid: Seed(rid, label, orjson.loads(embedding), annotator, ts, weight)
+            for rid, label, embedding, annotator, ts, weight in rows
+        }
 
     def seed_lengths(self) -> dict[int, int]:
         """How many stored seed examples have each embedding length."""
