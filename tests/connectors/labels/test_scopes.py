@@ -24,6 +24,7 @@ from selector.quality.estimates import Interval
 from selector.quality.labels import LabelEvent
 from selector.quality.population import Labeled, Tally, label_free, prediction_powered
 from tests.connectors.labels.line import CLASSES, T0, Line, line, record
+from tests.connectors.labels.test_status import samples
 
 NO_BROKER = "127.0.0.1:9"
 
@@ -229,15 +230,6 @@ class TestReport:
         assert set(sliding) == {"items", "labels", *METHODS, "divergence"}
         assert set(sliding["prediction_powered"]["precision"]) == set(CLASSES)
         assert set(plain["models"]["sliding"]) == {"v1", "v2"}
-
-
-def samples(registry: CollectorRegistry, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    return {
-        tuple(sorted(s.labels.items())): s.value
-        for family in registry.collect()
-        for s in family.samples
-        if s.name == name
-    }
 
 
 class TestMetrics:
