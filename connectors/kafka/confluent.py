@@ -115,6 +115,8 @@ class ConfluentConsumer:
     """Rebalance listeners run inside :meth:`poll`, where blocking calls (a synchronous commit) are fine."""
 
     def __init__(self, conf: dict[str, Any], *, max_poll_records: int, timeout_s: float = 30.0) -> None:
+        self.config = dict(conf)
+        """the librdkafka settings it was built with (as kafka-python's ``KafkaConsumer.config``)"""
         self._c = ck.Consumer(with_logging(conf))
         self._max_poll_records = max_poll_records
         self._timeout_s = timeout_s
@@ -412,6 +414,8 @@ class ConfluentProducer:
     """A librdkafka producer with the kafka-python ``KafkaProducer`` calls this project makes."""
 
     def __init__(self, conf: dict[str, Any]) -> None:
+        self.config = dict(conf)
+        """the librdkafka settings it was built with (as kafka-python's ``KafkaProducer.config``)"""
         self._p = ck.Producer(with_logging(conf))
         self._since_poll = 0
 

@@ -15,7 +15,7 @@ from connectors.kafka.broker import EmbeddedBroker
 from connectors.monitor.loop import Monitor
 from tests.integration.streams import config_for, create_topics, produce, read_topic
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("kafka_client")]
 
 CLASSES = ["ok", "scratch", "dent", "crack"]
 

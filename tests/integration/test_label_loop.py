@@ -22,7 +22,7 @@ from selector.config import Config
 from tests.connectors.labels.line import T0, line
 from tests.integration.streams import config_for, create_topics, produce, read_topic, wait_for
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("kafka_client")]
 
 CLASSES = ["ok", "scratch", "dent", "crack"]
 
@@ -236,9 +236,15 @@ def test_the_loop_produces_with_the_kafka_producer_keys(
     loop = LabelLoop(cfg, servers, DatasetStore(cfg.dataset.path))
     run_for_a_while(loop, lambda: loop.totals["invalid"] == 1)
     (producer,) = built
-    settings = {
-        k: producer.config[k] for k in ("compression_type", "batch_size", "linger_ms", "max_request_size")
-    }
+    names = {k: k for k in ("compression_type", "batch_size", "linger_ms", "max_request_size")}
+    if cfg.kafka.client == "confluent-kafka":  # librdkafka's names
+        names |= {
+            "compression_type": "compression.type",
+            "batch_size": "batch.size",
+            "linger_ms": "linger.ms",
+        }
+        names |= {"max_request_size": "message.max.bytes"}
+    settings = {k: producer.config[name] for k, name in names.items()}
     assert settings == {
         "compression_type": "gzip",
         "batch_size": 32768,

@@ -15,7 +15,7 @@ from connectors.kafka.broker import EmbeddedBroker
 from connectors.model.registry import ModelRegistry
 from tests.integration.streams import config_for, create_topics, read_topic, wait_for
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("kafka_client")]
 
 
 def test_features_to_a_promoted_model_and_back_without_losing_an_item(

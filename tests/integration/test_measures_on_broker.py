@@ -14,7 +14,7 @@ from selector.messages.contracts import ToLabel
 from tests.integration.conftest import RunningMonitors
 from tests.integration.streams import config_for, produce, read_topic, wait_for
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("kafka_client")]
 
 CLASSES = ["ok", "scratch", "dent", "crack"]
 DIM = 4

@@ -26,7 +26,7 @@ from selector.config import Config
 from tests.integration.conftest import RunningMonitors
 from tests.integration.streams import Message, config_for, read_topic, wait_for
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("kafka_client")]
 
 PROBS = [0.97, 0.01, 0.01, 0.01]
 

@@ -23,7 +23,7 @@ from connectors.offline.recorded import topic_chunks
 from selector.config import Config
 from tests.integration.streams import config_for, create_topics
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("kafka_client")]
 
 PARTITIONS = 4
 

@@ -16,7 +16,7 @@ from connectors.monitor.loop import Monitor
 from tests.integration.conftest import RunningMonitors
 from tests.integration.streams import config_for, create_topics, produce, wait_for
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("kafka_client")]
 
 PARTITIONS = 4
 

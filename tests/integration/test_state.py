@@ -20,7 +20,7 @@ from tests.conftest import FAST_GROUP
 from tests.integration.conftest import RunningMonitors
 from tests.integration.streams import config_for, create_topics, produce, read_topic, wait_for
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("kafka_client")]
 
 CLASSES = ["ok", "scratch", "dent", "crack"]
 ROOT = Path(__file__).resolve().parents[2]
