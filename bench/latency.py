@@ -175,12 +175,12 @@ def _trial(
     except EOFError as exc:
         proc.join(timeout=30)
         raise RuntimeError(f"the load generator exited with code {proc.exitcode} before reporting") from exc
-    proc.join(timeout=30)
     deadline = time.monotonic() + 120.0
     while relay.handled < before + sent and time.monotonic() < deadline:
         time.sleep(0.005)
     drain_s = max(0.0, time.time() - last_ms / 1000.0)
     meter.stop()
+    proc.join(timeout=30)  # after the drain: the generator's exit is not the consumer's backlog
     lo, hi = np.floor(first_ms + WARMUP_S * 1000.0), np.floor(last_ms)  # Kafka timestamps are whole ms
     lat = [done - ts[(ts >= lo) & (ts <= hi)] for done, ts in relay.progress.done]
     delivered = np.concatenate(lat) if lat else np.zeros(0)
