@@ -49,16 +49,16 @@ class TestHeadersOnTheBroker:
         monitor = monitors.start(Monitor(cfg, servers))
         stats = monitor.router.stats
         wait_for(lambda: stats.total >= N and stats.dead_letters["decode"] >= 1, 40, "every input decided")
-        accepted = read_topic(servers, cfg.topics.accepted, expect=stats.items["accept"])
+        accepted = read_topic(servers, cfg.topics.accepted, expect=stats.items["accept"], idle_s=0.5)
         to_label = read_topic(
-            servers, cfg.topics.to_label, expect=stats.items["query"] + stats.items["audit"]
+            servers, cfg.topics.to_label, expect=stats.items["query"] + stats.items["audit"], idle_s=0.5
         )
         assert accepted and to_label
         for m in accepted + to_label:
             i = int(orjson.loads(m.value or b"{}")["id"][1:])
             assert m.headers == {"traceparent": traceparent(i), "tenant": b"line-%d" % i}, m.topic
 
-        (dead,) = read_topic(servers, cfg.topics.dead_letter, expect=1)
+        (dead,) = read_topic(servers, cfg.topics.dead_letter, expect=1, idle_s=0.5)
         assert dead.headers["traceparent"] == traceparent(N)
         assert dead.headers["x-dlq-reason"] == b"malformed_json"
         names = list(dead.headers)
