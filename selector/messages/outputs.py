@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -91,14 +92,15 @@ def encode_outputs(
             batch.hashes[acc] if len(batch.hashes) == len(batch) else id_hashes([batch.ids[j] for j in acc])
         )
         sampled = uniforms(hashes, seed, PSEUDO_LABEL_STREAM) < share
+    ids, model, payload, meta = batch.ids, batch.model, batch.payload, batch.meta
     values = [
         {
-            "id": batch.ids[j],
+            "id": ids[j],
             "label": label,
             "confidence": c,
-            "model": batch.model[j],
-            "payload": batch.payload[j],
-            "meta": batch.meta[j],
+            "model": model[j],
+            "payload": payload[j],
+            "meta": meta[j],
             "decided_at": decided_at,
         }
         for j, label, c in zip(acc.tolist(), labels, conf, strict=True)
@@ -117,13 +119,12 @@ def _encode_all(
     """The records of ``values`` (from batch ``rows``) keyed by id, in one pass; if any cannot be encoded,
     record by record so only those fail."""
     try:
-        encoded: list[bytes | None] = list(map(orjson.dumps, values))
+        encoded = list(map(orjson.dumps, values))
     except orjson.JSONEncodeError:
-        encoded = [_encode(value, row, failed) for value, row in zip(values, rows, strict=True)]
-    done = [
-        (value["id"], row, v) for value, row, v in zip(values, rows, encoded, strict=True) if v is not None
-    ]
-    return [(rid.encode(), v) for rid, _, v in done], [row for _, row, _ in done]
+        done = [(v, row) for v, row in zip(values, rows, strict=True) if _encode(v, row, failed) is not None]
+        values, rows = [v for v, _ in done], [row for _, row in done]
+        encoded = list(map(orjson.dumps, values))
+    return list(zip(map(str.encode, map(itemgetter("id"), values)), encoded, strict=True)), rows
 
 
 def _encode(value: dict[str, Any], row: int, failed: list[tuple[int, str]]) -> bytes | None:

@@ -28,7 +28,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any
 from zlib import crc32
 
@@ -105,12 +105,14 @@ _OPTIONAL_COLUMNS = frozenset({*fields.NESTED, "predicted_loss", "cost", "embedd
 """A record with none of these keys (and nothing required) skips every check of optional columns."""
 _MAX_ENCODABLE_DEPTH = 254
 """orjson refuses to encode deeper nesting; a record nested deeper could not be passed through to outputs."""
+_SHORT = 2 * _MAX_ENCODABLE_DEPTH
+"""A record this short cannot open and close brackets enough to nest too deep."""
 
 
 def _may_be_too_deep(raw: bytes) -> bool:
     """Whether a record has brackets enough to nest deeper than orjson encodes (the cheap length test spares
     typical records)."""
-    return len(raw) > 2 * _MAX_ENCODABLE_DEPTH and raw.count(b"[") + raw.count(b"{") > _MAX_ENCODABLE_DEPTH
+    return len(raw) > _SHORT and raw.count(b"[") + raw.count(b"{") > _MAX_ENCODABLE_DEPTH
 
 
 def _loads(raw: bytes) -> Any:
@@ -174,13 +176,12 @@ def decode_batch(
     # 'probs'/'logits' keep their own rule (exactly one of them), reported as missing_probs
     needed = tuple((f, who) for f, who in (required or {}).items() if f not in ("probs", "logits"))
     at, objs, rejects = _parse(values, max_record_bytes)
-    ids = [o.get("id") for o in objs]
-    probs = [o.get("probs") for o in objs]
-    logits = [o.get("logits") for o in objs]
-    model = [o.get("model") for o in objs]
-    segment = [o.get("segment") for o in objs]
+    ids, probs, logits, model, segment, ts_given = (
+        _column(objs, key) for key in ("id", "probs", "logits", "model", "segment", "ts")
+    )
     suspect = screen.suspects(objs, ids, probs, logits, model, segment, n_classes, [f for f, _ in needed])
-    with_optional = [k for k, o in enumerate(objs) if not _OPTIONAL_COLUMNS.isdisjoint(o)]
+    plain = list(map(_OPTIONAL_COLUMNS.isdisjoint, objs))
+    with_optional = [k for k, none in enumerate(plain) if not none] if False in plain else []
     found, more = screen.optional_columns(objs, with_optional, n_classes, embedding_dim)
     suspect |= more
     dropped: set[int] = set()
@@ -193,24 +194,29 @@ def decode_batch(
         elif verdict is not None:
             checked[k] = verdict
     ts = np.asarray(kafka_ts_ms, dtype=np.float64)[at] / 1000.0 if at else np.zeros(0)
-    for k, o in enumerate(objs):
-        if o.get("ts") is not None and k not in dropped:
+    for k in [] if ts_given.count(None) == len(ts_given) else range(len(objs)):
+        if ts_given[k] is not None and k not in dropped:
             try:
-                ts[k] = parse_ts(o["ts"])
+                ts[k] = parse_ts(ts_given[k])
             except ValueError as exc:
                 rejects.append(Reject(at[k], "bad_ts", str(exc)))
                 dropped.add(k)
     kept = [k for k in range(len(objs)) if k not in dropped] if dropped else list(range(len(objs)))
     cols = _optional_of_rows(kept, found, checked, suspect, embedding_dim)
 
-    rows = [probs[k] if logits[k] is None else logits[k] for k in kept]
+    no_logits = logits.count(None) == len(logits)
+    rows = (
+        probs if no_logits and not dropped else [probs[k] if logits[k] is None else logits[k] for k in kept]
+    )
     matrix, row_rejects = _to_matrix(rows, n_classes)
     arrays: dict[str, dict[int, FloatArray]] = {}
     for key in fields.NESTED:
         arrays[key], errors = fields.stack_nested(cols.nested[key], key, n_classes, prob_tolerance)
         for r, message in errors.items():
             row_rejects.setdefault(r, (f"bad_{key}", message))
-    logit_mask = np.fromiter((logits[k] is not None for k in kept), dtype=bool, count=len(kept))
+    logit_mask = np.zeros(len(kept), dtype=bool)
+    if not no_logits:
+        logit_mask[:] = [logits[k] is not None for k in kept]
     ok = np.ones(len(rows), dtype=bool)
     ok[list(row_rejects)] = False
     probs_arr = _normalize(matrix, logit_mask, ok, row_rejects, prob_tolerance)
@@ -228,10 +234,10 @@ def decode_batch(
         ts_s=ts[rows_kept],
         model=_take(model, rows_kept),
         segment=_take(segment, rows_kept),
-        payload=_take([o.get("payload") for o in objs], rows_kept),
-        meta=_take([o.get("meta") for o in objs], rows_kept),
+        payload=_take(_column(objs, "payload"), rows_kept),
+        meta=_take(_column(objs, "meta"), rows_kept),
         embedding=_take(cols.embedding, keep),
-        hashes=np.fromiter((crc32(r.encode()) for r in ids_kept), dtype=np.uint64, count=len(ids_kept)),
+        hashes=np.fromiter(map(crc32, map(str.encode, ids_kept)), dtype=np.uint64, count=len(ids_kept)),
         rejects=rejects,
         samples=fields.sparse(arrays["samples"], keep),
         committee=fields.sparse(arrays["committee"], keep),
@@ -283,14 +289,15 @@ def _parse(
 
     The whole batch is parsed in one pass when nothing in it is empty, oversize, malformed or too deep;
     otherwise record by record."""
-    if values and None not in values and max(map(len, values)) <= max_record_bytes:  # type: ignore[arg-type]
+    longest = max(map(len, values)) if values and None not in values else None  # type: ignore[arg-type]
+    if longest is not None and longest <= max_record_bytes:
         raws: Sequence[bytes] = values  # type: ignore[assignment]
         try:
             objs = list(map(orjson.loads, raws))
         except orjson.JSONDecodeError:
             pass
         else:
-            if set(map(type, objs)) == {dict} and not any(map(_may_be_too_deep, raws)):
+            if set(map(type, objs)) == {dict} and (longest <= _SHORT or not any(map(_may_be_too_deep, raws))):
                 return list(range(len(objs))), objs, []
     at: list[int] = []
     objs = []
@@ -340,9 +347,12 @@ def _optional_of_rows(
 ) -> _RowColumns:
     """The optional columns of the kept records, row by row: those the bulk tests vouched for, and those
     :func:`check_record` read from the suspects."""
-    row_of = {k: r for r, k in enumerate(kept)}
     embedding: list[list[float] | None] = [None] * len(kept)
     nested: dict[str, dict[int, list[list[float]]]] = {key: {} for key in fields.NESTED}
+    if not (found.embedding or found.nested or checked):
+        vectors = None if embedding_dim is None else np.full((len(kept), embedding_dim), np.nan)
+        return _RowColumns(embedding, nested, {}, {}, vectors)
+    row_of = {k: r for r, k in enumerate(kept)}
     for k, emb in found.embedding.items():
         if k in row_of and k not in suspect:
             embedding[row_of[k]] = emb
@@ -368,6 +378,11 @@ def _optional_of_rows(
         else:
             vectors = fields.vectors(embedding, embedding_dim)
     return _RowColumns(embedding, nested, loss, cost, vectors)
+
+
+def _column(objs: list[dict[str, Any]], key: str) -> list[Any]:
+    """``obj.get(key)`` of every parsed record (``map`` with ``dict.get`` runs no bytecode per record)."""
+    return list(map(dict.get, objs, repeat(key)))
 
 
 def _take(col: list[Any], keep: IntArray) -> list[Any]:
