@@ -120,7 +120,7 @@ class TlsProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.close()
+        self.loop.call_soon_threadsafe(self.server.close)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
 
