@@ -29,6 +29,7 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 import selector
 from connectors.kafka.clients import redact
 from selector.errors import DeliveryError
+from selector.messages.contracts import DLQ_DROPPED_HEADERS
 from selector.messages.prediction import Reject
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def truncated(
     if carried and record_size(kept_key, b"", headers) + CUT_HEADERS_BOUND > max_request_size:
         # the input's own headers leave no room for its bytes: they go, and the dead letter says how many
         headers = [h for h in headers if h[0].lower().startswith(DLQ_PREFIX)]
-        headers.append(("x-dlq-dropped-headers", str(len(carried)).encode()))
+        headers.append((DLQ_DROPPED_HEADERS, str(len(carried)).encode()))
     if not any(name == "x-dlq-original-size" for name, _ in headers):  # cut once before: keep the first
         headers = [
             *headers,

@@ -44,6 +44,8 @@ DLQ_TRUNCATION_HEADERS = (
     "x-dlq-original-key-sha256",
 )
 """Headers a dead letter adds when its original value (or a key over 1 KiB) was truncated to fit."""
+DLQ_DROPPED_HEADERS = "x-dlq-dropped-headers"
+"""The header a dead letter adds when the input's own headers did not fit: how many were cut."""
 
 
 class Prediction(BaseModel):
@@ -234,11 +236,28 @@ class Accepted(BaseModel):
     )
 
 
+_DLQ_PREFIX = re.compile(r"^[xX]-[dD][lL][qQ]-")
+
+
 class DeadLetterHeaders(BaseModel):
     """Headers of a dead-letter record; key and value are the original bytes, unchanged unless too large to
-    carry (then truncated, with the original size and SHA-256)."""
+    carry (then truncated, with the original size and SHA-256). The ``x-dlq-*`` headers are ours (any other
+    is refused); after them come the input record's own headers (e.g. ``traceparent``), carried as they were.
+    """
 
-    model_config = ConfigDict(extra="forbid", title="dead-letter headers", populate_by_name=True)
+    model_config = ConfigDict(
+        extra="allow",
+        title="dead-letter headers",
+        populate_by_name=True,
+        json_schema_extra=lambda schema: schema.update(
+            propertyNames={
+                "anyOf": [
+                    {"enum": sorted(p for p in schema["properties"] if _DLQ_PREFIX.match(p))},
+                    {"not": {"pattern": _DLQ_PREFIX.pattern}},
+                ]
+            }
+        ),
+    )
 
     original_topic: str = Field(alias="x-dlq-original-topic")
     original_partition: str = Field(alias="x-dlq-original-partition")
@@ -268,6 +287,18 @@ class DeadLetterHeaders(BaseModel):
         alias="x-dlq-original-key-sha256",
         description="with x-dlq-original-key-size: SHA-256 of the key",
     )
+    dropped_headers: str | None = Field(
+        None,
+        alias=DLQ_DROPPED_HEADERS,
+        description="only when the input's headers did not fit kafka.max_request_size: how many were cut",
+    )
+
+    @model_validator(mode="after")
+    def _no_other_dlq_header(self) -> Self:
+        unknown = sorted(k for k in self.model_extra or {} if _DLQ_PREFIX.match(k))
+        if unknown:
+            raise ValueError(f"unknown x-dlq-* headers: {unknown}")
+        return self
 
 
 class Label(BaseModel):

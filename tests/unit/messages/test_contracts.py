@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import jsonschema
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from selector.config import parse_config
 from selector.messages.contracts import (
+    DLQ_DROPPED_HEADERS,
     DLQ_HEADERS,
     DLQ_TRUNCATION_HEADERS,
     SCHEMAS,
@@ -89,9 +91,10 @@ class TestJsonSchemas:
         assert props == {"id", "label", "confidence", "model", "payload", "meta", "decided_at", "embedding"}
 
     def test_dead_letter_schema_uses_the_header_names(self) -> None:
-        """The dead-letter schema is keyed by the x-dlq-* header names; all but truncation's are required."""
+        """The dead-letter schema is keyed by the x-dlq-* header names; all but truncation's and the count of
+        cut input headers are required."""
         schema = json_schemas()["dead-letter-headers"]
-        assert list(schema["properties"]) == [*DLQ_HEADERS, *DLQ_TRUNCATION_HEADERS]
+        assert list(schema["properties"]) == [*DLQ_HEADERS, *DLQ_TRUNCATION_HEADERS, DLQ_DROPPED_HEADERS]
         assert sorted(schema["required"]) == sorted(DLQ_HEADERS)
 
 
@@ -143,6 +146,20 @@ class TestModels:
         """Headers validate from their wire names."""
         headers = DeadLetterHeaders.model_validate(dict.fromkeys(DLQ_HEADERS, "v"))
         assert headers.reason == "v"
+
+    def test_dead_letter_headers_carry_the_inputs_own_but_no_unknown_x_dlq(self) -> None:
+        """The input's headers (a traceparent) ride along, and so does the count of those cut; an x-dlq-*
+        header we do not write is refused, in any case, by the model and by the published schema."""
+        ours = dict.fromkeys(DLQ_HEADERS, "v")
+        carried = ours | {"traceparent": "00-4bf9-00f0-01", "x-dlq-dropped-headers": "2"}
+        assert DeadLetterHeaders.model_validate(carried).dropped_headers == "2"
+        schema = DeadLetterHeaders.model_json_schema(by_alias=True)
+        jsonschema.validate(carried, schema)
+        for bogus in ("x-dlq-bogus", "X-DLQ-Reason-Again"):
+            with pytest.raises(ValidationError, match="unknown x-dlq"):
+                DeadLetterHeaders.model_validate(ours | {bogus: "1"})
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate(ours | {bogus: "1"}, schema)
 
 
 class TestEveryMessageParsesThroughItsContract:
