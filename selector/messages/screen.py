@@ -27,6 +27,8 @@ _VOUCHED_NESTED = ("samples", "committee")
 """Nested columns checked here in bulk; ``detections`` (boxes may be objects) stays per record."""
 _PER_RECORD_ONLY = ("predicted_loss", "cost", "detections")
 """Optional columns a record is a suspect for (rare, cheap per record)."""
+_MANY_CANDIDATES = 16
+"""Above one item in this many equal to 0 or 1, one set of all the types is cheaper than a look at each."""
 _NORM_MARGIN = 0.999
 """An embedding whose largest value times sqrt(dim) stays below this share of the float32 maximum has a norm
 within range with room to spare for rounding; one nearer is checked exactly (``math.hypot``) per record."""
@@ -112,13 +114,36 @@ def _embeddings(values: list[Any], dim: int | None) -> tuple[np.ndarray[Any, Any
     lengths = set(map(len, values))
     if len(lengths) != 1 or 0 in lengths or (dim is not None and lengths != {dim}):
         return None
-    if not set(map(type, chain.from_iterable(values))) <= fields.NUMBER_TYPES:
+    matrix = _numbers(values)
+    if matrix is None:
         return None
-    matrix: FloatArray = np.asarray(values, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         biggest = np.abs(matrix).max(axis=1)
     ok = np.isfinite(biggest) & (biggest * math.sqrt(matrix.shape[1]) < fields.FLOAT32_MAX * _NORM_MARGIN)
     return ok, matrix
+
+
+def _numbers(values: list[list[Any]]) -> FloatArray | None:
+    """Lists of one length as a float array when every item is a JSON number, else None.
+
+    numpy finds the type: a string, null, object or list makes it refuse or leave floats. Only booleans
+    pass as 1.0 and 0.0, so the items equal to 0 or 1 have their type looked at; when there are many (a
+    ReLU embedding's zeros), every item's type is, as one set."""
+    try:
+        matrix = np.array(values)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if matrix.ndim != 2 or matrix.dtype.kind not in "fiu":
+        return None
+    candidates = np.flatnonzero((matrix == 0) | (matrix == 1))
+    if len(candidates) > matrix.size // _MANY_CANDIDATES:
+        if not set(map(type, chain.from_iterable(values))) <= fields.NUMBER_TYPES:
+            return None
+    else:
+        width = matrix.shape[1]
+        if any(type(values[i // width][i % width]) is bool for i in candidates.tolist()):
+            return None
+    return matrix.astype(np.float64, copy=False)
 
 
 def _nested_shapes(values: list[Any], n_classes: int) -> bool:
