@@ -165,16 +165,21 @@ def nested_rows(value: Any, key: str, n_classes: int) -> list[list[float]] | str
 
 
 def stack_nested(
-    raw: dict[int, list[list[float]]], key: str, n_classes: int, tol: float
+    raw: dict[int, list[list[float]]], key: str, n_classes: int, tol: float, stacked: FloatArray | None = None
 ) -> tuple[dict[int, FloatArray], dict[int, str]]:
     """Every item's rows as a (rows, C) array renormalized to sum 1, checked (finite, in [0, 1], summing to
-    1 within ``tol``) over the whole batch at once; and the message for each item that fails."""
+    1 within ``tol``) over the whole batch at once; and the message for each item that fails. ``stacked``:
+    the same rows already as one (items, T, C) array."""
     if not raw:
         return {}, {}
     items = list(raw)
-    counts = np.fromiter((len(raw[r]) for r in items), dtype=np.int64, count=len(items))
-    flat: FloatArray = np.asarray(list(chain.from_iterable(raw[r] for r in items)), dtype=np.float64)
-    flat = flat.reshape(len(flat), n_classes)
+    if stacked is not None:
+        counts = np.full(len(items), stacked.shape[1], dtype=np.int64)
+        flat: FloatArray = stacked.reshape(-1, n_classes)
+    else:
+        counts = np.fromiter((len(raw[r]) for r in items), dtype=np.int64, count=len(items))
+        flat = np.asarray(list(chain.from_iterable(raw[r] for r in items)), dtype=np.float64)
+        flat = flat.reshape(len(flat), n_classes)
     finite: BoolArray = np.logical_and.reduce(np.isfinite(flat), axis=1)
     in_range: BoolArray = np.logical_and.reduce((flat >= 0.0) & (flat <= 1.0), axis=1)
     sums: FloatArray = flat.sum(axis=1)

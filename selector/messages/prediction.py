@@ -211,7 +211,8 @@ def decode_batch(
     matrix, row_rejects = _to_matrix(rows, n_classes)
     arrays: dict[str, dict[int, FloatArray]] = {}
     for key in fields.NESTED:
-        arrays[key], errors = fields.stack_nested(cols.nested[key], key, n_classes, prob_tolerance)
+        stacked = cols.stacked.get(key)
+        arrays[key], errors = fields.stack_nested(cols.nested[key], key, n_classes, prob_tolerance, stacked)
         for r, message in errors.items():
             row_rejects.setdefault(r, (f"bad_{key}", message))
     logit_mask = np.zeros(len(kept), dtype=bool)
@@ -336,6 +337,8 @@ class _RowColumns:
     loss: dict[int, float]
     cost: dict[int, float]
     vectors: FloatArray | None
+    stacked: dict[str, FloatArray]
+    """nested columns the bulk tests vouched for in every record that carries them, as (rows, T, C)"""
 
 
 def _optional_of_rows(
@@ -351,7 +354,7 @@ def _optional_of_rows(
     nested: dict[str, dict[int, list[list[float]]]] = {key: {} for key in fields.NESTED}
     if not (found.embedding or found.nested or checked):
         vectors = None if embedding_dim is None else np.full((len(kept), embedding_dim), np.nan)
-        return _RowColumns(embedding, nested, {}, {}, vectors)
+        return _RowColumns(embedding, nested, {}, {}, vectors, {})
     row_of = {k: r for r, k in enumerate(kept)}
     for k, emb in found.embedding.items():
         if k in row_of and k not in suspect:
@@ -377,7 +380,12 @@ def _optional_of_rows(
             vectors = found.vectors[1]  # every record carries a vouched embedding: the array is the column
         else:
             vectors = fields.vectors(embedding, embedding_dim)
-    return _RowColumns(embedding, nested, loss, cost, vectors)
+    stacked = {
+        key: found.stacked[key]
+        for key in found.stacked
+        if len(nested[key]) == len(found.nested[key]) and not any(key in c.nested for c in checked.values())
+    }
+    return _RowColumns(embedding, nested, loss, cost, vectors, stacked)
 
 
 def _column(objs: list[dict[str, Any]], key: str) -> list[Any]:

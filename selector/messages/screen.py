@@ -42,6 +42,9 @@ class Optional:
     vectors: tuple[list[int], FloatArray] | None = None
     """the vouched embeddings as one (rows, dim) array, with the record index of each row"""
     nested: dict[str, dict[int, list[list[float]]]] = field(default_factory=dict)
+    stacked: dict[str, FloatArray] = field(default_factory=dict)
+    """a nested column as one (records, T, C) array, in the order of ``nested[key]``, when every record
+    carries T rows"""
 
 
 def suspects(
@@ -99,8 +102,11 @@ def optional_columns(
             found.vectors = ([k for k, _ in emb], matrix)
     for key in _VOUCHED_NESTED:
         values = [(k, v) for k in rows if (v := objs[k].get(key)) is not None]
-        if values and _nested_shapes([v for _, v in values], n_classes):
+        stacked = _stacked([v for _, v in values], n_classes) if values else None
+        if stacked is not None or (values and _nested_shapes([v for _, v in values], n_classes)):
             found.nested[key] = dict(values)
+            if stacked is not None:
+                found.stacked[key] = stacked
         else:
             out.update(k for k, _ in values)
     return found, out
@@ -115,7 +121,7 @@ def _embeddings(values: list[Any], dim: int | None) -> tuple[np.ndarray[Any, Any
     if len(lengths) != 1 or 0 in lengths or (dim is not None and lengths != {dim}):
         return None
     matrix = _numbers(values)
-    if matrix is None:
+    if matrix is None or matrix.ndim != 2:
         return None
     with np.errstate(invalid="ignore"):
         biggest = np.abs(matrix).max(axis=1)
@@ -123,8 +129,17 @@ def _embeddings(values: list[Any], dim: int | None) -> tuple[np.ndarray[Any, Any
     return ok, matrix
 
 
-def _numbers(values: list[list[Any]]) -> FloatArray | None:
-    """Lists of one length as a float array when every item is a JSON number, else None.
+def _stacked(values: list[Any], n_classes: int) -> FloatArray | None:
+    """Nested values, each a list of T lists of ``n_classes`` numbers (one T for all), as a (n, T, C) array;
+    else None (:func:`_nested_shapes` decides)."""
+    if set(map(type, values)) != {list} or len(set(map(len, values))) != 1 or not values[0]:
+        return None
+    matrix = _numbers(values)
+    return matrix if matrix is not None and matrix.ndim == 3 and matrix.shape[2] == n_classes else None
+
+
+def _numbers(values: list[Any]) -> FloatArray | None:
+    """Nested lists of one shape as a float array when every item is a JSON number, else None.
 
     numpy finds the type: a string, null, object or list makes it refuse or leave floats. Only booleans
     pass as 1.0 and 0.0, so the items equal to 0 or 1 have their type looked at; when there are many (a
@@ -133,16 +148,22 @@ def _numbers(values: list[list[Any]]) -> FloatArray | None:
         matrix = np.array(values)
     except (ValueError, TypeError, OverflowError):
         return None
-    if matrix.ndim != 2 or matrix.dtype.kind not in "fiu":
+    if matrix.dtype.kind not in "fiu":
         return None
-    candidates = np.flatnonzero((matrix == 0) | (matrix == 1))
-    if len(candidates) > matrix.size // _MANY_CANDIDATES:
-        if not set(map(type, chain.from_iterable(values))) <= fields.NUMBER_TYPES:
+    candidates = (matrix == 0) | (matrix == 1)
+    if np.count_nonzero(candidates) > matrix.size // _MANY_CANDIDATES:
+        items: Any = values
+        for _ in range(matrix.ndim - 1):
+            items = chain.from_iterable(items)
+        if not set(map(type, items)) <= fields.NUMBER_TYPES:
             return None
     else:
-        width = matrix.shape[1]
-        if any(type(values[i // width][i % width]) is bool for i in candidates.tolist()):
-            return None
+        for where in np.argwhere(candidates).tolist():
+            item: Any = values
+            for i in where:
+                item = item[i]
+            if type(item) is bool:
+                return None
     return matrix.astype(np.float64, copy=False)
 
 
