@@ -126,10 +126,15 @@ class ConfluentConsumer:
         """a manual assignment (no group) with the offset each partition starts at; applied at the next use"""
         self._manual_dirty = False
         self._closed = False
+        self._partitions: dict[str, set[int]] = {}
+        """the partitions of each topic as last asked (answered from here inside a rebalance callback)"""
+        self._in_rebalance = False
 
     # -- the group ------------------------------------------------------------------------------------------
     def subscribe(self, topics: list[str], listener: Any = None) -> None:
         """Join the group for ``topics``; ``listener`` is a kafka-python (async) rebalance listener."""
+        for topic in topics:
+            self.partitions_for_topic(topic)  # cached for the listener (see _in_listener)
         if listener is None:
             self._c.subscribe(topics)
             return
@@ -138,22 +143,38 @@ class ConfluentConsumer:
             tps = [_tp(p) for p in parts]
             for tp in tps:
                 self._next.pop(tp, None)
-            run_listener_call(listener.on_partitions_assigned(tps))
+            self._in_listener(listener.on_partitions_assigned, tps)
 
         def revoked(_: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
             tps = [_tp(p) for p in parts]
-            run_listener_call(listener.on_partitions_revoked(tps))
+            self._in_listener(listener.on_partitions_revoked, tps)
             for tp in tps:
                 self._next.pop(tp, None)
 
         def lost(_: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
             tps = [_tp(p) for p in parts]
-            handler = getattr(listener, "on_partitions_lost", listener.on_partitions_revoked)
-            run_listener_call(handler(tps))
+            self._in_listener(getattr(listener, "on_partitions_lost", listener.on_partitions_revoked), tps)
             for tp in tps:
                 self._next.pop(tp, None)
 
         self._c.subscribe(topics, on_assign=assigned, on_revoke=revoked, on_lost=lost)
+
+    def _in_listener(
+        self, method: Callable[[list[TopicPartition]], object], tps: list[TopicPartition]
+    ) -> None:
+        """Run a listener method inside librdkafka's rebalance callback.
+
+        While it runs, nothing may call into this consumer's handle through confluent-kafka's ``CallState``
+        (``list_topics``, ``consume``, ``close``): the nested call leaves the handle's thread state cleared,
+        and the next callback of the same ``consume`` aborts the process (``CallState_get: Assertion
+        `cs != NULL' failed``). :meth:`partitions_for_topic` answers from its cache meanwhile; the
+        synchronous commit and the committed-offset lookup do not use ``CallState``.
+        """
+        self._in_rebalance = True
+        try:
+            run_listener_call(method(tps))
+        finally:
+            self._in_rebalance = False
 
     def assignment(self) -> set[TopicPartition]:
         if self._manual is not None:
@@ -204,6 +225,9 @@ class ConfluentConsumer:
         return out
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
+        """The topic's partitions (from the cache inside a rebalance listener, see :meth:`_in_listener`)."""
+        if self._in_rebalance:
+            return self._partitions.get(topic)
         try:
             meta = self._c.list_topics(topic, timeout=min(5.0, self._timeout_s))
         except ck.KafkaException as exc:
@@ -212,6 +236,7 @@ class ConfluentConsumer:
         t = meta.topics.get(topic)
         if t is None or t.error is not None or not t.partitions:
             return None
+        self._partitions[topic] = set(t.partitions)
         return set(t.partitions)
 
     def highwater(self, tp: TopicPartition) -> int | None:

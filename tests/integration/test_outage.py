@@ -28,7 +28,7 @@ from tests.connectors.model.test_serving import ensemble, graph
 from tests.integration.outage_cluster import Tansu, s3_store
 from tests.integration.streams import config_for, produce, read_topic, wait_for
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("kafka_client")]
 
 CLASSES = ["ok", "scratch", "dent", "crack"]
 ROOT = Path(__file__).resolve().parents[2]

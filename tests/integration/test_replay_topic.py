@@ -16,7 +16,7 @@ from connectors.offline.recorded import topic_chunks
 from connectors.offline.replay import replay
 from tests.integration.streams import config_for, create_topics, produce
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("kafka_client")]
 
 CLASSES = ["ok", "scratch", "dent", "crack"]
 

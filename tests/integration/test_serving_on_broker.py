@@ -18,7 +18,7 @@ from connectors.model.serving import ModelServer
 from tests.connectors.model.test_serving import CLASSES, ensemble, graph
 from tests.integration.streams import config_for, create_topics, produce, read_topic, wait_for
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("kafka_client")]
 
 
 def features(prefix: str, n: int, rng: np.random.Generator) -> list[tuple[bytes, bytes]]:

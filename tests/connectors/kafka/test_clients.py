@@ -244,3 +244,28 @@ class TestErrors:
         assert not fut.is_done
         producer.close(timeout=0)
         assert fut.failed()  # dropped at close: its future says so
+
+
+class TestRebalanceListener:
+    def test_the_listener_never_calls_into_the_consumer_handle_through_callstate(self) -> None:
+        """A metadata call nested in librdkafka's rebalance callback aborts the process at the next callback
+        (confluent-kafka clears the handle's thread state): inside the listener the partitions come from the
+        cache filled outside it."""
+        from connectors.kafka.confluent import ConfluentConsumer  # noqa: PLC0415
+
+        consumer = make_consumer(config(client="confluent-kafka"), NOWHERE)
+        assert isinstance(consumer, ConfluentConsumer)
+        consumer._partitions["predictions"] = {0, 1, 2, 3}
+        real, seen = consumer._c, []
+
+        class NoMetadata:
+            def list_topics(self, *args: object, **kwargs: object) -> None:
+                raise AssertionError("list_topics called inside a rebalance callback")
+
+        consumer._c = NoMetadata()
+        try:
+            consumer._in_listener(lambda tps: seen.append(consumer.partitions_for_topic("predictions")), [])
+        finally:
+            consumer._c = real
+            consumer.close()
+        assert seen == [{0, 1, 2, 3}]
