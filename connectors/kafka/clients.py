@@ -215,7 +215,7 @@ def confluent_consumer_conf(config: Config, servers: str, group_id: str) -> dict
         "fetch.max.bytes": k.fetch_max_bytes,
         "max.partition.fetch.bytes": k.max_partition_fetch_bytes,
         # librdkafka refuses a fetch.max.bytes below message.max.bytes, and a response above receive.message.*
-        "message.max.bytes": min(k.fetch_max_bytes, CONFLUENT_DEFAULT_MESSAGE_MAX_BYTES),
+        "message.max.bytes": max(1000, min(k.fetch_max_bytes, CONFLUENT_DEFAULT_MESSAGE_MAX_BYTES)),
         "receive.message.max.bytes": max(100_000_000, k.fetch_max_bytes + 512),
     }
 

@@ -37,7 +37,7 @@ from selector.config import Config
 from tests.connectors.model.test_serving import CLASSES, ensemble, graph
 from tests.integration.streams import config_for, create_topics, produce, wait_for
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("kafka_client")]
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCEPT_ALL = {"default_threshold": 0.0, "thresholds": {}}

@@ -21,7 +21,7 @@ from selector.quality.labels import LabelEvent, parse_label
 from tests.integration.label_studio_server import EMAIL, LabelStudioServer, free_port
 from tests.integration.streams import config_for, create_topics, produce, read_topic, wait_for
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("kafka_client")]
 
 CLASSES = ["ok", "scratch", "dent", "crack"]
 

@@ -20,9 +20,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from connectors.demo.simulate import prediction_records
 from connectors.kafka.broker import EmbeddedBroker, free_port
 from tests.conftest import FAST_GROUP
-from tests.integration.streams import config_for, produce, read_topic
+from tests.integration.streams import KAFKA_CLIENT, config_for, produce, read_topic
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.usefixtures("kafka_client")]
 
 CLASSES = ["ok", "scratch", "dent", "crack"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,6 +163,7 @@ class TestDemo:
         env = {**os.environ}
         env.update({f"SELECTOR_METRICS__{k}": "0" for k in ("PORT", "LABELS_PORT", "SERVE_PORT")})
         env.update({f"SELECTOR_KAFKA__{k.upper()}": str(v) for k, v in FAST_GROUP.items()})
+        env["SELECTOR_KAFKA__CLIENT"] = KAFKA_CLIENT["name"]
         proc = subprocess.run(
             [sys.executable, "-m", "connectors.cli.main", "demo", "-c", "config.yaml",
              "--duration", "20", "--rate", "400", "--interval", "1", "--annotator-error", "0.1"],
