@@ -103,8 +103,14 @@ def make(name: str, config: Config, expected: int | None = None, track_latency: 
     return BenchMonitor(config, expected, track_latency)
 
 
-def throughput(name: str, records: list[tuple[bytes, bytes]], timeout_s: float = 300.0) -> Throughput:
-    """Pre-produce ``records`` to a fresh broker, then run the consumer called ``name`` over them, timed."""
+def throughput(
+    name: str,
+    records: list[tuple[bytes, bytes]],
+    timeout_s: float = 300.0,
+    profiler: cProfile.Profile | None = None,
+) -> Throughput:
+    """Pre-produce ``records`` to a fresh broker, then run the consumer called ``name`` over them, timed
+    (under ``profiler`` if given: the consumer's run only, group join included)."""
     unique = "".join(c if c.isalnum() else "-" for c in name)
     with EmbeddedBroker() as broker:
         config = config_for(name, broker.bootstrap_servers, unique)
@@ -114,7 +120,13 @@ def throughput(name: str, records: list[tuple[bytes, bytes]], timeout_s: float =
             raise RuntimeError(f"pre-producing: {acked} of {len(records)} records acknowledged")
         consumer = make(name, config, expected=len(records))
         if name != QUIX:
-            return timed(name, consumer, len(records), timeout_s)
+            if profiler is None:
+                return timed(name, consumer, len(records), timeout_s)
+            profiler.enable()
+            try:
+                return timed(name, consumer, len(records), timeout_s)
+            finally:
+                profiler.disable()
         consumer.broker_pids = broker_pids()
         consumer.run(duration_s=timeout_s)
         times = consumer.times
@@ -182,13 +194,11 @@ def curve(
 
 def profile_monitor(name: str, n: int, top: int = 12) -> list[tuple[str, int, float]]:
     """One throughput run of the monitor called ``name`` under cProfile: (function, calls, share of own time)
-    for the ``top`` functions by own time (group join and pre-producing included; waits show as the
-    client's blocking calls)."""
+    for the ``top`` functions by own time (its run only, group join included; waits show as the client's
+    blocking calls)."""
     records = lean_records(n)
     prof = cProfile.Profile()
-    prof.enable()
-    throughput(name, records)
-    prof.disable()
+    throughput(name, records, profiler=prof)
     stats = pstats.Stats(prof)
     rows = stats.stats  # type: ignore[attr-defined]
     total = sum(v[2] for v in rows.values()) or 1.0
