@@ -1,14 +1,15 @@
 """Decode + decide + encode, the code of a base commit beside the working tree's, in one run.
 
-``python bench/decode.py [--base COMMIT] [--items N] [--reps R] [--profile]``
+``python bench/decode.py [--base COMMIT] [--items N] [--reps R] [--profile | --parts]``
 
 The base commit's ``decode_batch`` and ``encode_outputs`` (with the helpers they import from
 ``selector/messages``) are read with ``git show`` into private modules at bench time, so both versions run in
 the same process on the same records, their passes interleaved so that a busy machine slows both alike. Each
 pass decodes, decides (``Router.decide`` + ``commit``, a fresh router per version) and encodes every item in
-batches of 2,000; the table gives the median items per CPU second of each and their ratio. Three record shapes: the
-simulated line's probability-only records (with ``model``, ``segment``, ``payload``, ``meta``), records with
-a 128-number embedding, records with 10x10 MC-dropout samples.
+batches of 2,000; the table gives the median items per CPU second of each and their ratio. Three record
+shapes: the simulated line's probability-only records (with ``model``, ``segment``, ``payload``, ``meta``),
+records with a 128-number embedding, records with 10x10 MC-dropout samples. ``--parts`` times each part alone
+instead (CPU microseconds per item), with parsing alone as the floor no decoder can go below.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import time
 import types
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 import selector
 from bench import core, measures, workload
@@ -105,6 +108,52 @@ def side_by_side(old: Pass, new: Pass, reps: int) -> tuple[float, float]:
     return statistics.median(rates["old"]), statistics.median(rates["new"])
 
 
+def cpu_us(one: Callable[[], object], items: int, reps: int) -> float:
+    """Median CPU microseconds per item of ``one`` (after an untimed call)."""
+    one()
+    spent = []
+    for _ in range(reps):
+        started = time.process_time()
+        one()
+        spent.append(time.process_time() - started)
+    return statistics.median(spent) / items * 1e6
+
+
+def parts(values: list[bytes], config: Config, old: tuple[Decode, Encode], reps: int) -> list[float]:
+    """CPU us per item of: parsing alone (``orjson.loads``, the floor), base decode, new decode, decide +
+    commit, base encode, new encode (both encode the new decoder's batches)."""
+    raw = core.split(values, BATCH)
+    opts = config.decode_options()
+    batches = [decode_batch(v, ts, **opts) for v, ts in raw]
+    router, clock = Router(config), core.StreamClock()
+    decisions = [router.decide(0, b, clock.batch_times(len(b))) for b in batches]
+    info = {"version": selector.__version__, "config_hash": config.config_hash()}
+    n = sum(len(v) for v, _ in raw)
+
+    def decide() -> None:
+        router, clock = Router(config), core.StreamClock()
+        for b in batches:
+            router.commit(0, router.decide(0, b, clock.batch_times(len(b))))
+
+    return [
+        # each keeps one batch alive at a time, as the monitor does (the collector's work grows with what lives)
+        cpu_us(lambda: [len(list(map(orjson.loads, v))) for v, _ in raw], n, reps),
+        cpu_us(lambda: [len(old[0](v, ts, **opts)) for v, ts in raw], n, reps),
+        cpu_us(lambda: [len(decode_batch(v, ts, **opts)) for v, ts in raw], n, reps),
+        cpu_us(decide, n, reps),
+        *(
+            cpu_us(
+                lambda e=e: [
+                    e(b, d, config.classes, "t", info).failed for b, d in zip(batches, decisions, strict=True)
+                ],
+                n,
+                reps,
+            )
+            for e in (old[1], encode_outputs)
+        ),
+    ]
+
+
 def shapes(items: int) -> dict[str, tuple[list[bytes], Config]]:
     """The three record shapes, each with the config that decides it."""
     line = [v for _, v in workload.predictions(items)]
@@ -128,11 +177,16 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="print a cProfile of each version instead")
+    parser.add_argument("--parts", action="store_true", help="CPU time of each part instead")
     args = parser.parse_args()
     old_decode, old_encode = base_functions(args.base)
     rows = []
     for name, (values, config) in shapes(args.items).items():
         raw = core.split(values, BATCH)
+        if args.parts:
+            cells = parts(values, config, (old_decode, old_encode), args.reps)
+            rows.append([name, *(f"{us:.1f}" for us in cells)])
+            continue
         old = Pass(config, raw, old_decode, old_encode)
         new = Pass(config, raw, decode_batch, encode_outputs)
         if args.profile:
@@ -143,10 +197,14 @@ def main() -> None:
         old_rate, new_rate = side_by_side(old, new, args.reps)
         rows.append([name, count(old_rate), count(new_rate), f"{new_rate / old_rate:.2f}x"])
         print(rows[-1], file=sys.stderr, flush=True)
-    if rows:
+    if rows and args.parts:
+        print(f"CPU microseconds per item, batches of {BATCH:,}, median of {args.reps}; base {args.base}.\n")
+        heads = ["Records", "orjson.loads alone", "Base decode", "New decode", "Decide", "Base encode"]
+        print(table([*heads, "New encode"], rows, "lrrrrrr"))
+    elif rows:
         print(
-            f"Decode + decide + encode, batches of {BATCH:,}, {args.items:,} items, items per CPU second, median "
-            f"of {args.reps} interleaved passes; base {args.base}.\n"
+            f"Decode + decide + encode, batches of {BATCH:,}, {args.items:,} items, items per CPU second, "
+            f"median of {args.reps} interleaved passes; base {args.base}.\n"
         )
         print(table(["Records", "Base items/s", "New items/s", "Ratio"], rows, "lrrr"))
 
