@@ -136,7 +136,7 @@ def parts(values: list[bytes], config: Config, old: tuple[Decode, Encode], reps:
             router.commit(0, router.decide(0, b, clock.batch_times(len(b))))
 
     return [
-        # each keeps one batch alive at a time, as the monitor does (the collector's work grows with what lives)
+        # one batch alive at a time, as in the monitor (the collector's work grows with what lives)
         cpu_us(lambda: [len(list(map(orjson.loads, v))) for v, _ in raw], n, reps),
         cpu_us(lambda: [len(old[0](v, ts, **opts)) for v, ts in raw], n, reps),
         cpu_us(lambda: [len(decode_batch(v, ts, **opts)) for v, ts in raw], n, reps),
