@@ -191,7 +191,15 @@ class ConfluentConsumer:
             )
         except ck.KafkaException as exc:
             raise _raise_from(exc) from exc
+        return self._records(messages)
+
+    def _records(self, messages: list[ck.Message]) -> dict[TopicPartition, list[Any]]:
+        """kafka-python records by partition (the per-record cost of the adapter, so built as plain tuples:
+        leader epoch, checksum and serialized sizes, which nothing here reads, are -1 or None)."""
         out: dict[TopicPartition, list[Any]] = {}
+        new, record = tuple.__new__, ConsumerRecord
+        batch: list[Any] = []
+        last_topic, last_partition = None, None
         for m in messages:
             err = m.error()
             if err is not None:
@@ -200,26 +208,19 @@ class ConfluentConsumer:
                         raise kafka_error(err)
                     _log_error(err)
                 continue
-            tp = TopicPartition(m.topic(), m.partition())
-            key, value = m.key(), m.value()
+            topic, partition = m.topic(), m.partition()
+            if partition != last_partition or topic != last_topic:  # records come in partition runs
+                last_topic, last_partition = topic, partition
+                batch = out.setdefault(TopicPartition(topic, partition), [])
             ts_type, ts = m.timestamp()
-            out.setdefault(tp, []).append(
-                ConsumerRecord(
-                    tp.topic,
-                    tp.partition,
-                    m.leader_epoch(),
-                    m.offset(),
-                    ts,
-                    max(0, ts_type - 1),  # librdkafka: 1 create time, 2 log append; kafka-python: 0, 1
-                    key,
-                    value,
-                    m.headers() or [],
-                    None,
-                    -1 if key is None else len(key),
-                    -1 if value is None else len(value),
-                    -1,
+            # librdkafka's timestamp types: 0 none, 1 create time, 2 log append; kafka-python's: 0 and 1
+            batch.append(
+                new(
+                    record,
+                    (topic, partition, -1, m.offset(), ts, ts_type - 1 if ts_type else 0, m.key(), m.value(),
+                     m.headers() or [], None, -1, -1, -1),
                 )
-            )
+            )  # fmt: skip
         for tp, records in out.items():
             self._next[tp] = records[-1].offset + 1
         return out
