@@ -343,7 +343,7 @@ class _RowColumns:
 
 def _optional_of_rows(
     kept: list[int],
-    found: screen.Optional,
+    found: screen.Vouched,
     checked: dict[int, fields.Columns],
     suspect: set[int],
     embedding_dim: int | None,

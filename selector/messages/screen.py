@@ -35,7 +35,7 @@ within range with room to spare for rounding; one nearer is checked exactly (``m
 
 
 @dataclass
-class Optional:
+class Vouched:
     """The optional columns of the records vouched for, by index into the parsed records."""
 
     embedding: dict[int, list[float]] = field(default_factory=dict)
@@ -84,11 +84,11 @@ def suspects(
 
 def optional_columns(
     objs: Sequence[dict[str, Any]], rows: list[int], n_classes: int, embedding_dim: int | None
-) -> tuple[Optional, set[int]]:
+) -> tuple[Vouched, set[int]]:
     """The ``embedding``, ``samples`` and ``committee`` of records ``rows`` (those carrying any optional
     key), vouched for in bulk, and the records that are suspects (any other optional column, or a column of
     the batch that fails a bulk test: all its records are suspects)."""
-    found = Optional()
+    found = Vouched()
     out = {k for k in rows for key in _PER_RECORD_ONLY if objs[k].get(key) is not None}
     emb = [(k, v) for k in rows if (v := objs[k].get("embedding")) is not None]
     if emb:
