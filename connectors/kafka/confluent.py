@@ -365,39 +365,41 @@ class ConfluentConsumer:
 
 
 class Delivery:
-    """The delivery report of one produced record, as kafka-python's ``FutureRecordMetadata`` offers it."""
+    """The delivery report of one produced record, as kafka-python's ``FutureRecordMetadata`` offers it.
 
-    __slots__ = ("_callbacks", "_errbacks", "_producer", "exception", "is_done", "value")
+    One is made per record, so it holds little: the report's message, and callbacks only when asked.
+    """
+
+    __slots__ = ("_callbacks", "_errbacks", "_msg", "_producer", "exception", "is_done")
 
     def __init__(self, producer: ck.Producer) -> None:
         self._producer = producer
         self.is_done = False
         self.exception: kerrors.KafkaError | None = None
-        self.value: Any = None
-        self._callbacks: list[Callable[[Any], object]] = []
-        self._errbacks: list[Callable[[Exception], object]] = []
+        self._msg: ck.Message | None = None
+        self._callbacks: list[Callable[[Any], object]] | None = None
+        self._errbacks: list[Callable[[Exception], object]] | None = None
 
     def report(self, err: ck.KafkaError | None, msg: ck.Message) -> None:
         """librdkafka's delivery callback (served by the producer's ``poll``/``flush``)."""
+        self.is_done = True
         if err is not None:
             self.exception = kafka_error(err)
-            for eb in self._errbacks:
+            for eb in self._errbacks or ():
                 eb(self.exception)
-        else:
-            self.value = RecordMetadata(
-                msg.topic(),
-                msg.partition(),
-                TopicPartition(msg.topic(), msg.partition()),
-                msg.offset(),
-                msg.timestamp()[1],
-                None,
-                -1,
-                -1,
-                -1,
-            )
-            for cb in self._callbacks:
-                cb(self.value)
-        self.is_done = True
+            return
+        self._msg = msg
+        for cb in self._callbacks or ():
+            cb(self.value)
+
+    @property
+    def value(self) -> Any:
+        """kafka-python's ``RecordMetadata`` of the delivered record (None until then)."""
+        msg = self._msg
+        if msg is None:
+            return None
+        tp = TopicPartition(msg.topic(), msg.partition())
+        return RecordMetadata(tp.topic, tp.partition, tp, msg.offset(), msg.timestamp()[1], None, -1, -1, -1)
 
     def succeeded(self) -> bool:
         return self.is_done and self.exception is None
@@ -408,15 +410,15 @@ class Delivery:
     def add_callback(self, fn: Callable[[Any], object]) -> Delivery:
         if self.succeeded():
             fn(self.value)
-        else:
-            self._callbacks.append(fn)
+        elif not self.is_done:
+            self._callbacks = [*(self._callbacks or ()), fn]
         return self
 
     def add_errback(self, fn: Callable[[Exception], object]) -> Delivery:
-        if self.failed() and self.exception is not None:
+        if self.exception is not None:
             fn(self.exception)
-        else:
-            self._errbacks.append(fn)
+        elif not self.is_done:
+            self._errbacks = [*(self._errbacks or ()), fn]
         return self
 
     def get(self, timeout: float | None = None) -> Any:
@@ -439,6 +441,9 @@ class Delivery:
 class ConfluentProducer:
     """A librdkafka producer with the kafka-python ``KafkaProducer`` calls this project makes."""
 
+    SERVE_EVERY = 1000
+    """Delivery reports are served (``poll(0)``) every this many sends, not all at the flush."""
+
     def __init__(self, conf: dict[str, Any]) -> None:
         self.config = dict(conf)
         """the librdkafka settings it was built with (as kafka-python's ``KafkaProducer.config``)"""
@@ -459,6 +464,33 @@ class ConfluentProducer:
             MessageSizeTooLargeError: the record is over ``message.max.bytes`` (``kafka.max_request_size``).
         """
         fut = Delivery(self._p)
+        try:
+            if headers or partition is not None:
+                self._send_slow(fut, topic, value, key, headers, partition)
+            else:
+                try:
+                    self._p.produce(topic, value, key, on_delivery=fut.report)
+                except BufferError:
+                    self._send_slow(fut, topic, value, key, headers, partition)
+        except ck.KafkaException as exc:
+            raise _raise_from(exc) from exc
+        self._since_poll += 1
+        if self._since_poll >= self.SERVE_EVERY:
+            self._since_poll = 0
+            self._p.poll(0)
+        return fut
+
+    def _send_slow(
+        self,
+        fut: Delivery,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+        partition: int | None,
+    ) -> None:
+        """``produce`` with headers or a partition, waiting (serving delivery reports) while the local queue
+        is full."""
         kwargs: dict[str, Any] = {"on_delivery": fut.report}
         if headers:
             kwargs["headers"] = headers
@@ -467,16 +499,9 @@ class ConfluentProducer:
         while True:
             try:
                 self._p.produce(topic, value, key, **kwargs)
-                break
+                return
             except BufferError:  # the local queue is full: serve delivery reports until there is room
                 self._p.poll(0.1)
-            except ck.KafkaException as exc:
-                raise _raise_from(exc) from exc
-        self._since_poll += 1
-        if self._since_poll >= 1000:  # serve delivery reports as they come, not all at the flush
-            self._since_poll = 0
-            self._p.poll(0)
-        return fut
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every queued record's delivery report.

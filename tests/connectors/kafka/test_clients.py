@@ -269,3 +269,27 @@ class TestRebalanceListener:
             consumer._c = real
             consumer.close()
         assert seen == [{0, 1, 2, 3}]
+
+
+class TestDelivery:
+    def test_a_failed_report_fails_the_future_with_a_kafka_python_error_and_calls_its_errbacks(self) -> None:
+        from connectors.kafka.confluent import Delivery  # noqa: PLC0415
+
+        producer = ck.Producer({"bootstrap.servers": NOWHERE})
+        fut, early, late = Delivery(producer), [], []
+        fut.add_errback(early.append)
+        assert not fut.is_done and not fut.failed()
+        fut.report(ck.KafkaError(ck.KafkaError.MSG_SIZE_TOO_LARGE), None)
+        fut.add_errback(late.append)
+        assert fut.failed() and not fut.succeeded()
+        assert isinstance(fut.exception, kerrors.MessageSizeTooLargeError)
+        assert early == late == [fut.exception]
+        with pytest.raises(kerrors.MessageSizeTooLargeError):
+            fut.get(timeout=0)
+
+    def test_get_times_out_without_a_report(self) -> None:
+        from connectors.kafka.confluent import Delivery  # noqa: PLC0415
+
+        fut = Delivery(ck.Producer({"bootstrap.servers": NOWHERE}))
+        with pytest.raises(kerrors.KafkaTimeoutError):
+            fut.get(timeout=0.1)
