@@ -77,6 +77,31 @@ class Drainable(Stoppable, Protocol):
     def request_reload(self) -> None: ...
 
 
+LONG_RUNNING = ("run", "labels", "serve-model", "label-studio", "demo")
+"""The commands that run until stopped: a SIGTERM or SIGINT before their loop starts stops them cleanly."""
+
+
+class StoppedWhileStarting(BaseException):
+    """SIGTERM or SIGINT arrived before the command's loop started (nothing read yet, nothing to drain).
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way swallows it."""
+
+
+@contextlib.contextmanager
+def stop_while_starting() -> Iterator[None]:
+    """Until a loop installs its own handlers (:func:`stop_on_signals`, :func:`stop_after_round`), SIGTERM and
+    SIGINT end start-up at once: :class:`StoppedWhileStarting` (exit 0, as a drained stop)."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise StoppedWhileStarting(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 @contextlib.contextmanager
 def stop_on_signals(monitor: Drainable) -> Iterator[None]:
     """SIGTERM and SIGINT ask the monitor to drain and commit (a second one exits at once); SIGHUP reloads."""

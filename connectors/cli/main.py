@@ -13,6 +13,7 @@ undeliverable) past ``kafka.outage_deadline_s`` while running, 1 anything else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -41,7 +42,10 @@ from connectors.cli.base import (
     EXIT_DELIVERY,
     EXIT_ERROR,
     EXIT_OK,
+    LONG_RUNNING,
+    StoppedWhileStarting,
     log,
+    stop_while_starting,
 )
 from connectors.kafka.outage import quiet_kafka_logs
 from connectors.settings.configfile import load_config
@@ -113,8 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         print(f"selector: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    starting = stop_while_starting() if args.command in LONG_RUNNING else contextlib.nullcontext()
     try:
-        return int(command.handle(args, config, reserved))
+        with starting:
+            return int(command.handle(args, config, reserved))
+    except StoppedWhileStarting as exc:
+        log.info("received %s while starting: stopped before reading anything", exc)
+        return EXIT_OK
     except BrokerUnavailableError as exc:
         log.error("%s", exc)
         protocol = config.kafka.security_protocol

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from connectors.cli.base import LONG_RUNNING
 from connectors.cli.main import COMMANDS, EXIT_CONFIG, EXIT_OK, main
 from connectors.kafka.clients import producer_kwargs
 from connectors.settings import startup
@@ -216,3 +221,33 @@ def test_serve_model_loads_neither_the_label_loop_nor_the_store() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[] False"
+
+
+class TestStoppedWhileStarting:
+    """A SIGTERM or SIGINT before a long-running command's loop installs its own handlers (a slow import, a
+    model being loaded) stops it cleanly: one line, exit 0, never the signal's default death (seen once:
+    serve-model killed with -15 while starting, under load)."""
+
+    @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+    def test_a_signal_before_the_loop_starts_exits_0(
+        self, signum: int, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def starting(*_: object) -> int:
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the handler interrupts this sleep
+            return 1
+
+        monkeypatch.setattr(COMMANDS["labels"], "handle", starting)
+        config = tmp_path / "config.yaml"
+        config.write_text("kafka: {bootstrap_servers: '127.0.0.1:9'}\nmetrics: {enabled: false}\n")
+        began = time.monotonic()
+        with caplog.at_level(logging.INFO):
+            assert main(["labels", "-c", str(config)]) == EXIT_OK
+        assert time.monotonic() - began < 4
+        name = signal.Signals(signum).name
+        assert f"received {name} while starting: stopped before reading anything" in caplog.text
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are given back
+
+    def test_a_one_shot_command_keeps_the_default_handling(self) -> None:
+        """status, check-config, replay... are not stopped this way: only the commands that run until told."""
+        assert set(LONG_RUNNING) == {"run", "labels", "serve-model", "label-studio", "demo"} <= set(COMMANDS)
