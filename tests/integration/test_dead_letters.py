@@ -94,10 +94,11 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
-def groups(cfg: Config) -> list[object]:
+def groups(cfg: Config) -> list[str]:
+    """The consumer groups the broker knows (other tests' too: the broker is shared by the session)."""
     admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers)
     try:
-        return sorted(admin.list_groups())
+        return sorted(g["group_id"] if isinstance(g, dict) else str(g[0]) for g in admin.list_groups())
     finally:
         admin.close()
 
