@@ -11,6 +11,10 @@ LSVENV := .venv-label-studio
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HAVE_TOOLS = command -v promtool >/dev/null 2>&1 && { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }
 
+# the suite runs on three workers (pytest-xdist), each with its own embedded broker: the broker tests mostly
+# wait on the broker, so three fit two cores; `make test PYTEST_ARGS=` runs it in one process
+PYTEST_ARGS ?= -n 3
+
 .DEFAULT_GOAL := help
 .PHONY: help install install-dev demo test lint bench schemas rules clean
 
