@@ -43,6 +43,10 @@ ck_admin: Any = _admin  # partly typed: its calls are checked by the broker test
 log = logging.getLogger("kafka.librdkafka")
 """librdkafka's own log lines and errors (a ``kafka.*`` logger: rate-limited like kafka-python's)."""
 
+PARTITIONS_MAX_AGE_S = 30.0
+"""How long a topic's partition list is answered from the cache: a partition added to a topic is read
+within this."""
+
 _RETRIABLE_LOCAL = {
     ck.KafkaError._TRANSPORT: kerrors.KafkaConnectionError,
     ck.KafkaError._ALL_BROKERS_DOWN: kerrors.KafkaConnectionError,
@@ -128,6 +132,8 @@ class ConfluentConsumer:
         self._closed = False
         self._partitions: dict[str, set[int]] = {}
         """the partitions of each topic as last asked (answered from here inside a rebalance callback)"""
+        self._partitions_at: dict[str, float] = {}
+        """when each topic's partitions were asked (monotonic seconds)"""
         self._in_rebalance = False
 
     # -- the group ------------------------------------------------------------------------------------------
@@ -185,10 +191,13 @@ class ConfluentConsumer:
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
         """Records by partition, as kafka-python's ``poll`` returns them (kafka-python ``ConsumerRecord``)."""
         self._apply_manual()
+        limit = max_records or self._max_poll_records
         try:
-            messages = self._c.consume(
-                num_messages=max_records or self._max_poll_records, timeout=timeout_ms / 1000
-            )
+            # wait for the first record only, then take what has already arrived: consume(limit, timeout)
+            # would hold a batch back until it is full or the timeout passed (a 200 ms floor on latency)
+            messages = self._c.consume(num_messages=1, timeout=timeout_ms / 1000)
+            if messages and limit > 1:
+                messages += self._c.consume(num_messages=limit - 1, timeout=0)
         except ck.KafkaException as exc:
             raise _raise_from(exc) from exc
         return self._records(messages)
@@ -226,9 +235,15 @@ class ConfluentConsumer:
         return out
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
-        """The topic's partitions (from the cache inside a rebalance listener, see :meth:`_in_listener`)."""
-        if self._in_rebalance:
-            return self._partitions.get(topic)
+        """The topic's partitions: from the cache inside a rebalance listener (see :meth:`_in_listener`) and
+        while it is younger than :data:`PARTITIONS_MAX_AGE_S` (kafka-python answers from its metadata cache
+        too; asking the broker on every read cost a quarter of the monitor's time)."""
+        cached = self._partitions.get(topic)
+        fresh = (
+            time.monotonic() - self._partitions_at.get(topic, -PARTITIONS_MAX_AGE_S) < PARTITIONS_MAX_AGE_S
+        )
+        if self._in_rebalance or (cached is not None and fresh):
+            return None if cached is None else set(cached)
         try:
             meta = self._c.list_topics(topic, timeout=min(5.0, self._timeout_s))
         except ck.KafkaException as exc:
@@ -238,6 +253,7 @@ class ConfluentConsumer:
         if t is None or t.error is not None or not t.partitions:
             return None
         self._partitions[topic] = set(t.partitions)
+        self._partitions_at[topic] = time.monotonic()
         return set(t.partitions)
 
     def highwater(self, tp: TopicPartition) -> int | None:
