@@ -58,6 +58,8 @@ class LabelStudioServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_hex(20)
         """the admin's legacy token (40 hex characters)"""
+        self._pat: str | None = None
+        """the admin's personal access token once created (its secret cannot be read back)"""
         self.password = secrets.token_hex(8)
         self._process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "label-studio.log"
@@ -131,10 +133,12 @@ class LabelStudioServer:
         return orjson.loads(raw) if raw else None
 
     def personal_access_token(self) -> str:
-        """The admin's personal access token (a JWT refresh token), created through the API."""
-        existing = self.api("GET", "/api/token/")
-        if existing:
-            raise RuntimeError("the admin already has a personal access token; its secret is shown only once")
-        answer = self.api("POST", "/api/token/")
-        assert isinstance(answer, dict)
-        return str(answer["token"])
+        """The admin's personal access token (a JWT refresh token), created through the API once and kept:
+        Label Studio shows its secret only when it is created (the tests run once per Kafka client)."""
+        if self._pat is None:
+            if self.api("GET", "/api/token/"):
+                raise RuntimeError("the admin already has a personal access token; its secret is shown once")
+            answer = self.api("POST", "/api/token/")
+            assert isinstance(answer, dict)
+            self._pat = str(answer["token"])
+        return self._pat
