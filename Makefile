@@ -11,9 +11,10 @@ LSVENV := .venv-label-studio
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HAVE_TOOLS = command -v promtool >/dev/null 2>&1 && { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }
 
-# the suite runs on three workers (pytest-xdist), each with its own embedded broker: the broker tests mostly
-# wait on the broker, so three fit two cores; `make test PYTEST_ARGS=` runs it in one process
-PYTEST_ARGS ?= -n 3
+# the suite runs on four workers (pytest-xdist), each with its own embedded broker: the broker tests mostly
+# wait on the broker, so four fit two cores; an idle worker steals queued tests from a busy one (the long
+# outage and chaos tests would otherwise end the run on one worker); `make test PYTEST_ARGS=` runs it in one
+PYTEST_ARGS ?= -n 4 --dist worksteal
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-dev demo test lint bench schemas rules clean
