@@ -50,6 +50,9 @@ within this."""
 _RETRIABLE_LOCAL = {
     ck.KafkaError._TRANSPORT: kerrors.KafkaConnectionError,
     ck.KafkaError._ALL_BROKERS_DOWN: kerrors.KafkaConnectionError,
+    # a request in flight when its broker connection went away (a broker killed): ask again, as for a
+    # dropped connection (seen in the broker-restart test: the label loop's end offsets)
+    ck.KafkaError._DESTROY_BROKER: kerrors.KafkaConnectionError,
     ck.KafkaError._RESOLVE: kerrors.KafkaConnectionError,
     ck.KafkaError._TIMED_OUT: kerrors.KafkaTimeoutError,
     ck.KafkaError._TIMED_OUT_QUEUE: kerrors.KafkaTimeoutError,

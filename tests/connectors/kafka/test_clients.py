@@ -227,6 +227,8 @@ class TestErrors:
 
         assert kafka_error(ck.KafkaError(ck.KafkaError._TRANSPORT)).retriable
         assert kafka_error(ck.KafkaError(ck.KafkaError._MSG_TIMED_OUT)).retriable
+        # a request in flight when its broker went away (a broker killed mid-round): retriable too
+        assert kafka_error(ck.KafkaError(ck.KafkaError._DESTROY_BROKER)).retriable
         assert isinstance(kafka_error(ck.KafkaError(ck.KafkaError._ASSIGNMENT_LOST)), GROUP_MOVED_ON)
 
     def test_a_record_over_max_request_size_is_refused_at_send(self) -> None:
