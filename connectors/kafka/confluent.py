@@ -53,6 +53,9 @@ _RETRIABLE_LOCAL = {
     # a request in flight when its broker connection went away (a broker killed): ask again, as for a
     # dropped connection (seen in the broker-restart test: the label loop's end offsets)
     ck.KafkaError._DESTROY_BROKER: kerrors.KafkaConnectionError,
+    # metadata lost with the broker (kafka-python's UnknownTopicOrPartitionError is retriable too)
+    ck.KafkaError._UNKNOWN_PARTITION: kerrors.UnknownTopicOrPartitionError,
+    ck.KafkaError._UNKNOWN_TOPIC: kerrors.UnknownTopicOrPartitionError,
     ck.KafkaError._RESOLVE: kerrors.KafkaConnectionError,
     ck.KafkaError._TIMED_OUT: kerrors.KafkaTimeoutError,
     ck.KafkaError._TIMED_OUT_QUEUE: kerrors.KafkaTimeoutError,

@@ -286,6 +286,10 @@ def _kafka_filter(window_s: float) -> Callable[[logging.LogRecord], bool]:
         if thrown is not None:  # a network error's stack helps no operator
             record.msg = f"{record.msg} ({type(thrown).__name__}: {str(thrown).replace('%', '%%')})"
             record.exc_info, record.exc_text = None, None
+        if isinstance(thrown, AttributeError) and record.name == "kafka.net.transport":
+            # kafka-python reading from a socket it has already closed (a race of its own when a connection
+            # drops, e.g. a group member killed): it closes the transport and reconnects; nothing to act on
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return once.filter(record)
 
     return only_kafka

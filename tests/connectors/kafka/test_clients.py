@@ -229,6 +229,9 @@ class TestErrors:
         assert kafka_error(ck.KafkaError(ck.KafkaError._MSG_TIMED_OUT)).retriable
         # a request in flight when its broker went away (a broker killed mid-round): retriable too
         assert kafka_error(ck.KafkaError(ck.KafkaError._DESTROY_BROKER)).retriable
+        # metadata lost with a killed broker: retriable, as kafka-python's UnknownTopicOrPartitionError is
+        assert kafka_error(ck.KafkaError(ck.KafkaError._UNKNOWN_PARTITION)).retriable
+        assert kafka_error(ck.KafkaError(ck.KafkaError._UNKNOWN_TOPIC)).retriable
         assert isinstance(kafka_error(ck.KafkaError(ck.KafkaError._ASSIGNMENT_LOST)), GROUP_MOVED_ON)
 
     def test_a_record_over_max_request_size_is_refused_at_send(self) -> None:

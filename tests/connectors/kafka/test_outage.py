@@ -145,6 +145,37 @@ class TestQuietKafkaLogs:
         ]
         assert first.lines == second.lines == expected
 
+    def test_kafka_pythons_own_closed_socket_race_is_a_warning(self) -> None:
+        """kafka-python reading from a transport it already closed logs an ERROR with an AttributeError (seen
+        when a group member was killed): it reconnects by itself, so it passes as a WARNING, without stack."""
+        root = logging.getLogger()
+        seen: list[logging.LogRecord] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                seen.append(record)
+
+        keep, before = Keep(), {h: list(h.filters) for h in root.handlers}
+        root.addHandler(keep)
+        try:
+            quiet_kafka_logs()
+            transport = logging.getLogger("kafka.net.transport")
+            try:
+                None.recv  # type: ignore[attr-defined]  # noqa: B018
+            except AttributeError:
+                transport.exception("%s: Error receiving network data closing socket", "<transport (closed)>")
+            try:
+                raise ConnectionResetError("reset")
+            except ConnectionResetError:
+                transport.exception("%s: Error sending", "<transport>")
+        finally:
+            root.removeHandler(keep)
+            for handler, filters in before.items():
+                handler.filters = filters
+            logging.getLogger("kafka").setLevel(logging.NOTSET)
+        assert [(r.levelname, r.exc_info) for r in seen] == [("WARNING", None), ("ERROR", None)]
+        assert "AttributeError: 'NoneType' object has no attribute 'recv'" in seen[0].getMessage()
+
     def test_each_message_template_passes_once_per_window(self) -> None:
         now = [0.0]
         once = _OncePerWindow(60.0, clock=lambda: now[0])
