@@ -271,23 +271,19 @@ class ConfluentConsumer:
         return high if high is not None and high >= 0 else None
 
     def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        out = {}
-        for tp in tps:
-            try:
-                _, high = self._c.get_watermark_offsets(_ctp(tp), timeout=self._timeout_s, cached=False)
-            except ck.KafkaException as exc:
-                raise _raise_from(exc) from exc
-            out[tp] = high
-        return out
+        return {tp: high for tp, (_, high) in self._watermarks(tps).items()}
 
     def beginning_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: low for tp, (low, _) in self._watermarks(tps).items()}
+
+    def _watermarks(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
+        """(low, high) of each partition, asked of the broker (kafka-python's errors on failure)."""
         out = {}
         for tp in tps:
             try:
-                low, _ = self._c.get_watermark_offsets(_ctp(tp), timeout=self._timeout_s, cached=False)
+                out[tp] = self._c.get_watermark_offsets(_ctp(tp), timeout=self._timeout_s, cached=False)
             except ck.KafkaException as exc:
                 raise _raise_from(exc) from exc
-            out[tp] = low
         return out
 
     def position(self, tp: TopicPartition) -> int:
