@@ -8,14 +8,13 @@ kafka-python's ``poll`` returns it), produce one output record per input (the in
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from bench.e2e import Progress
+from bench.e2e import RawRelay
 from selector.config import Config
 
 RAW_CONFLUENT = "raw confluent-kafka"
@@ -54,20 +53,10 @@ def sent_ms(messages: list[Message]) -> np.ndarray:
     return np.fromiter((m.timestamp()[1] for m in messages), dtype=np.float64, count=len(messages))
 
 
-class ConfluentRelay:
+class ConfluentRelay(RawRelay):
     """Consume ``topics.predictions`` and produce every record unchanged to ``topics.accepted``: per batch,
-    send all, flush, commit. Runs until ``expected`` records were relayed or it is stopped."""
-
-    def __init__(self, config: Config, expected: int | None = None, track_latency: bool = False) -> None:
-        self.config = config
-        self.progress = Progress(expected, track_latency)
-        self.handled = 0
-        self.outputs = 0
-        self.assigned: set[int] = set()
-        self._stop = threading.Event()
-
-    def request_stop(self) -> None:
-        self._stop.set()
+    send all, flush, commit. Runs until ``expected`` records were relayed or it is stopped (the state and
+    stop of :class:`bench.e2e.RawRelay`, its loop on librdkafka)."""
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = {tp.partition for tp in partitions}
