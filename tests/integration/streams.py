@@ -91,12 +91,19 @@ def read_topic(
     """Every message of a topic, from the beginning, without a consumer group.
 
     Stops when ``expect`` messages were read (then waits ``idle_s`` more to catch surplus duplicates), or when
-    nothing arrived for ``idle_s`` (no ``expect``), or at ``timeout_s``.
+    nothing arrived for ``idle_s`` (no ``expect``), or at ``timeout_s``; a topic that does not exist yet is
+    waited for.
     """
     consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None)
     deadline = time.monotonic() + timeout_s
+    # The producer may create the topic after this call began (a monitor still starting): wait for it until
+    # the deadline when messages are expected, else for ``idle_s``.
+    topic_deadline = deadline if expect else min(deadline, time.monotonic() + idle_s)
     parts = consumer.partitions_for_topic(topic)
-    if not parts:  # the topic does not exist (yet)
+    while not parts and time.monotonic() < topic_deadline:
+        time.sleep(0.2)
+        parts = consumer.partitions_for_topic(topic)
+    if not parts:
         consumer.close()
         return []
     tps = [TopicPartition(topic, p) for p in sorted(parts)]
