@@ -1,22 +1,10 @@
-"""confluent-kafka (librdkafka) clients behind the part of kafka-python's API this project uses.
+"""A librdkafka consumer with the kafka-python ``KafkaConsumer`` calls this project makes.
 
-``kafka.client: confluent-kafka`` swaps the pure-Python kafka-python clients for librdkafka's (an order of
-magnitude more records per second) without changing the code that uses them: :class:`ConfluentConsumer`,
-:class:`ConfluentProducer` and :class:`ConfluentAdmin` take and return kafka-python's types
-(``TopicPartition``, ``OffsetAndMetadata``, ``ConsumerRecord``, ``NewTopic``, ``RecordMetadata``) and raise
-kafka-python's errors (:func:`kafka_error`), so the monitor's at-least-once order, its rebalance listener,
-dead letters and outage handling are the same code on either client.
-
-What differs, and how it is bridged:
-
-- librdkafka serves the rebalance callbacks from inside ``consume()``, on the polling thread, where blocking
-  consumer calls are allowed: a kafka-python (async) rebalance listener is run to completion there, and
-  :func:`connectors.kafka.clients.commit_in_rebalance` commits with the public, synchronous ``commit``.
-- Offsets are committed only explicitly (``enable.auto.commit`` and ``enable.auto.offset.store`` off); a
-  ``commit()`` without offsets commits the position after the last record each partition returned.
-- A record over ``message.max.bytes`` is refused by ``produce()`` at once, as kafka-python refuses one over
-  ``max_request_size``: both raise :class:`kafka.errors.MessageSizeTooLargeError`.
-- The producer is idempotent with ``acks=all`` (librdkafka retries, in order, until ``message.timeout.ms``).
+librdkafka serves the rebalance callbacks from inside ``consume()``, on the polling thread, where blocking
+consumer calls are allowed: a kafka-python (async) rebalance listener is run to completion there, and
+:func:`connectors.kafka.clients.commit_in_rebalance` commits with the public, synchronous ``commit``. Offsets
+are committed only explicitly (``enable.auto.commit`` and ``enable.auto.offset.store`` off); a ``commit()``
+without offsets commits the position after the last record each partition returned.
 """
 
 # ruff: noqa: SLF001 -- librdkafka's local error codes are public API spelled with a leading underscore
@@ -25,81 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import confluent_kafka as ck
-from confluent_kafka import admin as _admin
 from kafka import TopicPartition
-from kafka import errors as kerrors
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.producer.future import RecordMetadata
 from kafka.structs import OffsetAndMetadata
 
-ck_admin: Any = _admin  # partly typed: its calls are checked by the broker tests
-log = logging.getLogger("kafka.librdkafka")
-"""librdkafka's own log lines and errors (a ``kafka.*`` logger: rate-limited like kafka-python's)."""
+from connectors.kafka.confluent.errors import error_from, kafka_error, log, log_error, with_logging
 
 PARTITIONS_MAX_AGE_S = 30.0
 """How long a topic's partition list is answered from the cache: a partition added to a topic is read
 within this."""
-
-_RETRIABLE_LOCAL = {
-    ck.KafkaError._TRANSPORT: kerrors.KafkaConnectionError,
-    ck.KafkaError._ALL_BROKERS_DOWN: kerrors.KafkaConnectionError,
-    # a request in flight when its broker connection went away (a broker killed): ask again, as for a
-    # dropped connection (seen in the broker-restart test: the label loop's end offsets)
-    ck.KafkaError._DESTROY_BROKER: kerrors.KafkaConnectionError,
-    # metadata lost with the broker (kafka-python's UnknownTopicOrPartitionError is retriable too)
-    ck.KafkaError._UNKNOWN_PARTITION: kerrors.UnknownTopicOrPartitionError,
-    ck.KafkaError._UNKNOWN_TOPIC: kerrors.UnknownTopicOrPartitionError,
-    ck.KafkaError._RESOLVE: kerrors.KafkaConnectionError,
-    ck.KafkaError._TIMED_OUT: kerrors.KafkaTimeoutError,
-    ck.KafkaError._TIMED_OUT_QUEUE: kerrors.KafkaTimeoutError,
-    ck.KafkaError._MSG_TIMED_OUT: kerrors.KafkaTimeoutError,
-    ck.KafkaError._WAIT_COORD: kerrors.KafkaTimeoutError,
-    ck.KafkaError._QUEUE_FULL: kerrors.KafkaTimeoutError,
-}
-"""librdkafka's local error codes that mean "not now": kafka-python's retriable errors of the same sense."""
-
-_GROUP_MOVED_ON_LOCAL = (
-    ck.KafkaError._ASSIGNMENT_LOST,
-    ck.KafkaError._STATE,
-    ck.KafkaError._MAX_POLL_EXCEEDED,
-)
-"""librdkafka's local codes for a commit this member may no longer make (its generation is over)."""
-
-
-def kafka_error(err: ck.KafkaError) -> kerrors.KafkaError:
-    """The kafka-python error for a librdkafka one: the broker's codes by number, the local codes by sense."""
-    code, text = err.code(), err.str()
-    if code > 0:
-        return kerrors.for_code(code)(text)
-    if code in _GROUP_MOVED_ON_LOCAL:
-        return kerrors.CommitFailedError(text)
-    cls = _RETRIABLE_LOCAL.get(code)
-    if cls is not None:
-        return cls(text)
-    return kerrors.KafkaError(text)
-
-
-def _raise_from(exc: ck.KafkaException) -> kerrors.KafkaError:
-    err = exc.args[0] if exc.args else None
-    if isinstance(err, ck.KafkaError):
-        return kafka_error(err)
-    return kerrors.KafkaError(str(exc))
-
-
-def _log_error(err: ck.KafkaError) -> None:
-    log.warning("librdkafka: %s", err.str())
-
-
-def with_logging(conf: dict[str, Any]) -> dict[str, Any]:
-    """``conf`` with librdkafka's log lines and errors sent to the ``kafka.librdkafka`` logger."""
-    return {**conf, "logger": log, "error_cb": _log_error}
 
 
 def _ctp(tp: TopicPartition, offset: int | None = None) -> ck.TopicPartition:
@@ -205,7 +133,7 @@ class ConfluentConsumer:
             if messages and limit > 1:
                 messages += self._c.consume(num_messages=limit - 1, timeout=0)
         except ck.KafkaException as exc:
-            raise _raise_from(exc) from exc
+            raise error_from(exc) from exc
         return self._records(messages)
 
     def _records(self, messages: list[ck.Message]) -> dict[TopicPartition, list[Any]]:
@@ -221,7 +149,7 @@ class ConfluentConsumer:
                 if err.code() != ck.KafkaError._PARTITION_EOF:
                     if err.fatal():
                         raise kafka_error(err)
-                    _log_error(err)
+                    log_error(err)
                 continue
             topic, partition = m.topic(), m.partition()
             if partition != last_partition or topic != last_topic:  # records come in partition runs
@@ -283,7 +211,7 @@ class ConfluentConsumer:
             try:
                 out[tp] = self._c.get_watermark_offsets(_ctp(tp), timeout=self._timeout_s, cached=False)
             except ck.KafkaException as exc:
-                raise _raise_from(exc) from exc
+                raise error_from(exc) from exc
         return out
 
     def position(self, tp: TopicPartition) -> int:
@@ -319,7 +247,7 @@ class ConfluentConsumer:
         try:
             self._c.seek(_ctp(tp, offset))
         except ck.KafkaException as exc:
-            raise _raise_from(exc) from exc
+            raise error_from(exc) from exc
 
     def seek_to_beginning(self, *tps: TopicPartition) -> None:
         for tp in tps or tuple(self.assignment()):
@@ -351,7 +279,7 @@ class ConfluentConsumer:
             err = exc.args[0] if exc.args else None
             if isinstance(err, ck.KafkaError) and err.code() == ck.KafkaError._NO_OFFSET:
                 return
-            raise _raise_from(exc) from exc
+            raise error_from(exc) from exc
         for p in answered or []:
             if p.error is not None:
                 raise kafka_error(p.error)
@@ -361,7 +289,7 @@ class ConfluentConsumer:
         try:
             got = self._c.committed([_ctp(tp)], timeout=timeout)
         except ck.KafkaException as exc:
-            raise _raise_from(exc) from exc
+            raise error_from(exc) from exc
         if got[0].error is not None:
             raise kafka_error(got[0].error)
         offset = got[0].offset
@@ -380,219 +308,3 @@ class ConfluentConsumer:
         closer = threading.Thread(target=self._c.close, name="confluent-consumer-close", daemon=True)
         closer.start()
         closer.join(timeout_ms / 1000)
-
-
-class Delivery:
-    """The delivery report of one produced record, as kafka-python's ``FutureRecordMetadata`` offers it.
-
-    One is made per record, so it holds little: the report's message, and callbacks only when asked.
-    """
-
-    __slots__ = ("_callbacks", "_errbacks", "_msg", "_producer", "exception", "is_done")
-
-    def __init__(self, producer: ck.Producer) -> None:
-        self._producer = producer
-        self.is_done = False
-        self.exception: kerrors.KafkaError | None = None
-        self._msg: ck.Message | None = None
-        self._callbacks: list[Callable[[Any], object]] | None = None
-        self._errbacks: list[Callable[[Exception], object]] | None = None
-
-    def report(self, err: ck.KafkaError | None, msg: ck.Message) -> None:
-        """librdkafka's delivery callback (served by the producer's ``poll``/``flush``)."""
-        self.is_done = True
-        if err is not None:
-            self.exception = kafka_error(err)
-            for eb in self._errbacks or ():
-                eb(self.exception)
-            return
-        self._msg = msg
-        for cb in self._callbacks or ():
-            cb(self.value)
-
-    @property
-    def value(self) -> Any:
-        """kafka-python's ``RecordMetadata`` of the delivered record (None until then)."""
-        msg = self._msg
-        if msg is None:
-            return None
-        tp = TopicPartition(msg.topic(), msg.partition())
-        return RecordMetadata(tp.topic, tp.partition, tp, msg.offset(), msg.timestamp()[1], None, -1, -1, -1)
-
-    def succeeded(self) -> bool:
-        return self.is_done and self.exception is None
-
-    def failed(self) -> bool:
-        return self.is_done and self.exception is not None
-
-    def add_callback(self, fn: Callable[[Any], object]) -> Delivery:
-        if self.succeeded():
-            fn(self.value)
-        elif not self.is_done:
-            self._callbacks = [*(self._callbacks or ()), fn]
-        return self
-
-    def add_errback(self, fn: Callable[[Exception], object]) -> Delivery:
-        if self.exception is not None:
-            fn(self.exception)
-        elif not self.is_done:
-            self._errbacks = [*(self._errbacks or ()), fn]
-        return self
-
-    def get(self, timeout: float | None = None) -> Any:
-        """The record's metadata once delivered.
-
-        Raises:
-            KafkaTimeoutError: no report within ``timeout``.
-            KafkaError: the record was not delivered.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.is_done:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise kerrors.KafkaTimeoutError(f"no delivery report within {timeout} s")
-            self._producer.poll(0.05)
-        if self.exception is not None:
-            raise self.exception
-        return self.value
-
-
-class ConfluentProducer:
-    """A librdkafka producer with the kafka-python ``KafkaProducer`` calls this project makes."""
-
-    SERVE_EVERY = 1000
-    """Delivery reports are served (``poll(0)``) every this many sends, not all at the flush."""
-
-    def __init__(self, conf: dict[str, Any]) -> None:
-        self.config = dict(conf)
-        """the librdkafka settings it was built with (as kafka-python's ``KafkaProducer.config``)"""
-        self._p = ck.Producer(with_logging(conf))
-        self._since_poll = 0
-
-    def send(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-    ) -> Delivery:
-        """Queue one record; its :class:`Delivery` completes on :meth:`flush` (or a later send).
-
-        Raises:
-            MessageSizeTooLargeError: the record is over ``message.max.bytes`` (``kafka.max_request_size``).
-        """
-        fut = Delivery(self._p)
-        try:
-            if headers or partition is not None:
-                self._send_slow(fut, topic, value, key, headers, partition)
-            else:
-                try:
-                    self._p.produce(topic, value, key, on_delivery=fut.report)
-                except BufferError:
-                    self._send_slow(fut, topic, value, key, headers, partition)
-        except ck.KafkaException as exc:
-            raise _raise_from(exc) from exc
-        self._since_poll += 1
-        if self._since_poll >= self.SERVE_EVERY:
-            self._since_poll = 0
-            self._p.poll(0)
-        return fut
-
-    def _send_slow(
-        self,
-        fut: Delivery,
-        topic: str,
-        value: bytes | None,
-        key: bytes | None,
-        headers: list[tuple[str, bytes]] | None,
-        partition: int | None,
-    ) -> None:
-        """``produce`` with headers or a partition, waiting (serving delivery reports) while the local queue
-        is full."""
-        kwargs: dict[str, Any] = {"on_delivery": fut.report}
-        if headers:
-            kwargs["headers"] = headers
-        if partition is not None:
-            kwargs["partition"] = partition
-        while True:
-            try:
-                self._p.produce(topic, value, key, **kwargs)
-                return
-            except BufferError:  # the local queue is full: serve delivery reports until there is room
-                self._p.poll(0.1)
-
-    def flush(self, timeout: float | None = None) -> None:
-        """Wait for every queued record's delivery report.
-
-        Raises:
-            KafkaTimeoutError: some were still undelivered after ``timeout`` seconds.
-        """
-        left = self._p.flush(-1 if timeout is None else timeout)
-        if left:
-            raise kerrors.KafkaTimeoutError(f"{left} records still undelivered after {timeout} s")
-
-    def close(self, timeout: float | None = None) -> None:
-        """Deliver what is queued within ``timeout`` seconds; drop the rest (their futures fail)."""
-        left = self._p.flush(-1 if timeout is None else timeout)
-        if left:
-            self._p.purge()
-            self._p.poll(0)
-
-
-class ConfluentAdmin:
-    """A librdkafka admin client with the kafka-python ``KafkaAdminClient`` calls this project makes."""
-
-    def __init__(self, conf: dict[str, Any], *, timeout_s: float) -> None:
-        self._a: Any = ck_admin.AdminClient(with_logging(conf))
-        self._timeout_s = timeout_s
-
-    def list_topics_within(self, timeout_s: float) -> list[str]:
-        """The topics, asked with a timeout of its own (the connection check of :func:`connect_admin`)."""
-        try:
-            meta = self._a.list_topics(timeout=timeout_s)
-        except ck.KafkaException as exc:
-            raise _raise_from(exc) from exc
-        return list(meta.topics)
-
-    def list_topics(self) -> list[str]:
-        try:
-            meta = self._a.list_topics(timeout=self._timeout_s)
-        except ck.KafkaException as exc:
-            raise _raise_from(exc) from exc
-        return list(meta.topics)
-
-    def describe_cluster(self) -> dict[str, Any]:
-        try:
-            meta = self._a.describe_cluster(request_timeout=self._timeout_s).result(
-                timeout=self._timeout_s + 1
-            )
-        except ck.KafkaException as exc:
-            raise _raise_from(exc) from exc
-        return {"cluster_id": meta.cluster_id, "brokers": [n.id for n in meta.nodes]}
-
-    def create_topics(self, new_topics: list[Any]) -> None:
-        """Create kafka-python ``NewTopic`` s; raises TopicAlreadyExistsError (after creating the others) when
-        one existed."""
-        specs = [
-            ck_admin.NewTopic(
-                t.name,
-                num_partitions=t.num_partitions,
-                replication_factor=t.replication_factor,
-                config=dict(t.topic_configs or {}),
-            )
-            for t in new_topics
-        ]
-        existed: kerrors.KafkaError | None = None
-        for fut in self._a.create_topics(specs, request_timeout=self._timeout_s).values():
-            try:
-                fut.result(timeout=self._timeout_s + 1)
-            except ck.KafkaException as exc:
-                err = _raise_from(exc)
-                if not isinstance(err, kerrors.TopicAlreadyExistsError):
-                    raise err from exc
-                existed = err
-        if existed is not None:
-            raise existed
-
-    def close(self) -> None:
-        """Nothing to release: librdkafka's handle goes with the object."""
