@@ -34,6 +34,10 @@ _CLUSTERS_STREAM, _SEEDING_STREAM = 4, 5
 
 _NO_CLUSTER = -1
 
+_MAX_EXPONENT = 80.0
+"""The feedback's exponent is clipped here: a share of ``base * e**80`` already selects every eligible item
+for any base above 1e-34, and a balance far above the set point (a large ``max_burst``) would overflow."""
+
 
 @dataclass(frozen=True)
 class _Segment:
@@ -305,7 +309,10 @@ class Walk:
                 np.minimum(p.max_burst, refs[:, k] + self.rho[k] * (j - ats[:, k]))
                 for k in range(len(p.pools))
             ]
-            shares = [self.base[k] * np.exp(FEEDBACK_GAIN * (b - p.set_point)) for k, b in enumerate(bal)]
+            shares = [
+                self.base[k] * np.exp(np.minimum(FEEDBACK_GAIN * (b - p.set_point), _MAX_EXPONENT))
+                for k, b in enumerate(bal)
+            ]
             self._per_item_cache = (bal[0], shares, free)
         return self._per_item_cache
 
