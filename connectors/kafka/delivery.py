@@ -89,6 +89,8 @@ def carried_headers(rec: ConsumerRecord) -> Headers | None:
 
 def headers_size(headers: Headers | None) -> int:
     """An upper bound on the bytes ``headers`` add to a record."""
+    if not headers:
+        return 0
     return sum(len(k.encode()) + len(v or b"") + HEADER_OVERHEAD_BOUND for k, v in headers or ())
 
 

@@ -121,6 +121,10 @@ def decide_isolated(
         return None, bad
 
 
+def _size(record: tuple[bytes, bytes]) -> int:
+    return len(record[0]) + len(record[1])
+
+
 def route_records(
     router: Router,
     partition: int,
@@ -157,6 +161,8 @@ def route_records(
                 (topics.to_label, out.to_label, out.to_label_rows),
                 (topics.accepted, out.accepted, out.accepted_rows),
             ):
+                if not carried and SIZE_OVERHEAD_BOUND + max(map(_size, recs), default=0) <= limit:
+                    continue  # the common case: no headers and every record far below the limit
                 for (key, value), row in zip(recs, rows, strict=True):
                     headers = headers_of(row) if carried else None
                     if len(key) + len(value) + headers_size(headers) + SIZE_OVERHEAD_BOUND <= limit:
