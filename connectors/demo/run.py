@@ -22,13 +22,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import yaml
-from kafka import KafkaConsumer
 
 from connectors.demo.line import CLASSES, RARE, Annotators, Digits, FeatureLine
-from connectors.kafka.clients import make_producer, prepare_topics
+from connectors.kafka.clients import make_consumer, make_producer, prepare_topics
 from connectors.labels.loop import LabelLoop
 from connectors.labels.metrics import labels_part
 from connectors.model.dataset import DatasetStore
@@ -56,6 +56,15 @@ import``."""
 CONFIG_FILE = "config.yaml"
 """The demo's effective configuration in its work directory: ``selector status -c`` it afterwards."""
 
+
+ANNOTATORS_KAFKA = {
+    "auto_offset_reset": "earliest",
+    "session_timeout_ms": 6000,
+    "heartbeat_interval_ms": 1000,
+    "max_poll_interval_ms": 10000,
+}
+"""The simulated annotators' consumer settings: every to-label item from the first, and a group that forms
+in seconds rather than the configured timeouts' tens of seconds."""
 
 CAP_HEADROOM = 1.5
 """The demo raises every cap below this multiple of what its line's rate spends at the target rate in the
@@ -157,17 +166,8 @@ class Demo:
         self.server = ModelServer(config, servers)
         self.loop = LabelLoop(config, servers, DatasetStore(config.dataset.path), status_interval_s=1.0)
         self.line = FeatureLine(self.producer, t.features, pool, rate)
-        annotator_consumer = KafkaConsumer(
-            t.to_label,
-            bootstrap_servers=servers,
-            group_id=f"{config.kafka.group_id}-annotators",
-            auto_offset_reset="earliest",
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=1000,
-            max_poll_interval_ms=10000,
-        )
         self.annotators = Annotators(
-            annotator_consumer,
+            annotators_consumer(config, servers),
             self.producer,
             t.labels,
             self.line.truth,
@@ -283,6 +283,17 @@ def summary_line(sent: int, monitor: Monitor, server: ModelServer, loop: LabelLo
         f"accuracy {estimate} | retrains {retrains.get('promoted', 0)} promoted "
         f"{retrains.get('rejected', 0)} rejected{caps}"
     )
+
+
+def annotators_consumer(config: Config, servers: str) -> Any:
+    """The simulated annotators' consumer of the to-label topic, subscribed, in their own group: of the
+    library ``kafka.client`` names, with :data:`ANNOTATORS_KAFKA` over the configured ``kafka.*`` keys."""
+    kafka = config.kafka.model_copy(update=ANNOTATORS_KAFKA)
+    consumer = make_consumer(
+        config.model_copy(update={"kafka": kafka}), servers, group_id=f"{config.kafka.group_id}-annotators"
+    )
+    consumer.subscribe([config.topics.to_label])
+    return consumer
 
 
 def create_demo(

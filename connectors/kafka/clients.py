@@ -111,14 +111,11 @@ def connect_admin(
         attempt += 1
         left_ms = int(max(0.5, deadline_s - (monotonic() - start)) * 1000)
         try:
-            if config.kafka.client == "confluent-kafka":
-                return _confluent_admin(config, servers, min(2000, left_ms), min(30000, max(1000, left_ms)))
-            return KafkaAdminClient(
-                bootstrap_servers=servers,
-                bootstrap_timeout_ms=min(2000, left_ms),
+            return make_admin(
+                config,
+                servers,
+                connect_timeout_ms=min(2000, left_ms),
                 request_timeout_ms=min(30000, max(1000, left_ms)),
-                reconnect_backoff_max_ms=1000,
-                **security_kwargs(config),
             )
         except KafkaError as exc:
             waited = monotonic() - start
@@ -167,15 +164,36 @@ def prepare_topics(config: Config, servers: str) -> list[str]:
         admin.close()
 
 
-def _confluent_admin(config: Config, servers: str, connect_ms: int, request_ms: int) -> Any:
-    """A librdkafka admin client that has answered one metadata request (as kafka-python's constructor
-    bootstraps), wrapped in the kafka-python calls this project makes."""
-    from connectors.kafka.confluent import ConfluentAdmin  # noqa: PLC0415 (an optional dependency)
+RECONNECT_BACKOFF_MAX_MS = 1000
+"""An admin client's longest wait between two connection attempts: a cluster back from an outage is seen
+within a second (librdkafka waits up to 10 s by default)."""
 
-    client_library(config)
-    admin = ConfluentAdmin(confluent_security(config, servers), timeout_s=request_ms / 1000)
-    admin.list_topics_within(connect_ms / 1000)
-    return admin
+
+def make_admin(config: Config, servers: str, *, connect_timeout_ms: int, request_timeout_ms: int) -> Any:
+    """One attempt at an admin client of the configured library (no retry: see :func:`connect_admin`): a
+    kafka-python ``KafkaAdminClient``, whose constructor bootstraps, or its confluent-kafka stand-in, asked
+    for the topics once; either has answered within ``connect_timeout_ms``. Its requests time out after
+    ``request_timeout_ms``.
+
+    Raises:
+        KafkaError: nothing answered within ``connect_timeout_ms``.
+        StartupError: confluent-kafka is chosen but not installed.
+    """
+    if config.kafka.client == "confluent-kafka":
+        client_library(config)
+        from connectors.kafka.confluent import ConfluentAdmin  # noqa: PLC0415 (an optional dependency)
+
+        conf = {**confluent_security(config, servers), "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS}
+        admin = ConfluentAdmin(conf, timeout_s=request_timeout_ms / 1000)
+        admin.list_topics_within(connect_timeout_ms / 1000)
+        return admin
+    return KafkaAdminClient(
+        bootstrap_servers=servers,
+        bootstrap_timeout_ms=connect_timeout_ms,
+        request_timeout_ms=request_timeout_ms,
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+        **security_kwargs(config),
+    )
 
 
 def consumer_kwargs(config: Config) -> dict[str, Any]:

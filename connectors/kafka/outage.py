@@ -36,7 +36,7 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 
-from connectors.kafka.clients import security_kwargs
+from connectors.kafka.clients import make_admin
 from selector.config import Config
 from selector.errors import KafkaOutageError
 
@@ -147,8 +147,8 @@ class BrokerProbe:
 
     The probe is a DescribeCluster request of its own admin client with a short timeout (a quarter of the
     deadline, 1 to 5 s): a killed broker refuses it, a frozen one lets it time out, and it needs no topic to
-    exist. The client is built on the probe thread, never in the
-    constructor.
+    exist. The client is of the library ``kafka.client`` names (:func:`connectors.kafka.clients.make_admin`)
+    and is built on the probe thread, never in the constructor.
     """
 
     def __init__(
@@ -207,12 +207,8 @@ class BrokerProbe:
 
     def _connect(self) -> KafkaAdminClient:
         timeout_ms = int(self.timeout_s * 1000)
-        return KafkaAdminClient(
-            bootstrap_servers=self.servers,
-            bootstrap_timeout_ms=timeout_ms,
-            request_timeout_ms=timeout_ms,
-            reconnect_backoff_max_ms=1000,
-            **security_kwargs(self.config),
+        return make_admin(
+            self.config, self.servers, connect_timeout_ms=timeout_ms, request_timeout_ms=timeout_ms
         )
 
     def _run(self) -> None:

@@ -1,9 +1,9 @@
 """Recorded predictions for a replay, in replay order: a JSON-lines file, or a whole topic merged by time.
 
 A file is read line by line; blank lines are skipped (their numbers still count). A topic is read from the
-beginning to its end as of the start by a group-less consumer (no offsets are committed), and its partitions
-are merged in Kafka-timestamp order (ties by partition, then offset), so the same topic gives the same order
-however the fetches interleave.
+beginning to its end as of the start by a group-less consumer of the library ``kafka.client`` names (no
+offsets are committed), and its partitions are merged in Kafka-timestamp order (ties by partition, then
+offset), so the same topic gives the same order however the fetches interleave.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ from typing import IO
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError
 
 from connectors.kafka.broker import EMBEDDED
-from connectors.kafka.clients import security_kwargs
+from connectors.kafka.clients import connect_admin, make_reader
 from selector.arrays import FloatArray
 from selector.config import Config
-from selector.errors import BrokerUnavailableError, SelectorError
+from selector.errors import SelectorError
 
 CHUNK_RECORDS = 2000
 """Records per chunk, decoded and decided at once (the decisions do not depend on it)."""
@@ -89,7 +88,7 @@ def topic_chunks(
 
     Raises:
         ReplayUsageError: ``kafka.bootstrap_servers`` is ``embedded``, or the topic does not exist.
-        BrokerUnavailableError: the cluster cannot be reached.
+        BrokerUnavailableError: the cluster did not answer within ``kafka.connect_deadline_s``.
         SelectorError: a partition delivered nothing for ``stall_timeout_s``.
     """
     servers = config.kafka.bootstrap_servers
@@ -100,27 +99,28 @@ def topic_chunks(
             "cluster's host:port (e.g. SELECTOR_KAFKA__BOOTSTRAP_SERVERS=kafka:9092), or replay a "
             "JSON-lines file with --input"
         )
-    started = time.monotonic()
+    admin = connect_admin(config, servers)  # the same connection check and error on either client
     try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=servers,
-            group_id=None,
-            enable_auto_commit=False,
-            allow_auto_create_topics=False,
-            **security_kwargs(config),
-        )
-    except KafkaError as exc:
-        raise BrokerUnavailableError(servers, time.monotonic() - started, str(exc)) from exc
+        exists = topic in admin.list_topics()
+    finally:
+        admin.close()
+    if not exists:
+        raise _no_topic(topic, servers)
+    consumer = make_reader(config, servers)
     try:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
-            raise ReplayUsageError(f"topic {topic!r} does not exist at {servers!r}; check --topic")
+            raise _no_topic(topic, servers)
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         yield from _record_chunks(_merge(consumer, tps, stall_timeout_s), chunk_records)
     finally:
         consumer.close(autocommit=False)
+
+
+def _no_topic(topic: str, servers: str) -> ReplayUsageError:
+    return ReplayUsageError(f"topic {topic!r} does not exist at {servers!r}; check --topic")
 
 
 def _merge(

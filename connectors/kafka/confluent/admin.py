@@ -21,7 +21,8 @@ class ConfluentAdmin:
         self._timeout_s = timeout_s
 
     def list_topics_within(self, timeout_s: float) -> list[str]:
-        """The topics, asked with a timeout of its own (the connection check of :func:`connect_admin`)."""
+        """The topics, asked with a timeout of its own (the connection check of
+        :func:`connectors.kafka.clients.make_admin`)."""
         try:
             meta = self._a.list_topics(timeout=timeout_s)
         except ck.KafkaException as exc:

@@ -14,6 +14,7 @@ from connectors.kafka.clients import (
     confluent_producer_conf,
     confluent_security,
     consumer_kwargs,
+    make_admin,
     make_consumer,
     make_producer,
     make_reader,
@@ -178,6 +179,14 @@ class TestChoosingTheClient:
         consumer.close()
         reader.close()
         producer.close(timeout=0)
+
+    @pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+    def test_an_admin_client_of_either_library_has_answered_once_or_raises(self, client: str) -> None:
+        """kafka-python's admin client bootstraps in its constructor; librdkafka's is asked for the topics
+        once: on either, nothing listening is a Kafka error from :func:`make_admin` (what the outage probe
+        and :func:`connect_admin` count as a failed attempt)."""
+        with pytest.raises(kerrors.KafkaError):
+            make_admin(config(client=client), NOWHERE, connect_timeout_ms=200, request_timeout_ms=200)
 
     def test_confluent_chosen_but_not_installed_is_a_startup_error(
         self, monkeypatch: pytest.MonkeyPatch
