@@ -90,9 +90,10 @@ def read_topic(
 ) -> list[Message]:
     """Every message of a topic, from the beginning, without a consumer group.
 
-    Stops when ``expect`` messages were read (then waits ``idle_s`` more to catch surplus duplicates), or when
-    nothing arrived for ``idle_s`` (no ``expect``), or at ``timeout_s``; a topic that does not exist yet is
-    waited for.
+    Reads at least every message the topic held when the call began (its end offsets then); then stops when
+    ``expect`` messages were read (and ``idle_s`` more passed, to catch surplus duplicates), or when nothing
+    arrived for ``idle_s`` (no ``expect``), or at ``timeout_s``. A topic that does not exist yet is waited
+    for.
     """
     consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None)
     deadline = time.monotonic() + timeout_s
@@ -109,6 +110,9 @@ def read_topic(
     tps = [TopicPartition(topic, p) for p in sorted(parts)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
+    # A loaded machine may take longer than ``idle_s`` to fetch what is already there: ``idle_s`` alone would
+    # end the read early, with part of the topic (or nothing).
+    ends = consumer.end_offsets(tps)
     out: list[Message] = []
     last_new = time.monotonic()
     while time.monotonic() < deadline:
@@ -117,8 +121,10 @@ def read_topic(
             for r in records:
                 out.append(Message(tp.topic, tp.partition, r.offset, r.key, r.value, dict(r.headers or [])))
             last_new = time.monotonic()
-        reached = expect is not None and len(out) >= expect
-        if (expect is None or reached) and time.monotonic() - last_new > idle_s:
+        positions = [consumer.position(tp, timeout_ms=1000) for tp in tps]  # None: not known yet
+        caught_up = all(at is not None and at >= ends[tp] for tp, at in zip(tps, positions, strict=True))
+        reached = expect is None or len(out) >= expect
+        if caught_up and reached and time.monotonic() - last_new > idle_s:
             break
     consumer.close()
     return out
