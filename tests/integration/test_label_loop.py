@@ -46,7 +46,8 @@ def run_for_a_while(loop: LabelLoop, until: object) -> None:
     thread = threading.Thread(target=loop.run, kwargs={"poll_s": 0.2}, daemon=True)
     thread.start()
     try:
-        wait_for(until, 30, "the label loop to ingest")  # type: ignore[arg-type]
+        # a liveness bound: the built-in trainer's spawned process alone takes ~5 s idle, far more when loaded
+        wait_for(until, 120, "the label loop to ingest")  # type: ignore[arg-type]
     finally:
         loop.request_stop()
         thread.join(timeout=30)
