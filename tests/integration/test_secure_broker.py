@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from connectors.kafka.broker import EmbeddedBroker, free_port
+from connectors.kafka.broker import EmbeddedBroker
 from connectors.monitor.loop import Monitor
 from tests.integration.conftest import RunningMonitors
 from tests.integration.streams import config_for, create_topics, wait_for
@@ -88,11 +88,12 @@ def make_certificates(where: Path) -> Certificates:
 
 
 class TlsProxy:
-    """Terminates TLS on ``port`` and relays the plain bytes to the broker on ``upstream``."""
+    """Terminates TLS on ``port`` (bound on entry) and relays the plain bytes to the broker on ``upstream``
+    (set once the broker runs: nothing is relayed before a client connects)."""
 
-    def __init__(self, certs: Certificates, upstream: int) -> None:
-        self.port = free_port()
-        self.upstream = upstream
+    def __init__(self, certs: Certificates) -> None:
+        self.port = 0
+        self.upstream = 0
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(certs.cert, certs.key)
         self.loop = asyncio.new_event_loop()
@@ -115,8 +116,10 @@ class TlsProxy:
 
     def __enter__(self) -> TlsProxy:
         self.thread.start()
-        start = asyncio.start_server(self._serve, "127.0.0.1", self.port, ssl=self.context)
+        # port 0: the kernel's free port, bound at once (a port chosen first may be taken before the bind)
+        start = asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.context)
         self.server = asyncio.run_coroutine_threadsafe(start, self.loop).result(timeout=10)
+        self.port = int(self.server.sockets[0].getsockname()[1])
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -128,11 +131,12 @@ class TlsProxy:
 @contextlib.contextmanager
 def tls_broker(certs: Certificates, authentication: bool = False) -> Iterator[str]:
     """The real broker behind a TLS proxy; yields the proxy's address, the one the broker advertises."""
-    port = free_port()
     with (
-        TlsProxy(certs, port) as proxy,
-        EmbeddedBroker(port, advertised_port=proxy.port, authentication=authentication),
+        TlsProxy(certs) as proxy,
+        EmbeddedBroker(advertised_port=proxy.port, authentication=authentication) as broker,
     ):
+        assert broker.port is not None
+        proxy.upstream = broker.port
         yield f"127.0.0.1:{proxy.port}"
 
 
