@@ -64,7 +64,7 @@ class LabelStudioServer:
         self._process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "label-studio.log"
 
-    def start(self, timeout_s: float = 180.0) -> LabelStudioServer:
+    def start(self, timeout_s: float = 600.0) -> LabelStudioServer:
         command = ensure_venv(self.venv)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {

@@ -73,7 +73,7 @@ class Labels:
         self.messages: list[dict[str, Any]] = []
 
     def until(
-        self, predicate: Callable[[list[dict[str, Any]]], bool], what: str, timeout_s: float = 20
+        self, predicate: Callable[[list[dict[str, Any]]], bool], what: str, timeout_s: float = 60
     ) -> None:
         def read() -> bool:
             for records in self._consumer.poll(timeout_ms=100).values():
@@ -180,7 +180,7 @@ def test_records_become_tasks_and_annotations_become_labels(
     labels = Labels(servers, cfg.topics.labels)
     try:
         bridge = first.bridge
-        wait_for(lambda: bridge.tasks_imported == 6 and bridge.dead_letters == 1, 30, "the import")
+        wait_for(lambda: bridge.tasks_imported == 6 and bridge.dead_letters == 1, 120, "the import")
         assert bridge.duplicates_skipped == 1 and bridge.client.mode == "legacy"
         assert bridge.project_id is not None
         tasks = {t["data"]["selector_id"]: t for t in tasks_of(ls, bridge.project_id)}
