@@ -59,6 +59,7 @@ class Restartable:
         self.path.write_text(yaml.safe_dump(data))
         self.lines: list[str] = []
         self.runs: list[subprocess.Popen[str]] = []
+        self.readers: list[threading.Thread] = []
         self.kills = 0
 
     @property
@@ -75,7 +76,8 @@ class Restartable:
         )
         self.runs.append(proc)
         self.lines.append(f"--- {self.name} run {len(self.runs)}")
-        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+        self.readers.append(threading.Thread(target=self._read, args=(proc,), daemon=True))
+        self.readers[-1].start()
         return self
 
     def _read(self, proc: subprocess.Popen[str]) -> None:
@@ -101,7 +103,13 @@ class Restartable:
         assert self.alive(), f"{self.name} exited with {self.proc.returncode} before its kill:\n{self.output}"
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
+        self._drain()
         self.kills += 1
+
+    def _drain(self) -> None:
+        """Wait for the reader of the current run to take its last lines (the pipe ends with the process):
+        they must neither be missed by the checks nor land after the next run's marker."""
+        self.readers[-1].join(timeout=10)
 
     def ready(self) -> bool:
         try:
@@ -121,10 +129,12 @@ class Restartable:
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
-                return self.proc.wait(timeout=30)
+                self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        return self.proc.wait(timeout=10)
+        code = self.proc.wait(timeout=10)
+        self._drain()
+        return code
 
 
 class Watcher(threading.Thread):
