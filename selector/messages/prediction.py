@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,10 +32,10 @@ from typing import Any
 from zlib import crc32
 
 import numpy as np
-import orjson
 
 from selector.arrays import FloatArray, IntArray, UIntArray
 from selector.messages import fields, screen
+from selector.messages.parsing import collector_paused, parse_batch
 from selector.messages.timestamps import parse_ts
 
 
@@ -103,44 +102,6 @@ class Batch:
 _OPTIONAL_STR = ("model", "segment")
 _OPTIONAL_COLUMNS = frozenset({*fields.NESTED, "predicted_loss", "cost", "embedding"})
 """A record with none of these keys (and nothing required) skips every check of optional columns."""
-_MAX_ENCODABLE_DEPTH = 254
-"""orjson refuses to encode deeper nesting; a record nested deeper could not be passed through to outputs."""
-_SHORT = 2 * _MAX_ENCODABLE_DEPTH
-"""A record this short cannot open and close brackets enough to nest too deep."""
-
-
-def _may_be_too_deep(raw: bytes) -> bool:
-    """Whether a record has brackets enough to nest deeper than orjson encodes (the cheap length test spares
-    typical records)."""
-    return len(raw) > _SHORT and raw.count(b"[") + raw.count(b"{") > _MAX_ENCODABLE_DEPTH
-
-
-def _loads(raw: bytes) -> Any:
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        # Python producers write NaN/Infinity by default: parse them so the reason is "non_finite". Otherwise
-        # keep orjson's rules: UTF-8 only, integers beyond 64 bits as floats (so 10**400 is infinite, like
-        # 1e400), and no lone surrogates ("\ud800"), which no output record could carry.
-        obj = json.loads(raw.decode("utf-8"), parse_int=_parse_int)
-        _check_encodable(obj)
-        return obj
-    if _may_be_too_deep(raw):  # too deep needs that many brackets opened and closed
-        _check_encodable(obj)
-    return obj
-
-
-def _parse_int(text: str) -> int | float:
-    value = int(text) if len(text) <= 21 else None
-    return value if value is not None and -(1 << 63) <= value < (1 << 64) else float(text)
-
-
-def _check_encodable(obj: Any) -> None:
-    """Raise ValueError if ``obj`` cannot be re-encoded into an output record (deep nesting, surrogates)."""
-    try:
-        orjson.dumps(obj)
-    except orjson.JSONEncodeError as exc:
-        raise ValueError(f"cannot be passed through to outputs: {exc}") from None
 
 
 def decode_batch(
@@ -173,9 +134,26 @@ def decode_batch(
     Returns:
         The valid rows as columns plus one :class:`Reject` per invalid record.
     """
+    with collector_paused():
+        return _decode(
+            values, kafka_ts_ms, n_classes, max_record_bytes, prob_tolerance, embedding_dim, required
+        )
+
+
+def _decode(
+    values: Sequence[bytes | None],
+    kafka_ts_ms: Sequence[int] | IntArray,
+    n_classes: int,
+    max_record_bytes: int,
+    prob_tolerance: float,
+    embedding_dim: int | None,
+    required: Mapping[str, str] | None,
+) -> Batch:
+    """:func:`decode_batch`, with the collector paused."""
     # 'probs'/'logits' keep their own rule (exactly one of them), reported as missing_probs
     needed = tuple((f, who) for f, who in (required or {}).items() if f not in ("probs", "logits"))
-    at, objs, rejects = _parse(values, max_record_bytes)
+    at, objs, failures = parse_batch(values, max_record_bytes)
+    rejects = [Reject(*failure) for failure in failures]
     ids, probs, logits, model, segment, ts_given = (
         _column(objs, key) for key in ("id", "probs", "logits", "model", "segment", "ts")
     )
@@ -281,51 +259,6 @@ def check_record(
     if _OPTIONAL_COLUMNS.isdisjoint(obj):
         return None
     return fields.read_columns(obj, n_classes, embedding_dim)
-
-
-def _parse(
-    values: Sequence[bytes | None], max_record_bytes: int
-) -> tuple[list[int], list[dict[str, Any]], list[Reject]]:
-    """The positions and parsed objects of the records that are JSON objects, and a reject for each other.
-
-    The whole batch is parsed in one pass when nothing in it is empty, oversize, malformed or too deep;
-    otherwise record by record."""
-    longest = max(map(len, values)) if values and None not in values else None  # type: ignore[arg-type]
-    if longest is not None and longest <= max_record_bytes:
-        raws: Sequence[bytes] = values  # type: ignore[assignment]
-        try:
-            objs = list(map(orjson.loads, raws))
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            if set(map(type, objs)) == {dict} and (longest <= _SHORT or not any(map(_may_be_too_deep, raws))):
-                return list(range(len(objs))), objs, []
-    at: list[int] = []
-    objs = []
-    rejects: list[Reject] = []
-    for i, raw in enumerate(values):
-        parsed = _parse_one(raw, max_record_bytes)
-        if isinstance(parsed, tuple):
-            rejects.append(Reject(i, *parsed))
-        else:
-            at.append(i)
-            objs.append(parsed)
-    return at, objs, rejects
-
-
-def _parse_one(raw: bytes | None, max_record_bytes: int) -> dict[str, Any] | tuple[str, str]:
-    """One record's parsed object, or the (reason, message) it is rejected with."""
-    if raw is None:
-        return "empty", "record value is empty (tombstone)"
-    if len(raw) > max_record_bytes:
-        return "oversize", f"record is {len(raw)} bytes, limit 'input.max_record_bytes' is {max_record_bytes}"
-    try:
-        obj = _loads(raw)
-    except (ValueError, RecursionError) as exc:
-        return "malformed_json", f"not valid JSON: {exc}"
-    if not isinstance(obj, dict):
-        return "not_an_object", f"a prediction must be a JSON object, got {type(obj).__name__}"
-    return obj
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,105 @@
+"""The collector pause around decoding, and the packing of number columns into arrays (selector.messages)."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from typing import Any
+from unittest.mock import patch
+
+import orjson
+import pytest
+
+from selector.messages import screen
+from selector.messages.parsing import collector_paused
+from selector.messages.prediction import decode_batch
+
+C = 3
+
+
+@pytest.fixture
+def collector_on() -> Iterator[None]:
+    was = gc.isenabled()
+    gc.enable()
+    yield
+    if not was:
+        gc.disable()
+
+
+@pytest.mark.usefixtures("collector_on")
+class TestCollectorPaused:
+    def test_off_inside_and_on_again_after(self) -> None:
+        """The collector is off for the block and on again after it."""
+        with collector_paused():
+            assert not gc.isenabled()
+        assert gc.isenabled()
+
+    def test_on_again_after_an_exception(self) -> None:
+        """An error in the block does not leave the collector off."""
+        with pytest.raises(KeyError), collector_paused():
+            raise KeyError("boom")
+        assert gc.isenabled()
+
+    def test_nested_pause_leaves_it_to_the_outer(self) -> None:
+        """An inner pause ends without turning the collector on while the outer one runs."""
+        with collector_paused():
+            with collector_paused():
+                assert not gc.isenabled()
+            assert not gc.isenabled()
+        assert gc.isenabled()
+
+    def test_collector_off_before_stays_off(self) -> None:
+        """A pause while the collector is off (by the caller's choice) does not turn it on."""
+        gc.disable()
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+
+    def test_decode_batch_runs_paused_and_restores(self) -> None:
+        """decode_batch screens its batch with the collector off and leaves it on, also when it raises."""
+        seen: list[bool] = []
+        real = screen.suspects
+
+        def spy(*args: Any, **kw: Any) -> set[int]:
+            seen.append(gc.isenabled())
+            return real(*args, **kw)
+
+        values = [orjson.dumps({"id": "a", "probs": [1, 0, 0]})]
+        with patch.object(screen, "suspects", spy):
+            assert decode_batch(values, [0], n_classes=C).ids == ["a"]
+        assert seen == [False] and gc.isenabled()
+        with patch.object(screen, "suspects", side_effect=RuntimeError("boom")), pytest.raises(RuntimeError):
+            decode_batch(values, [0], n_classes=C)
+        assert gc.isenabled()
+
+
+def _reasons(records: list[dict[str, Any]], **kw: Any) -> list[tuple[int, str]]:
+    values = [orjson.dumps(r) for r in records]
+    return [
+        (r.position, r.reason) for r in decode_batch(values, [0] * len(values), n_classes=C, **kw).rejects
+    ]
+
+
+class TestPackedNumbers:
+    """Columns vouched for in bulk are packed number by number; anything but a number is refused there and
+    takes the per-record chain, which names it."""
+
+    @pytest.mark.parametrize("odd", ["0.5", None, True, [0.5], {"x": 1}])
+    def test_embedding_item_that_is_not_a_number(self, odd: Any) -> None:
+        """A string that reads as a number, null, a boolean, a list or an object in an embedding is a
+        bad_field, the other records of the batch unaffected."""
+        good = {"id": "a", "probs": [1, 0, 0], "embedding": [0.5, 0.25]}
+        bad = {"id": "b", "probs": [1, 0, 0], "embedding": [0.5, odd]}
+        assert _reasons([good, bad, good], embedding_dim=2) == [(1, "bad_field")]
+
+    def test_samples_rows_of_compensating_lengths(self) -> None:
+        """Rows of 2 and 4 numbers where 3 are due hold as many as two good rows: still bad_samples."""
+        good = {"id": "a", "probs": [1, 0, 0], "samples": [[1, 0, 0], [0, 1, 0]]}
+        bad = {"id": "b", "probs": [1, 0, 0], "samples": [[1, 0], [0, 1, 0, 0]]}
+        assert _reasons([good, bad]) == [(1, "bad_samples")]
+
+    def test_integers_are_numbers(self) -> None:
+        """Integer items pack as floats: an embedding of ints is the same vector as of floats."""
+        values = [orjson.dumps({"id": "a", "probs": [1, 0, 0], "embedding": [3, -2]})]
+        b = decode_batch(values, [0], n_classes=C, embedding_dim=2)
+        assert b.vectors is not None and b.vectors.tolist() == [[3.0, -2.0]]
