@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,6 +23,9 @@ MAX_ENCODABLE_DEPTH = 254
 """orjson refuses to encode deeper nesting; a record nested deeper could not be passed through to outputs."""
 _SHORT = 2 * MAX_ENCODABLE_DEPTH
 """A record this short cannot open and close brackets enough to nest too deep."""
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+"""What orjson parses a JSON string, number, true, false or null into."""
 
 Failure = tuple[int, str, str]
 """A record that is not a parsed object: its position in the batch, a reason code and a message."""
@@ -49,22 +52,26 @@ def collector_paused() -> Iterator[None]:
 
 
 def parse_batch(
-    values: Sequence[bytes | None], max_record_bytes: int
-) -> tuple[list[int], list[Any], list[Failure]]:
-    """The positions and parsed objects of the records that are JSON objects, and a failure for each other.
+    values: Sequence[bytes | None], max_record_bytes: int, *, record_by_record: bool = False
+) -> tuple[list[int], list[Any], list[Failure], list[int]]:
+    """The positions and parsed objects of the records that are JSON objects, a failure for each other, and
+    the records (indexes into the objects) long enough to nest too deep whose depth is left to the caller.
 
-    The whole batch is parsed in one pass when nothing in it is empty, oversize, malformed or too deep;
-    otherwise record by record."""
+    The whole batch is parsed in one pass when nothing in it is empty, oversize or malformed (the long
+    records' depth is then for the caller to bound: :func:`may_nest_too_deep`, which knows what the bulk
+    screen proved); otherwise, or with ``record_by_record``, record by record, each long one with its brackets
+    counted and, when there are enough of them, checked exactly."""
     longest = max(map(len, values)) if values and None not in values else None  # type: ignore[arg-type]
-    if longest is not None and longest <= max_record_bytes:
+    if not record_by_record and longest is not None and longest <= max_record_bytes:
         raws: Sequence[bytes] = values  # type: ignore[assignment]
         try:
             objs = list(map(orjson.loads, raws))
         except orjson.JSONDecodeError:
             pass
         else:
-            if set(map(type, objs)) == {dict} and (longest <= _SHORT or not any(map(_may_be_too_deep, raws))):
-                return list(range(len(objs))), objs, []
+            if set(map(type, objs)) == {dict}:
+                long = [] if longest <= _SHORT else [k for k, raw in enumerate(raws) if len(raw) > _SHORT]
+                return list(range(len(objs))), objs, [], long
     at: list[int] = []
     objs = []
     failures: list[Failure] = []
@@ -75,7 +82,7 @@ def parse_batch(
         else:
             at.append(i)
             objs.append(parsed)
-    return at, objs, failures
+    return at, objs, failures, []
 
 
 def _parse_one(raw: bytes | None, max_record_bytes: int) -> dict[str, Any] | tuple[str, str]:
@@ -91,6 +98,40 @@ def _parse_one(raw: bytes | None, max_record_bytes: int) -> dict[str, Any] | tup
     if not isinstance(obj, dict):
         return "not_an_object", f"a prediction must be a JSON object, got {type(obj).__name__}"
     return obj
+
+
+def may_nest_too_deep(
+    objs: Sequence[dict[str, Any]], rows: list[int], proven: Mapping[str, Collection[int]]
+) -> bool:
+    """Whether any record ``rows`` of ``objs`` may nest deeper than orjson encodes (then the caller parses the
+    batch again record by record, where each such record is checked exactly).
+
+    A sound bound, walking the parsed values instead of counting the brackets of the raw bytes (which costs
+    about a nanosecond a byte): a value the bulk screen proved to be a list of numbers or of lists of numbers
+    is not walked again; any other list or object is, a level at a time (one set of its items' types). A
+    record nests one level deeper than its deepest value; orjson encodes 254 levels.
+
+    Args:
+        objs: the parsed records.
+        rows: the records to bound (those long enough to nest too deep).
+        proven: per key, the records whose value under it is a list of numbers or of lists of numbers.
+    """
+    for k in rows:
+        for key, value in objs[k].items():
+            nested = type(value) is list or type(value) is dict
+            if nested and k not in proven.get(key, ()) and _deeper_than(value, MAX_ENCODABLE_DEPTH - 1):
+                return True
+    return False
+
+
+def _deeper_than(value: list[Any] | dict[str, Any], levels: int) -> bool:
+    """Whether a list or object nests more than ``levels`` levels (itself one)."""
+    items = value.values() if type(value) is dict else value
+    if set(map(type, items)) <= _SCALARS:
+        return levels < 1
+    return levels <= 1 or any(
+        _deeper_than(v, levels - 1) for v in items if type(v) is list or type(v) is dict
+    )
 
 
 def _may_be_too_deep(raw: bytes) -> bool:

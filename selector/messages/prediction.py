@@ -28,14 +28,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
-from typing import Any
+from typing import Any, cast
 from zlib import crc32
 
 import numpy as np
 
 from selector.arrays import FloatArray, IntArray, UIntArray
 from selector.messages import fields, screen
-from selector.messages.parsing import collector_paused, parse_batch
+from selector.messages.parsing import collector_paused, may_nest_too_deep, parse_batch
 from selector.messages.timestamps import parse_ts
 
 
@@ -134,10 +134,10 @@ def decode_batch(
     Returns:
         The valid rows as columns plus one :class:`Reject` per invalid record.
     """
+    args = (values, kafka_ts_ms, n_classes, max_record_bytes, prob_tolerance, embedding_dim, required)
     with collector_paused():
-        return _decode(
-            values, kafka_ts_ms, n_classes, max_record_bytes, prob_tolerance, embedding_dim, required
-        )
+        batch = _decode(*args, record_by_record=False)
+        return batch if batch is not None else cast(Batch, _decode(*args, record_by_record=True))
 
 
 def _decode(
@@ -148,11 +148,14 @@ def _decode(
     prob_tolerance: float,
     embedding_dim: int | None,
     required: Mapping[str, str] | None,
-) -> Batch:
-    """:func:`decode_batch`, with the collector paused."""
+    *,
+    record_by_record: bool,
+) -> Batch | None:
+    """:func:`decode_batch`, with the collector paused; None when a record of the batch parsed in one pass may
+    nest too deep (then parse it ``record_by_record``, where such a record is checked exactly)."""
     # 'probs'/'logits' keep their own rule (exactly one of them), reported as missing_probs
     needed = tuple((f, who) for f, who in (required or {}).items() if f not in ("probs", "logits"))
-    at, objs, failures = parse_batch(values, max_record_bytes)
+    at, objs, failures, long = parse_batch(values, max_record_bytes, record_by_record=record_by_record)
     rejects = [Reject(*failure) for failure in failures]
     ids, probs, logits, model, segment, ts_given = (
         _column(objs, key) for key in ("id", "probs", "logits", "model", "segment", "ts")
@@ -161,6 +164,8 @@ def _decode(
     plain = list(map(_OPTIONAL_COLUMNS.isdisjoint, objs))
     with_optional = [k for k, none in enumerate(plain) if not none] if False in plain else []
     found, more = screen.optional_columns(objs, with_optional, n_classes, embedding_dim)
+    if long and may_nest_too_deep(objs, long, {"embedding": found.embedding, **found.nested}):
+        return None
     suspect |= more
     dropped: set[int] = set()
     checked: dict[int, fields.Columns] = {}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gc
+import json
 from collections.abc import Iterator
 from typing import Any
 from unittest.mock import patch
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from selector.messages import screen
 from selector.messages.parsing import collector_paused
@@ -103,3 +106,62 @@ class TestPackedNumbers:
         values = [orjson.dumps({"id": "a", "probs": [1, 0, 0], "embedding": [3, -2]})]
         b = decode_batch(values, [0], n_classes=C, embedding_dim=2)
         assert b.vectors is not None and b.vectors.tolist() == [[3.0, -2.0]]
+
+
+def _nest(levels: int, kind: str = "list") -> Any:
+    value: Any = 1
+    for level in range(levels):
+        value = [value] if kind == "list" or (kind == "mixed" and level % 2) else {"k": value}
+    return value
+
+
+_EMB = [0.123456789] * 64
+"""An embedding that makes every record long enough to nest too deep, for the bound to look at."""
+
+
+class TestDepthBound:
+    """Records parsed in one pass have their depth bounded from the parsed values; one that may nest deeper
+    than orjson encodes (254 levels) is rejected exactly as the record-by-record parse rejects it."""
+
+    TOO_DEEP = (
+        "malformed_json",
+        "not valid JSON: cannot be passed through to outputs: Recursion limit reached",
+    )
+
+    def _verdicts(self, records: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
+        values = [json.dumps(r).encode() for r in records]  # orjson cannot write them
+        b = decode_batch(values, [0] * len(values), n_classes=C, embedding_dim=len(_EMB))
+        return [(r.position, r.reason, r.message) for r in b.rejects]
+
+    @pytest.mark.parametrize("key", ["payload", "meta", "embedding", "samples", "committee", "extra"])
+    @pytest.mark.parametrize("kind", ["list", "dict", "mixed"])
+    def test_too_deep_under_any_key_among_good_records(self, key: str, kind: str) -> None:
+        """A value nesting 254 levels (255 with the record) under any key is malformed_json; the other
+        records, whose columns the bulk screen vouches for, are unaffected."""
+        good = {"id": "a", "probs": [1, 0, 0], "embedding": _EMB, "samples": [[1, 0, 0]]}
+        deep = {**good, key: _nest(254, kind)}
+        assert self._verdicts([good, deep, good]) == [(1, *self.TOO_DEEP)]
+
+    def test_deepest_encodable_passes(self) -> None:
+        """A record nesting exactly 254 levels is accepted (one level more is not)."""
+        good = {"id": "a", "probs": [1, 0, 0], "embedding": _EMB}
+        assert self._verdicts([{**good, "payload": _nest(253, "mixed")}]) == []
+        assert self._verdicts([{**good, "payload": _nest(254, "mixed")}]) == [(0, *self.TOO_DEEP)]
+
+    def test_deep_inside_probs(self) -> None:
+        """Nesting inside a class score is found too (it is no number, but depth is checked first)."""
+        deep = {"id": "a", "probs": [_nest(254), 0, 0], "embedding": _EMB}
+        assert self._verdicts([deep]) == [(0, *self.TOO_DEEP)]
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(248, 258), st.sampled_from(["list", "dict", "mixed"]), st.booleans())
+    def test_verdict_is_whether_orjson_encodes_it(self, levels: int, kind: str, wide: bool) -> None:
+        """A record is rejected for depth exactly when orjson cannot encode it."""
+        payload = [_nest(levels, kind), list(range(50))] if wide else _nest(levels, kind)
+        rec = {"id": "a", "probs": [1, 0, 0], "embedding": _EMB, "payload": payload}
+        try:
+            orjson.dumps(rec)
+        except orjson.JSONEncodeError:
+            assert self._verdicts([rec]) == [(0, *self.TOO_DEEP)]
+        else:
+            assert self._verdicts([rec]) == []
