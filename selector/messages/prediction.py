@@ -27,7 +27,7 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import repeat
 from typing import Any, cast
 from zlib import crc32
 
@@ -349,9 +349,9 @@ def _to_matrix(rows: list[Any], n_classes: int) -> tuple[FloatArray, dict[int, t
     rejects: dict[int, tuple[str, str]] = {}
     if not rows:
         return np.zeros((0, n_classes), dtype=np.float64), rejects
-    # numpy would also convert true, "0.5", null and nested lists: only all-number batches take the fast path
-    if set(map(type, chain.from_iterable(rows))) <= fields.NUMBER_TYPES:
-        return np.asarray(rows, dtype=np.float64), rejects
+    matrix = screen.numbers(rows, (len(rows), n_classes))  # every row is a list of n_classes (screened)
+    if matrix is not None:
+        return matrix, rejects
     out = np.zeros((len(rows), n_classes), dtype=np.float64)
     for r, row in enumerate(rows):
         if any(isinstance(x, bool) or not isinstance(x, int | float) for x in row):

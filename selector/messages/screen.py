@@ -121,7 +121,7 @@ def _embeddings(values: list[Any], dim: int | None) -> tuple[np.ndarray[Any, Any
     lengths = set(map(len, values))
     if len(lengths) != 1 or 0 in lengths or (dim is not None and lengths != {dim}):
         return None
-    matrix = _numbers(values, (len(values), len(values[0])))
+    matrix = numbers(values, (len(values), len(values[0])))
     if matrix is None:
         return None
     with np.errstate(invalid="ignore", over="ignore"):  # an infinite bound fails the test, as it should
@@ -138,10 +138,10 @@ def _stacked(values: list[Any], n_classes: int) -> FloatArray | None:
     rows = list(chain.from_iterable(values))
     if set(map(type, rows)) != {list} or set(map(len, rows)) != {n_classes}:
         return None
-    return _numbers(values, (len(values), len(values[0]), n_classes))
+    return numbers(values, (len(values), len(values[0]), n_classes))
 
 
-def _numbers(values: list[Any], shape: tuple[int, ...]) -> FloatArray | None:
+def numbers(values: list[Any], shape: tuple[int, ...]) -> FloatArray | None:
     """Nested lists of ``shape`` (every list at each level of the length there, checked by the caller) as a
     float array when every item is a JSON number, else None.
 
