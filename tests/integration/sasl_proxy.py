@@ -254,9 +254,10 @@ class SaslProxy:
     """Checks SCRAM logins on ``port`` (bound on entry) and relays logged-in connections to the broker on
     ``upstream`` (set once the broker runs).
 
-    Counts, read by the tests: ``accepted`` and ``refused`` logins (by user and mechanism), ``rejected``
-    requests sent before a login (api key, version), every request ``seen`` before a login (api key, version)
-    and the SASL API ranges the broker's ``ApiVersions`` answer listed (``broker_ranges``).
+    Counts, read by the tests: ``accepted`` and ``refused`` logins (by user, mechanism and the client id of
+    the request header), ``rejected`` requests sent before a login (api key, version), every request ``seen``
+    before a login (api key, version) and the SASL API ranges the broker's ``ApiVersions`` answer listed
+    (``broker_ranges``).
 
     Args:
         users: password of each user name.
@@ -275,8 +276,8 @@ class SaslProxy:
         self.tls = tls
         self.port = 0
         self.upstream = 0
-        self.accepted: Counter[tuple[str, str]] = Counter()
-        self.refused: Counter[tuple[str, str]] = Counter()
+        self.accepted: Counter[tuple[str, str, str]] = Counter()
+        self.refused: Counter[tuple[str, str, str]] = Counter()
         self.rejected: list[tuple[int, int]] = []
         self.seen: list[tuple[int, int]] = []
         self.broker_ranges: dict[int, tuple[int, int]] = {}
@@ -316,6 +317,7 @@ class SaslProxy:
         ApiVersions, SaslHandshake or SaslAuthenticate comes first (False: the caller closes)."""
         scram: ScramServer | None = None
         bare_tokens = False
+        client_id = ""
         while True:
             request = await read_frame(client_r)
             if bare_tokens and scram is not None:
@@ -323,17 +325,17 @@ class SaslProxy:
                 try:
                     reply = scram.step(request)
                 except ScramAuthenticationError:
-                    self.refused[(scram.username or "", scram.mechanism)] += 1
+                    self.refused[(scram.username or "", scram.mechanism, client_id)] += 1
                     return False
                 client_w.write(frame(reply))
                 await client_w.drain()
                 if scram.done:
-                    self.accepted[(scram.username or "", scram.mechanism)] += 1
+                    self.accepted[(scram.username or "", scram.mechanism, client_id)] += 1
                     return True
                 continue
             wire = Wire(request)
             key, version, correlation = wire.int16(), wire.int16(), wire.int32()
-            wire.string()
+            client_id = wire.string() or ""
             self.seen.append((key, version))
             flexible = (key == API_VERSIONS and version >= 3) or (key == SASL_AUTHENTICATE and version >= 2)
             if flexible:
@@ -361,7 +363,7 @@ class SaslProxy:
                 try:
                     reply = scram.step(token)
                 except ScramAuthenticationError as exc:
-                    self.refused[(scram.username or "", scram.mechanism)] += 1
+                    self.refused[(scram.username or "", scram.mechanism, client_id)] += 1
                     body = authenticate_response(version, SASL_AUTHENTICATION_FAILED, str(exc), b"")
                     client_w.write(frame(header + body))
                     await client_w.drain()
@@ -369,7 +371,7 @@ class SaslProxy:
                 client_w.write(frame(header + authenticate_response(version, 0, None, reply)))
                 await client_w.drain()
                 if scram.done:
-                    self.accepted[(scram.username or "", scram.mechanism)] += 1
+                    self.accepted[(scram.username or "", scram.mechanism, client_id)] += 1
                     return True
             else:
                 self.rejected.append((key, version))
