@@ -327,10 +327,11 @@ class SaslProxy:
                 except ScramAuthenticationError:
                     self.refused[(scram.username or "", scram.mechanism, client_id)] += 1
                     return False
+                if scram.done:  # counted before the answer, so a client that has it sees the count
+                    self.accepted[(scram.username or "", scram.mechanism, client_id)] += 1
                 client_w.write(frame(reply))
                 await client_w.drain()
                 if scram.done:
-                    self.accepted[(scram.username or "", scram.mechanism, client_id)] += 1
                     return True
                 continue
             wire = Wire(request)
@@ -368,10 +369,11 @@ class SaslProxy:
                     client_w.write(frame(header + body))
                     await client_w.drain()
                     return False
+                if scram.done:
+                    self.accepted[(scram.username or "", scram.mechanism, client_id)] += 1
                 client_w.write(frame(header + authenticate_response(version, 0, None, reply)))
                 await client_w.drain()
                 if scram.done:
-                    self.accepted[(scram.username or "", scram.mechanism, client_id)] += 1
                     return True
             else:
                 self.rejected.append((key, version))

@@ -8,9 +8,10 @@ The bundled Tansu 0.6.0 secures nothing itself (see :mod:`connectors.kafka.broke
 therefore terminated by a proxy in this module, in front of the real broker, which advertises the proxy's
 address; certificates are made here by a throwaway CA (``cryptography``). Logins are checked by another proxy,
 :mod:`tests.integration.sasl_proxy`: it, not Tansu, holds the user table and runs the SCRAM server (RFC 5802,
-checked here against the RFC 7677 example), so the clients perform a real login and the proxy counts the
-logins it accepted and refused. A wrong password is tested against both: the proxy's refusal (error 58, with
-a message) and Tansu's ``--authentication``, where every password is wrong.
+checked here against the RFC 7677 example, and its answers request by request on a raw socket), so the
+clients perform a real login and the proxy counts the logins it accepted and refused. A wrong password is
+tested against both: the proxy's refusal (error 58, with a message) and Tansu's ``--authentication``, where
+every password is wrong.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ import contextlib
 import datetime
 import ipaddress
 import os
+import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +43,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.net.sasl.scram import ScramClient
 
 from connectors.kafka.broker import EmbeddedBroker
 from connectors.kafka.clients import security_kwargs
@@ -51,6 +56,8 @@ from tests.integration.sasl_proxy import (
     SaslProxy,
     ScramAuthenticationError,
     ScramServer,
+    Wire,
+    uvarint,
 )
 from tests.integration.streams import config_for, create_topics, wait_for
 
@@ -397,3 +404,122 @@ class TestScramServer:
         with pytest.raises(ScramAuthenticationError):
             server.step(RFC_7677["client_final"].replace(b"k0,p=", b"k1,p="))
         assert not server.done
+
+
+@contextlib.contextmanager
+def proxy_before_a_broker(users: dict[str, str]) -> Iterator[SaslProxy]:
+    """The SASL proxy (plain TCP) in front of a listening socket that never answers: enough for everything
+    the proxy does before a login, where nothing but ApiVersions reaches the broker."""
+    with socket.create_server(("127.0.0.1", 0)) as upstream, SaslProxy(users) as proxy:
+        proxy.upstream = int(upstream.getsockname()[1])
+        yield proxy
+
+
+def exchange(conn: socket.socket, payload: bytes) -> bytes:
+    """Sends one frame and returns the next frame's bytes (b"" when the proxy closed the connection)."""
+    conn.sendall(struct.pack(">i", len(payload)) + payload)
+
+    def read(n: int) -> bytes:
+        data = b""
+        while len(data) < n and (chunk := conn.recv(n - len(data))):
+            data += chunk
+        return data
+
+    size = read(4)
+    return read(struct.unpack(">i", size)[0]) if len(size) == 4 else b""
+
+
+def request(key: int, version: int, body: bytes, correlation: int = 7) -> bytes:
+    """A request with header v1, or v2 (an empty tagged-field section) for SaslAuthenticate v2."""
+    tags = b"\x00" if key == SASL_AUTHENTICATE and version >= 2 else b""
+    return struct.pack(">hhih", key, version, correlation, 4) + b"test" + tags + body
+
+
+def authenticate(conn: socket.socket, version: int, token: bytes) -> tuple[int, str | None, bytes]:
+    """One SaslAuthenticate round trip: the error code, error message and server bytes it answered."""
+    body = (uvarint(len(token) + 1) if version >= 2 else struct.pack(">i", len(token))) + token
+    wire = Wire(exchange(conn, request(SASL_AUTHENTICATE, version, body)))
+    assert wire.int32() == 7
+    if version >= 2:
+        wire.skip_tagged_fields()
+        error, n = wire.int16(), wire.uvarint()
+        message = wire.take(n - 1).decode() if n else None
+        return error, message, wire.compact_bytes()
+    error, message = wire.int16(), wire.string()
+    return error, message, wire.bytes32()
+
+
+def handshake(conn: socket.socket, version: int, mechanism: str) -> tuple[int, list[str | None]]:
+    """One SaslHandshake round trip: the error code and the mechanisms the proxy offered."""
+    name = mechanism.encode()
+    wire = Wire(exchange(conn, request(SASL_HANDSHAKE, version, struct.pack(">h", len(name)) + name)))
+    assert wire.int32() == 7
+    error, count = wire.int16(), wire.int32()
+    return error, [wire.string() for _ in range(count)]
+
+
+class TestSaslProxy:
+    def test_a_request_before_a_login_closes_the_connection(self) -> None:
+        """A Metadata request before any login gets no answer: the connection is closed and the request is
+        counted as rejected."""
+        with (
+            proxy_before_a_broker({"u": "p"}) as proxy,
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as conn,
+        ):
+            assert exchange(conn, request(3, 1, struct.pack(">i", -1))) == b""
+            assert proxy.rejected == [(3, 1)] and not proxy.accepted
+
+    def test_a_mechanism_not_offered_gets_error_33_and_the_offered_ones(self) -> None:
+        """SaslHandshake for PLAIN: UNSUPPORTED_SASL_MECHANISM (33) and the two SCRAM mechanisms."""
+        with (
+            proxy_before_a_broker({"u": "p"}) as proxy,
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as conn,
+        ):
+            assert handshake(conn, 1, "PLAIN") == (33, ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+            assert handshake(conn, 1, "SCRAM-SHA-512") == (0, ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+
+    @pytest.mark.parametrize("version", [0, 1, 2])
+    def test_a_login_in_each_saslauthenticate_version(self, version: int) -> None:
+        """SaslHandshake v1 then SaslAuthenticate v0, v1 or v2 (flexible): a client that knows the password
+        gets a server-final whose signature it verifies (kafka-python's SCRAM client), and one login counted
+        with the client id of the request header."""
+        client = ScramClient("u", "p", "SCRAM-SHA-512")
+        with (
+            proxy_before_a_broker({"u": "p"}) as proxy,
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as conn,
+        ):
+            assert handshake(conn, 1, "SCRAM-SHA-512")[0] == 0
+            error, _, server_first = authenticate(conn, version, client.first_message())
+            assert error == 0
+            client.process_server_first_message(server_first)
+            assert authenticate(conn, version, client.final_message())[:2] == (0, None)
+            assert proxy.accepted == Counter({("u", "SCRAM-SHA-512", "test"): 1})
+
+    def test_a_wrong_password_gets_error_58_with_a_message_and_a_closed_connection(self) -> None:
+        """SaslAuthenticate v2 with a proof made from another password: SASL_AUTHENTICATION_FAILED (58), a
+        message naming the mechanism, no server signature, the login counted as refused, then EOF."""
+        client = ScramClient("u", "not-p", "SCRAM-SHA-256")
+        with (
+            proxy_before_a_broker({"u": "p"}) as proxy,
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as conn,
+        ):
+            handshake(conn, 1, "SCRAM-SHA-256")
+            client.process_server_first_message(authenticate(conn, 2, client.first_message())[2])
+            error, message, server_final = authenticate(conn, 2, client.final_message())
+            assert (error, server_final) == (58, b"")
+            assert message is not None and "invalid credentials with SASL mechanism SCRAM-SHA-256" in message
+            assert proxy.refused == Counter({("u", "SCRAM-SHA-256", "test"): 1}) and not proxy.accepted
+            assert conn.recv(1) == b""
+
+    def test_after_a_v0_handshake_the_tokens_travel_bare(self) -> None:
+        """SaslHandshake v0: the SCRAM messages go as bare frames without a Kafka header, and the login
+        succeeds."""
+        client = ScramClient("u", "p", "SCRAM-SHA-256")
+        with (
+            proxy_before_a_broker({"u": "p"}) as proxy,
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as conn,
+        ):
+            assert handshake(conn, 0, "SCRAM-SHA-256")[0] == 0
+            client.process_server_first_message(exchange(conn, client.first_message()))
+            client.process_server_final_message(exchange(conn, client.final_message()))
+            assert proxy.accepted == Counter({("u", "SCRAM-SHA-256", "test"): 1})
