@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from connectors.kafka.clients import prepare_topics
 from selector.config import Config, parse_config
@@ -85,6 +86,12 @@ def produce(
     return placed
 
 
+def caught_up_on(consumer: KafkaConsumer, tp: TopicPartition, end: int) -> bool:
+    """Whether ``consumer`` has read ``tp`` up to offset ``end`` (its position is None until known)."""
+    at = consumer.position(tp, timeout_ms=1000)
+    return at is not None and at >= end
+
+
 def read_topic(
     servers: str, topic: str, *, expect: int | None = None, timeout_s: float = 30.0, idle_s: float = 1.5
 ) -> list[Message]:
@@ -111,8 +118,13 @@ def read_topic(
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
     # A loaded machine may take longer than ``idle_s`` to fetch what is already there: ``idle_s`` alone would
-    # end the read early, with part of the topic (or nothing).
-    ends = consumer.end_offsets(tps)
+    # end the read early, with part of the topic (or nothing). A broker that does not answer (an outage test)
+    # leaves only ``idle_s`` and the deadline, as before.
+    ends: dict[TopicPartition, int] | None
+    try:
+        ends = consumer.end_offsets(tps, timeout_ms=10_000)
+    except KafkaError:
+        ends = None
     out: list[Message] = []
     last_new = time.monotonic()
     while time.monotonic() < deadline:
@@ -121,8 +133,7 @@ def read_topic(
             for r in records:
                 out.append(Message(tp.topic, tp.partition, r.offset, r.key, r.value, dict(r.headers or [])))
             last_new = time.monotonic()
-        positions = [consumer.position(tp, timeout_ms=1000) for tp in tps]  # None: not known yet
-        caught_up = all(at is not None and at >= ends[tp] for tp, at in zip(tps, positions, strict=True))
+        caught_up = ends is None or all(caught_up_on(consumer, tp, end) for tp, end in ends.items())
         reached = expect is None or len(out) >= expect
         if caught_up and reached and time.monotonic() - last_new > idle_s:
             break
