@@ -320,6 +320,10 @@ def test_processes_killed_at_random_moments_lose_nothing_and_store_every_label_o
         labeled = watcher.snapshot()[1]
         wait_for(lambda: set(stored_labels(dataset)) >= labeled, 60, "every label stored")
         wait_for(lambda: promoted[-1] in watcher.models, 30, f"predictions of {promoted[-1]}")
+        # a process the last kills restarted may still be starting: SIGTERM must find it running, since
+        # before its handler is installed (the interpreter's start-up, the imports) SIGTERM ends it with -15
+        for proc in procs.values():
+            proc.wait_ready()
     finally:
         watcher.stop_event.set()
         codes = {name: proc.stop() for name, proc in procs.items()}
