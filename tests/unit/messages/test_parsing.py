@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 from collections.abc import Iterator
@@ -10,12 +11,14 @@ from unittest.mock import patch
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from selector.messages import screen
-from selector.messages.parsing import collector_paused
+from selector.messages import prediction, screen
+from selector.messages.parsing import collector_paused, parse_batch
 from selector.messages.prediction import decode_batch
+
+from .test_decode_bulk import DIM, _same, rich_records
 
 C = 3
 
@@ -165,3 +168,34 @@ class TestDepthBound:
             assert self._verdicts([rec]) == [(0, *self.TOO_DEEP)]
         else:
             assert self._verdicts([rec]) == []
+
+
+@st.composite
+def _long_records(draw: st.DrawFn) -> bytes | None:
+    """Rich records made long enough to nest too deep, some nesting deep under some key."""
+    raw = draw(rich_records())
+    if raw is None or not raw.startswith(b"{") or draw(st.integers(0, 9)) == 0:
+        return raw
+    pad = b'"pad": "' + b"x" * 600 + b'", '
+    if draw(st.booleans()):
+        key = draw(st.sampled_from(["payload", "embedding", "samples", "probs", "extra"]))
+        deep = json.dumps(
+            _nest(draw(st.integers(250, 258)), draw(st.sampled_from(["list", "dict", "mixed"])))
+        )
+        pad += f'"{key}": {deep}, '.encode()  # a duplicate key: the last one counts, as for orjson
+        return b"{" + pad + raw[1:] if draw(st.booleans()) else raw[:-1] + b", " + pad[:-2] + b"}"
+    return b"{" + pad + raw[1:]
+
+
+class TestDepthBoundAgreesWithRecordByRecord:
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(_long_records(), max_size=8), st.sampled_from([None, DIM]))
+    def test_same_rows_and_same_rejects(self, values: list[bytes | None], dim: int | None) -> None:
+        """Long records, some nested deep anywhere: every verdict, reason and message is the one of the
+        record-by-record parse, which counts brackets and checks each record exactly."""
+        kw: dict[str, Any] = {"n_classes": C, "embedding_dim": dim}
+        ts = list(range(len(values)))
+        bulk = decode_batch(values, ts, **kw)
+        with patch.object(prediction, "parse_batch", functools.partial(parse_batch, record_by_record=True)):
+            careful = decode_batch(values, ts, **kw)
+        _same(bulk, careful)
