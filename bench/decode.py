@@ -14,8 +14,8 @@ decoder parses) as the floor no decoder can go below.
 
 As the long-running commands do after start-up (connectors/cli/main.py), the process freezes what it holds
 once the records are made (``gc.freeze()``), so that full collections do not rescan the imported modules;
-``--no-freeze`` leaves that out. The new ``decode_batch`` pauses the collector itself, so both flags measure
-what the monitor's batch loop runs.
+``--no-freeze`` leaves that out. The new ``decode_batch`` pauses the collector itself and the monitor's batch
+loop adds no pause of its own, so a pass does what the loop does.
 """
 
 from __future__ import annotations
