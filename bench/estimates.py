@@ -32,10 +32,10 @@ import numpy as np
 
 from bench.markdown import table
 from selector.arrays import FloatArray, IntArray
+from selector.quality.divergence import divergence_arrays
 from selector.quality.estimates import model_bands
 from selector.quality.intervals import Z_95, Bands
 from selector.quality.population import (
-    divergence_arrays,
     label_free_bands,
     labels_only_bands,
     prediction_powered_bands,

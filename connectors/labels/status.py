@@ -37,14 +37,13 @@ from selector.arrays import BoolArray
 from selector.config import Config
 from selector.messages.timestamps import parse_ts
 from selector.quality.calibration import apply_temperature, calibrate, expected_calibration_error
+from selector.quality.divergence import Divergence, divergence
 from selector.quality.estimates import Interval, confusion, model_estimates, weighted_mean, wilson
 from selector.quality.labels import pairwise_agreement
 from selector.quality.population import (
-    Divergence,
     Estimates,
     Labeled,
     Tally,
-    divergence,
     label_free,
     labels_only,
     prediction_powered,

@@ -17,9 +17,9 @@ probabilities.
   takes both parts this way. Proxies: accuracy ``p_pred``; recall of ``j`` ``p_j 1[pred = j]`` over
   ``p_j``; precision of ``k`` ``p_k 1[pred = k]`` over ``1[pred = k]`` (known for every item); defect rate
   the summed probability of the defect classes.
-- :func:`divergence`: the prediction-powered minus the label-free accuracy, with its standard error: when the
-  labels stop agreeing with the confidence, calibration no longer holds (a concept drift the confidence cannot
-  see).
+- their divergence (:mod:`selector.quality.divergence`): the prediction-powered minus the label-free accuracy,
+  with its standard error: when the labels stop agreeing with the confidence, calibration no longer holds (a
+  concept drift the confidence cannot see).
 
 **Intervals.** The variance of a ratio ``R = A / B`` is linearized (delta method) over the stream as a
 superpopulation: ``var = [E(a - R b)^2 + (1/N) sum_labeled (1 - pi) w^2 r^2] / (N B^2)``, the first term the
@@ -43,7 +43,6 @@ realized value plus the spread of the confidences): it holds only while the cali
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -156,19 +155,6 @@ class Estimates:
     recall: dict[str, Interval]
     precision: dict[str, Interval]
     defect_rate: Interval
-
-
-@dataclass(frozen=True)
-class Divergence:
-    """The prediction-powered minus the label-free accuracy."""
-
-    gap: float
-    """prediction-powered minus label-free accuracy"""
-    se: float
-    """its standard error (from the labeled residuals)"""
-    sigmas: float
-    """``gap / se``; NaN with fewer than ``min_labels`` labels"""
-    labels: int
 
 
 def _proxies(n_items: FloatArray, expected: FloatArray, defects: BoolArray) -> tuple[FloatArray, FloatArray]:
@@ -337,7 +323,7 @@ def labels_only(
 ) -> Estimates:
     """The labels' own (IPW) estimates, their intervals spanning the decided items no label stands for yet
     (:func:`labels_only_bands`; ``Interval.n`` is the number of labels behind each)."""
-    _check(tally, labeled, classes, defects)
+    check_scope(tally, labeled, classes, defects)
     bands = labels_only_bands(
         np.array(float(tally.n)), labeled.label, labeled.predicted, labeled.pi, len(classes), defects, z
     )
@@ -354,7 +340,7 @@ def _estimates(bands: Bands, classes: Sequence[str]) -> Estimates:
     )
 
 
-def _check(tally: Tally, labeled: Labeled | None, classes: Sequence[str], defects: BoolArray) -> None:
+def check_scope(tally: Tally, labeled: Labeled | None, classes: Sequence[str], defects: BoolArray) -> None:
     c = len(classes)
     if tally.expected.shape != (c, c) or len(defects) != c:
         raise SelectorError(
@@ -370,7 +356,7 @@ def _check(tally: Tally, labeled: Labeled | None, classes: Sequence[str], defect
 def label_free(tally: Tally, classes: Sequence[str], defects: BoolArray, z: float = Z_95) -> Estimates:
     """CBPE estimates from calibrated confidence alone, with the sampling interval that holds if the
     calibration does (``Interval.n`` is the number of decided items behind each)."""
-    _check(tally, None, classes, defects)
+    check_scope(tally, None, classes, defects)
     return _estimates(label_free_bands(np.array(float(tally.n)), tally.expected, defects, z), classes)
 
 
@@ -379,7 +365,7 @@ def prediction_powered(
 ) -> Estimates:
     """Prediction-powered estimates: the label-free proxies over every decided item, corrected by the labeled
     residuals weighted by ``1 / pi`` (``Interval.n`` is the number of labels behind each)."""
-    _check(tally, labeled, classes, defects)
+    check_scope(tally, labeled, classes, defects)
     bands = prediction_powered_bands(
         np.array(float(tally.n)),
         tally.expected,
@@ -391,40 +377,3 @@ def prediction_powered(
         z,
     )
     return _estimates(bands, classes)
-
-
-def divergence_arrays(
-    n_items: FloatArray, label: IntArray, predicted: IntArray, probs: FloatArray, pi: FloatArray
-) -> tuple[FloatArray, FloatArray]:
-    """:func:`divergence`'s gap and standard error on arrays (scopes along the leading axes, labeled items
-    along the last)."""
-    c = np.take_along_axis(probs, predicted[..., None], axis=-1)[..., 0]
-    resid = (label == predicted) - c
-    w = 1.0 / pi
-    n = np.asarray(n_items, dtype=np.float64)
-    safe_n = np.where(n > 0, n, 1.0)
-    gap = (w * resid).sum(axis=-1) / safe_n
-    var = larger_per_class((w * resid) ** 2, w * w * c * (1.0 - c), pi)
-    return gap, np.sqrt(var) / safe_n
-
-
-def divergence(tally: Tally, labeled: Labeled, min_labels: int = 30) -> Divergence:
-    """Prediction-powered minus label-free accuracy, ``(1/N) sum_labeled (correct_i - p_pred,i) / pi_i``,
-    in standard errors: a test of calibration on the labeled items.
-
-    Under calibration each residual ``correct - p_pred`` has mean 0 and variance ``p_pred (1 - p_pred)``; the
-    variance of the gap is taken per weight class (inclusion probabilities within a factor of two) as the
-    larger of the observed squared residuals and that calibrated variance, so a class whose rare errors have
-    not shown yet (audits of confident items) is not read as certain, and one rare error under calibration
-    is not read as a drift. ``sigmas`` is NaN below ``min_labels`` labels (or with no spread at all).
-    """
-    c = tally.expected.shape[0]
-    _check(tally, labeled, [str(k) for k in range(c)], np.zeros(c, dtype=bool))
-    m = len(labeled.label)
-    if tally.n == 0 or m == 0:
-        return Divergence(0.0, math.nan, math.nan, m)
-    gap, se = divergence_arrays(
-        np.array(float(tally.n)), labeled.label, labeled.predicted, labeled.probs, labeled.pi
-    )
-    g, s = float(gap), float(se)
-    return Divergence(g, s, g / s if m >= min_labels and s > 0 else math.nan, m)

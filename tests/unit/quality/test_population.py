@@ -13,11 +13,10 @@ from hypothesis import strategies as st
 from bench.estimates import CLASSES, DEFECTS, mid_range_line, model_bands, one_percent_line, ppi, walk
 from bench.estimates import label_free as label_free_of
 from selector.errors import SelectorError
+from selector.quality.divergence import divergence, divergence_arrays
 from selector.quality.population import (
     Labeled,
     Tally,
-    divergence,
-    divergence_arrays,
     label_free,
     prediction_powered,
 )
