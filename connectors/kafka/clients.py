@@ -298,14 +298,17 @@ def producer_kwargs(config: Config) -> dict[str, Any]:
 
 
 def confluent_producer_conf(config: Config, servers: str) -> dict[str, Any]:
-    """The ``kafka.*`` producer settings with librdkafka's names: idempotent, acks from all in-sync replicas,
+    """The ``kafka.*`` producer settings with librdkafka's names: acks from all in-sync replicas, retries,
     ``kafka.max_request_size`` as ``message.max.bytes`` (a larger record is refused by ``produce``), and
     ``kafka.batch_size`` 0 (no batching, as in kafka-python) as one record per batch."""
     k = config.kafka
     out: dict[str, Any] = {
         **confluent_security(config, servers),
         "acks": "all",
-        "enable.idempotence": True,
+        # not idempotent, as kafka-python's producer here: at least once needs only acks and retries (a
+        # duplicate shares its id), and an idempotent librdkafka producer fails for good when a broker has
+        # lost its producer state (OUT_OF_ORDER_SEQUENCE_NUMBER is fatal: seen after a broker restart)
+        "enable.idempotence": False,
         "compression.type": k.compression_type,
         "linger.ms": k.linger_ms,
         "message.max.bytes": k.max_request_size,

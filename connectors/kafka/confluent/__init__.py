@@ -16,7 +16,9 @@ What differs, and how it is bridged:
   ``commit()`` without offsets commits the position after the last record each partition returned.
 - A record over ``message.max.bytes`` is refused by ``produce()`` at once, as kafka-python refuses one over
   ``max_request_size``: both raise :class:`kafka.errors.MessageSizeTooLargeError`.
-- The producer is idempotent with ``acks=all`` (librdkafka retries, in order, until ``message.timeout.ms``).
+- The producer waits for ``acks=all`` and retries until ``message.timeout.ms``; like kafka-python's here it is
+  not idempotent (a retry may duplicate a record, which shares its id; an idempotent producer fails for good
+  when a broker lost its producer state).
 
 One module per client: :mod:`.consumer`, :mod:`.producer` (with the delivery report :class:`Delivery`),
 :mod:`.admin`; :mod:`.errors` maps librdkafka's errors to kafka-python's and sends its log lines to the

@@ -2,8 +2,8 @@
 report of one record as kafka-python's future.
 
 A record over ``message.max.bytes`` is refused by ``produce()`` at once, as kafka-python refuses one over
-``max_request_size``: both raise :class:`kafka.errors.MessageSizeTooLargeError`. The producer is idempotent
-with ``acks=all`` (librdkafka retries, in order, until ``message.timeout.ms``).
+``max_request_size``: both raise :class:`kafka.errors.MessageSizeTooLargeError`. The producer waits for
+``acks=all`` and retries until ``message.timeout.ms`` (not idempotent: see :mod:`connectors.kafka.confluent`).
 """
 
 from __future__ import annotations
@@ -165,7 +165,10 @@ class ConfluentProducer:
         Raises:
             KafkaTimeoutError: some were still undelivered after ``timeout`` seconds.
         """
-        left = self._p.flush(-1 if timeout is None else timeout)
+        try:
+            left = self._p.flush(-1 if timeout is None else timeout)
+        except ck.KafkaException as exc:
+            raise error_from(exc) from exc
         if left:
             raise kerrors.KafkaTimeoutError(f"{left} records still undelivered after {timeout} s")
 

@@ -130,10 +130,10 @@ class TestLibrdkafkaSettings:
         )
         assert out["auto.offset.reset"] == "earliest"
 
-    def test_producer_is_idempotent_with_acks_from_all_replicas_and_the_configured_limits(self) -> None:
+    def test_producer_waits_for_all_replicas_is_not_idempotent_and_has_the_configured_limits(self) -> None:
         out = confluent_producer_conf(config(**TUNED), NOWHERE)
         assert out["acks"] == "all"
-        assert out["enable.idempotence"] is True
+        assert out["enable.idempotence"] is False  # fatal for good once a broker lost its producer state
         assert out["compression.type"] == "zstd"
         assert out["linger.ms"] == 20
         assert out["batch.size"] == 65_536
