@@ -13,11 +13,12 @@ from tests.integration import streams
 
 CLIENTS = tuple(
     name.strip()
-    for name in os.environ.get("SELECTOR_TEST_KAFKA_CLIENTS", "kafka-python,confluent-kafka").split(",")
+    for name in os.environ.get("KAFKA_CLIENTS_UNDER_TEST", "kafka-python,confluent-kafka").split(",")
     if name.strip()
 )
 """The Kafka client libraries (``kafka.client``) a test asking for ``kafka_client`` runs on, in turn: both
-by default, or those ``SELECTOR_TEST_KAFKA_CLIENTS`` names (``kafka-python`` alone: half the time)."""
+by default, or those ``KAFKA_CLIENTS_UNDER_TEST`` names (``kafka-python`` alone: half the time; not a
+``SELECTOR_*`` name, which the ``selector`` processes the tests start would read as a config key)."""
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
