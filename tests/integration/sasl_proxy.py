@@ -246,6 +246,15 @@ async def read_frame(reader: asyncio.StreamReader, limit: int = MAX_LOGIN_FRAME)
     return await reader.readexactly(size)
 
 
+async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy bytes from ``reader`` to ``writer`` until either side closes (one direction of a proxy)."""
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
 def frame(data: bytes) -> bytes:
     return struct.pack(">i", len(data)) + data
 
@@ -284,13 +293,6 @@ class SaslProxy:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="sasl-proxy", daemon=True)
 
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
             broker_r, broker_w = await asyncio.open_connection("127.0.0.1", self.upstream)
@@ -301,7 +303,7 @@ class SaslProxy:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError, ValueError, UnicodeDecodeError):
             logged_in = await self._login(client_r, client_w, broker_r, broker_w)
         if logged_in:
-            await asyncio.gather(self._relay(client_r, broker_w), self._relay(broker_r, client_w))
+            await asyncio.gather(relay(client_r, broker_w), relay(broker_r, client_w))
         else:
             client_w.close()
             broker_w.close()

@@ -57,6 +57,7 @@ from tests.integration.sasl_proxy import (
     ScramAuthenticationError,
     ScramServer,
     Wire,
+    relay,
     uvarint,
 )
 from tests.integration.streams import config_for, create_topics, wait_for
@@ -118,20 +119,13 @@ class TlsProxy:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="tls-proxy", daemon=True)
 
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
             broker_r, broker_w = await asyncio.open_connection("127.0.0.1", self.upstream)
         except OSError:
             client_w.close()
             return
-        await asyncio.gather(self._relay(client_r, broker_w), self._relay(broker_r, client_w))
+        await asyncio.gather(relay(client_r, broker_w), relay(broker_r, client_w))
 
     def __enter__(self) -> TlsProxy:
         self.thread.start()
@@ -183,6 +177,16 @@ def ssl_kwargs(certs: Certificates) -> dict[str, Any]:
     return {"security_protocol": "SSL", "ssl_cafile": str(certs.ca)}
 
 
+def produce_thirty(servers: str, topic: str, security: dict[str, Any]) -> None:
+    """30 predictions, half of them confident, over the secured connection ``security`` describes."""
+    producer = KafkaProducer(bootstrap_servers=servers, acks="all", **security)
+    for i in range(30):
+        probs = [0.97, 0.01, 0.01, 0.01] if i % 2 else [0.4, 0.3, 0.2, 0.1]
+        producer.send(topic, value=orjson.dumps({"id": f"s{i}", "probs": probs}))
+    producer.flush()
+    producer.close()
+
+
 def read_all(servers: str, topic: str, n: int, security: dict[str, Any], timeout_s: float = 30) -> list[Any]:
     """The first ``n`` records of ``topic`` (one partition or more), read with the ``security`` arguments."""
     consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, **security)
@@ -211,12 +215,7 @@ class TestTls:
         with tls_broker(certs) as servers:
             cfg = config_for(servers, unique, kafka=ssl_kwargs(certs), budget={"rate": 0.3})
             create_topics(cfg)
-            producer = KafkaProducer(bootstrap_servers=servers, acks="all", **ssl_kwargs(certs))
-            for i in range(30):
-                probs = [0.97, 0.01, 0.01, 0.01] if i % 2 else [0.4, 0.3, 0.2, 0.1]
-                producer.send(cfg.topics.predictions, value=orjson.dumps({"id": f"s{i}", "probs": probs}))
-            producer.flush()
-            producer.close()
+            produce_thirty(servers, cfg.topics.predictions, ssl_kwargs(certs))
             monitor = monitors.start(Monitor(cfg, servers))
             stats = monitor.router.stats
             wait_for(lambda: stats.total >= 30, 40, "30 decisions over TLS")
@@ -299,12 +298,7 @@ class TestSaslLogin:
             cfg = sasl_config(servers, unique, certs, mechanism, {}, budget={"rate": 0.3})
             create_topics(cfg)
             security = {**security_kwargs(cfg), "client_id": "test-io"}
-            producer = KafkaProducer(bootstrap_servers=servers, acks="all", **security)
-            for i in range(30):
-                probs = [0.97, 0.01, 0.01, 0.01] if i % 2 else [0.4, 0.3, 0.2, 0.1]
-                producer.send(cfg.topics.predictions, value=orjson.dumps({"id": f"s{i}", "probs": probs}))
-            producer.flush()
-            producer.close()
+            produce_thirty(servers, cfg.topics.predictions, security)
             monitor = monitors.start(Monitor(cfg, servers))
             stats = monitor.router.stats
             wait_for(lambda: stats.total >= 30, 40, f"30 decisions over SASL_SSL / {mechanism}")
