@@ -36,8 +36,7 @@ from connectors.kafka.topic_reader import TopicReader
 from connectors.monitor.cap_watch import CapWatch
 from connectors.monitor.checkpoint import Checkpoint
 from connectors.monitor.route_records import route_records
-from connectors.settings.configfile import load_config
-from connectors.settings.hot_reload import ConfigWatcher, config_diff, reloadable
+from connectors.settings.hot_reload import ConfigWatcher, config_diff, read_for_reload, reloadable
 from selector.config import Config
 from selector.errors import ConfigError, DeliveryError, KafkaOutageError
 from selector.messages.timestamps import rfc3339
@@ -406,7 +405,7 @@ class Monitor:
             if new is None:
                 if self.config_path is None:
                     return False
-                new = load_config(self.config_path)
+                new = read_for_reload(self.config_path)
             effective, warnings = reloadable(self.config, new)
         except ConfigError as exc:
             self.stats.reloads["rejected"] += 1

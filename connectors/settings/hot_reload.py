@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from connectors.settings.configfile import load_config
 from selector.config import Config
 from selector.errors import ConfigError
 
@@ -15,19 +16,28 @@ RESTART_ONLY = ("kafka", "topics", "metrics")
 CHECK_INTERVAL_S = 1.0
 
 
-def _mtime(path: Path) -> float | None:
+FileState = tuple[int, int] | None
+"""A file's modification time (ns) and size, or None when it cannot be read."""
+
+_NOTHING_PENDING = (-1, -1)
+
+
+def _state(path: Path) -> FileState:
     try:
-        return path.stat().st_mtime
+        st = path.stat()
     except OSError:
         return None
+    return st.st_mtime_ns, st.st_size
 
 
 class ConfigWatcher:
-    """Says when to reload: on request (SIGHUP) or when the file's mtime changed (looked at once a second)."""
+    """Says when to reload: at once on request (SIGHUP); after an edit, once the file has stayed the same for
+    one check (looked at once a second), so that a file still being written is not read half-way."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._mtime = _mtime(path)
+        self._seen = _state(path)
+        self._pending: FileState = _NOTHING_PENDING
         self._requested = threading.Event()
         self._last_check = float("-inf")
 
@@ -40,12 +50,33 @@ class ConfigWatcher:
         if not self._requested.is_set() and now - self._last_check < CHECK_INTERVAL_S:
             return False
         self._last_check = now
-        mtime = _mtime(self.path)
-        if not self._requested.is_set() and mtime == self._mtime:
-            return False
+        state = _state(self.path)
+        if not self._requested.is_set() and (state == self._seen or state != self._pending):
+            self._pending = _NOTHING_PENDING if state == self._seen else state
+            return False  # unchanged, or changed since the last check: wait until it holds still
         self._requested.clear()
-        self._mtime = mtime
+        self._seen, self._pending = state, _NOTHING_PENDING
         return True
+
+
+def read_for_reload(path: Path) -> Config:
+    """The configuration in ``path`` for a reload.
+
+    Raises:
+        ConfigError: the file is empty (a file being rewritten in place, or a mistake: at a reload it would
+            set every key back to its default), or invalid as :func:`load_config` says.
+    """
+    try:
+        empty = not path.read_text(encoding="utf-8").strip()
+    except OSError:
+        empty = False  # load_config says why it cannot be read
+    if empty:
+        raise ConfigError(
+            ["the file is empty; a reload needs the whole configuration (an empty file at start-up means the "
+             "defaults)"],
+            str(path),
+        )  # fmt: skip
+    return load_config(path)
 
 
 def reloadable(old: Config, new: Config) -> tuple[Config, list[str]]:
