@@ -182,7 +182,8 @@ def stack_nested(
         flat = flat.reshape(len(flat), n_classes)
     finite: BoolArray = np.logical_and.reduce(np.isfinite(flat), axis=1)
     in_range: BoolArray = np.logical_and.reduce((flat >= 0.0) & (flat <= 1.0), axis=1)
-    sums: FloatArray = flat.sum(axis=1)
+    with np.errstate(over="ignore"):  # finite values near float64's limit sum to inf: out of range anyway
+        sums: FloatArray = flat.sum(axis=1)
     normal: BoolArray = (np.abs(sums - 1.0) <= tol) & (sums > 0.0)  # a tolerance >= 1 must not let 0 / 0 in
     errors: dict[int, str] = {}
     good_row = finite & in_range & normal

@@ -385,7 +385,8 @@ def _normalize(
     pm = ~logit_mask & ok
     p = out[pm]
     in_range = ((p >= 0.0) & (p <= 1.0)).all(axis=1)
-    sums = p.sum(axis=1)
+    with np.errstate(over="ignore"):  # finite values near float64's limit sum to inf: out of range anyway
+        sums = p.sum(axis=1)
     normal = (np.abs(sums - 1.0) <= tol) & (sums > 0.0)  # a tolerance of 1 or more must not let 0 / 0 in
     rows = np.flatnonzero(pm)
     for r in rows[~in_range]:
