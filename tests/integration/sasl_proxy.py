@@ -33,7 +33,7 @@ import struct
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Self
 
 SASL_HANDSHAKE, API_VERSIONS, SASL_AUTHENTICATE = 17, 18, 36
 UNSUPPORTED_SASL_MECHANISM, SASL_AUTHENTICATION_FAILED = 33, 58
@@ -259,7 +259,51 @@ def frame(data: bytes) -> bytes:
     return struct.pack(">i", len(data)) + data
 
 
-class SaslProxy:
+class Proxy:
+    """A proxy on ``port`` (bound on entry, TLS terminated with ``tls`` if given) in front of the broker on
+    ``upstream`` (set once the broker runs: nothing is relayed before a client connects), served by an event
+    loop on its own thread. Each connection gets one to the broker and is handed to :meth:`_session`, which
+    relays the bytes both ways unchanged."""
+
+    def __init__(self, tls: ssl.SSLContext | None, name: str) -> None:
+        self.tls = tls
+        self.port = 0
+        self.upstream = 0
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            broker_r, broker_w = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:
+            client_w.close()
+            return
+        await self._session(client_r, client_w, broker_r, broker_w)
+
+    async def _session(
+        self,
+        client_r: asyncio.StreamReader,
+        client_w: asyncio.StreamWriter,
+        broker_r: asyncio.StreamReader,
+        broker_w: asyncio.StreamWriter,
+    ) -> None:
+        await asyncio.gather(relay(client_r, broker_w), relay(broker_r, client_w))
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        # port 0: the kernel's free port, bound at once (a port chosen first may be taken before the bind)
+        start = asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
+        self.server = asyncio.run_coroutine_threadsafe(start, self.loop).result(timeout=10)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+class SaslProxy(Proxy):
     """Checks SCRAM logins on ``port`` (bound on entry) and relays logged-in connections to the broker on
     ``upstream`` (set once the broker runs).
 
@@ -280,30 +324,28 @@ class SaslProxy:
         mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-512"),
         tls: ssl.SSLContext | None = None,
     ) -> None:
+        super().__init__(tls, "sasl-proxy")
         self.users = dict(users)
         self.mechanisms = mechanisms
-        self.tls = tls
-        self.port = 0
-        self.upstream = 0
         self.accepted: Counter[tuple[str, str, str]] = Counter()
         self.refused: Counter[tuple[str, str, str]] = Counter()
         self.rejected: list[tuple[int, int]] = []
         self.seen: list[tuple[int, int]] = []
         self.broker_ranges: dict[int, tuple[int, int]] = {}
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="sasl-proxy", daemon=True)
 
-    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        try:
-            broker_r, broker_w = await asyncio.open_connection("127.0.0.1", self.upstream)
-        except OSError:
-            client_w.close()
-            return
+    async def _session(
+        self,
+        client_r: asyncio.StreamReader,
+        client_w: asyncio.StreamWriter,
+        broker_r: asyncio.StreamReader,
+        broker_w: asyncio.StreamWriter,
+    ) -> None:
+        """A login first; the bytes relayed unchanged after one, the connection closed without."""
         logged_in = False
         with contextlib.suppress(OSError, asyncio.IncompleteReadError, ValueError, UnicodeDecodeError):
             logged_in = await self._login(client_r, client_w, broker_r, broker_w)
         if logged_in:
-            await asyncio.gather(relay(client_r, broker_w), relay(broker_r, client_w))
+            await super()._session(client_r, client_w, broker_r, broker_w)
         else:
             client_w.close()
             broker_w.close()
@@ -381,16 +423,3 @@ class SaslProxy:
                 self.rejected.append((key, version))
                 return False
             await client_w.drain()
-
-    def __enter__(self) -> SaslProxy:
-        self.thread.start()
-        # port 0: the kernel's free port, bound at once (a port chosen first may be taken before the bind)
-        start = asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
-        self.server = asyncio.run_coroutine_threadsafe(start, self.loop).result(timeout=10)
-        self.port = int(self.server.sockets[0].getsockname()[1])
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)

@@ -16,7 +16,6 @@ every password is wrong.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import datetime
@@ -27,7 +26,6 @@ import ssl
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -53,11 +51,11 @@ from tests.integration.conftest import RunningMonitors
 from tests.integration.sasl_proxy import (
     SASL_AUTHENTICATE,
     SASL_HANDSHAKE,
+    Proxy,
     SaslProxy,
     ScramAuthenticationError,
     ScramServer,
     Wire,
-    relay,
     uvarint,
 )
 from tests.integration.streams import config_for, create_topics, wait_for
@@ -71,6 +69,12 @@ class Certificates:
     ca: Path
     cert: Path
     key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        """A TLS server context with the server certificate and its key (for a proxy to terminate TLS)."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        return context
 
 
 def make_certificates(where: Path) -> Certificates:
@@ -107,45 +111,12 @@ def make_certificates(where: Path) -> Certificates:
     return paths
 
 
-class TlsProxy:
-    """Terminates TLS on ``port`` (bound on entry) and relays the plain bytes to the broker on ``upstream``
-    (set once the broker runs: nothing is relayed before a client connects)."""
-
-    def __init__(self, certs: Certificates) -> None:
-        self.port = 0
-        self.upstream = 0
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(certs.cert, certs.key)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="tls-proxy", daemon=True)
-
-    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        try:
-            broker_r, broker_w = await asyncio.open_connection("127.0.0.1", self.upstream)
-        except OSError:
-            client_w.close()
-            return
-        await asyncio.gather(relay(client_r, broker_w), relay(broker_r, client_w))
-
-    def __enter__(self) -> TlsProxy:
-        self.thread.start()
-        # port 0: the kernel's free port, bound at once (a port chosen first may be taken before the bind)
-        start = asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.context)
-        self.server = asyncio.run_coroutine_threadsafe(start, self.loop).result(timeout=10)
-        self.port = int(self.server.sockets[0].getsockname()[1])
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-
-
 @contextlib.contextmanager
 def tls_broker(certs: Certificates, authentication: bool = False) -> Iterator[str]:
-    """The real broker behind a TLS proxy; yields the proxy's address, the one the broker advertises."""
+    """The real broker behind a TLS-terminating proxy (bytes relayed unchanged); yields the proxy's address,
+    the one the broker advertises."""
     with (
-        TlsProxy(certs) as proxy,
+        Proxy(certs.server_context(), "tls-proxy") as proxy,
         EmbeddedBroker(advertised_port=proxy.port, authentication=authentication) as broker,
     ):
         assert broker.port is not None
@@ -157,10 +128,8 @@ def tls_broker(certs: Certificates, authentication: bool = False) -> Iterator[st
 def sasl_broker(certs: Certificates, users: dict[str, str]) -> Iterator[tuple[str, SaslProxy]]:
     """The real broker behind a TLS-terminating proxy that checks SCRAM logins against ``users``; yields the
     proxy's address (the one the broker advertises) and the proxy, whose counts the test reads."""
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(certs.cert, certs.key)
     with (
-        SaslProxy(users, tls=tls) as proxy,
+        SaslProxy(users, tls=certs.server_context()) as proxy,
         EmbeddedBroker(advertised_port=proxy.port) as broker,
     ):
         assert broker.port is not None
