@@ -11,7 +11,7 @@ import argparse
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Protocol
@@ -86,6 +86,21 @@ class StoppedWhileStarting(BaseException):
     A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way swallows it."""
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+"""The signals that stop a command."""
+
+
+@contextlib.contextmanager
+def _handling(handlers: Mapping[signal.Signals, Callable[[int, FrameType | None], None]]) -> Iterator[None]:
+    """``handlers`` installed for the block, the previous ones restored after it."""
+    previous = {s: signal.signal(s, h) for s, h in handlers.items()}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 @contextlib.contextmanager
 def stop_while_starting() -> Iterator[None]:
     """Until a loop installs its own handlers (:func:`stop_on_signals`, :func:`stop_after_round`), SIGTERM and
@@ -94,12 +109,8 @@ def stop_while_starting() -> Iterator[None]:
     def handler(signum: int, _frame: FrameType | None) -> None:
         raise StoppedWhileStarting(signal.Signals(signum).name)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with _handling(dict.fromkeys(STOP_SIGNALS, handler)):
         yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 @contextlib.contextmanager
@@ -115,13 +126,8 @@ def stop_on_signals(monitor: Drainable) -> Iterator[None]:
     def reload(_signum: int, _frame: FrameType | None) -> None:
         monitor.request_reload()
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload)
-    try:
+    with _handling({**dict.fromkeys(STOP_SIGNALS, handler), signal.SIGHUP: reload}):
         yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 @contextlib.contextmanager
@@ -132,12 +138,8 @@ def stop_after_round(loop: Stoppable) -> Iterator[None]:
         log.info("received %s: stopping after this round", signal.Signals(signum).name)
         loop.request_stop()
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with _handling(dict.fromkeys(STOP_SIGNALS, handler)):
         yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def needs_cluster(config: Config, command: str) -> bool:
